@@ -1,0 +1,63 @@
+"""`harness` entry point: dispatches `harness <command> ...` to harness.commands.<command>.main(argv).
+
+Each command module owns its own argument parsing so stages stay independent.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+COMMANDS = {
+    "data": "Validate and clean training/eval data (check, prepare)",
+    "tasks": "List and validate task definitions in evalsets/",
+    "train": "Train one LoRA/QLoRA adapter (Hydra overrides)",
+    "sweep": "Train a grid of adapters, evaluate all, write a report (Hydra multirun)",
+    "eval": "Generate and score base, few-shot and adapters for a run or sweep dir",
+    "judge": "LLM-as-judge: score, pairwise, calibrate",
+    "report": "Write report.md and report.html for a sweep dir",
+    "gate": "Exit non-zero when a sweep misses its thresholds (for CI)",
+    "export": "Export a run as adapter, merged model or GGUF",
+    "model": "Prepare/inspect base models (e.g. convert the embedded GGUF once)",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: harness <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<8} {desc}" for name, desc in COMMANDS.items()]
+    lines += ["", "Run `harness <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("--version", "-V"):
+        from harness import __version__
+
+        print(__version__)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"harness: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from harness.io import UserError
+
+    module = importlib.import_module(f"harness.commands.{cmd.replace('-', '_')}")
+    try:
+        rc = module.main(rest)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: completed work is saved; re-run the same command to resume", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

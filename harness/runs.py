@@ -1,0 +1,67 @@
+"""The run directory contract: what a training run leaves behind, and how to tell it is complete.
+
+<run_dir>/
+  config.yaml     resolved config (secrets redacted)
+  manifest.json   run_id, base model id+hash, data hashes, package versions, git commit, seed, device
+  status.json     {"status": "running"|"complete"|"failed", "error": str|None}
+  metrics.json    best_val_loss, best_step, train_time_s, tokens_per_s, peak_mem_mb, trainable_params, adapter_bytes, ...
+  curves.json     {"train": [{"step", "loss"}], "val": [{"step", "loss"}]}
+  curves.png
+  adapter/        PEFT adapter (adapter_model.safetensors + adapter_config.json) from the best val step
+  train.log
+  checkpoints/    resumable state while running
+A run is complete only when status.json says so and the adapter is present; status.json is
+written last, atomically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.io import read_json, write_json
+
+STATUS = "status.json"
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    run_id: str
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.run_dir / "adapter"
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete" and (self.adapter_dir / "adapter_config.json").is_file()
+
+
+def read_status(run_dir: Path) -> dict:
+    p = Path(run_dir) / STATUS
+    return read_json(p) if p.is_file() else {"status": "missing"}
+
+
+def write_status(run_dir: Path, status: str, error: str | None = None, **extra: Any) -> None:
+    write_json(Path(run_dir) / STATUS, {"status": status, "error": error, **extra})
+
+
+def load_run(run_dir: str | Path) -> RunInfo:
+    import yaml
+
+    run_dir = Path(run_dir)
+    st = read_status(run_dir)
+    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    return RunInfo(run_dir, manifest.get("run_id", run_dir.name), st.get("status", "missing"), metrics, manifest, cfg or {}, st.get("error"))
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    return load_run(run_dir).complete
