@@ -125,3 +125,16 @@ def make_backend(backend_cfg: dict, spec: ServeSpec) -> Backend:
 
 def _opts(cfg: dict) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("kind", "name")}
+
+
+def adapter_identity(base_identity: str, adapter_dir: Path) -> str:
+    """Identity of base + adapter: the base identity and the sha256 of adapter_model.safetensors.
+
+    Backend-independent: any backend serving the same base and adapter file reports the same string.
+    """
+    from harness.io import UserError, sha256_file
+
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{weights}: adapter weights not found (expected a PEFT adapter saved as safetensors)")
+    return f"{base_identity}+{sha256_file(weights)[:16]}"
