@@ -1,0 +1,285 @@
+"""Embedded transformers + PEFT backend: one base model, every adapter, mixed-adapter batches.
+
+The base model is loaded once; every adapter is loaded into the same PeftModel (safetensors
+only) under an internal name, and each batch row picks its adapter through peft's
+`adapter_names=` argument to `generate` ("__base__" for the base model). So a batch can mix
+the base and any number of adapters: one forward pass serves them all.
+
+Batching: requests are grouped by generation settings, sorted by prompt length (so a batch
+wastes little padding), left-padded with an attention mask, and restored to request order.
+For greedy decoding in fp32, a row's output in a mixed batch equals its output alone
+(tests/test_hf_backend.py checks this token for token on the tiny model); with bf16/fp16 or
+on GPU, batched kernels may round differently and rarely flip a near-tie.
+
+Completion fields:
+- text: decoded with skip_special_tokens=True, cut at the first stop string.
+- completion_tokens: tokens generated up to and including the end-of-turn token or the token
+  that completed a stop string (tokens of the stop string itself are counted).
+- finish_reason: "stop" (end-of-turn token or stop string), "length" (hit max_new_tokens).
+- latency_s: the batch's wall time divided by its rows (the amortised cost per request, so
+  latencies add up to the total time); not the time a single user would wait.
+- logprobs (params.logprobs = k > 0): per generated token {"token", "logprob", "top": {token: logprob}}
+  from the raw (unprocessed) next-token logits.
+Sampling (temperature > 0) seeds torch with params.seed before each batch: reproducible for the
+same request list and batch size, but a row's sample depends on the batch it was in.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from harness.backends.base import BASE, Completion, GenParams, ProgressFn, Request, ServeSpec, adapter_identity
+from harness.io import UserError
+
+PEFT_BASE = "__base__"
+
+
+def _cpu_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(
+        self,
+        spec: ServeSpec,
+        batch_size: int = 16,
+        device: str = "auto",
+        dtype: str | None = None,
+        threads: int | None = None,
+        generate_kwargs: dict | None = None,
+    ):
+        import torch
+
+        from harness.models import default_device, load_model, load_tokenizer, resolve_model
+
+        if int(batch_size) < 1:
+            raise UserError(f"backend.batch_size must be >= 1 (got {batch_size})")
+        self.batch_size = int(batch_size)
+        self.device = default_device() if device in (None, "", "auto") else str(device)
+        if self.device == "cpu":
+            torch.set_num_threads(int(threads) if threads else _cpu_threads())
+        # Extra keyword arguments for every generate() call (the benchmark uses min_new_tokens).
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.model_spec = resolve_model(spec.model_cfg)
+        self.tokenizer = load_tokenizer(self.model_spec)
+        self.tokenizer.padding_side = "left"
+        model = load_model(self.model_spec, device=self.device, dtype=dtype)
+        self.adapter_dirs: dict[str, Path] = {}
+        self._internal: dict[str, str] = {BASE: PEFT_BASE}
+        for i, (key, adir) in enumerate((spec.adapters or {}).items()):
+            key = str(key)
+            if key == BASE:
+                raise UserError(f"adapter name {key!r} is reserved for the base model")
+            adir = Path(adir)
+            if not (adir / "adapter_model.safetensors").is_file():
+                raise UserError(f"{adir}: no adapter_model.safetensors (adapters are loaded from safetensors only)")
+            if not (adir / "adapter_config.json").is_file():
+                raise UserError(f"{adir}: no adapter_config.json (not a PEFT adapter folder)")
+            internal = f"adapter_{i}"  # peft names become module keys: no dots, no clash with "__base__"
+            try:
+                if i == 0:
+                    from peft import PeftModel
+
+                    model = PeftModel.from_pretrained(model, str(adir), adapter_name=internal, is_trainable=False,
+                                                      use_safetensors=True)
+                else:
+                    model.load_adapter(str(adir), adapter_name=internal, is_trainable=False, use_safetensors=True)
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise UserError(f"{adir}: cannot load adapter {key!r} onto base {self.model_spec.name}: {e}") from e
+            self.adapter_dirs[key] = adir
+            self._internal[key] = internal
+        model.eval()
+        self.model = model
+        self._is_peft = bool(self.adapter_dirs)
+        self._identities: dict[str, str] = {}
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self._eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(self._eos_ids))
+
+    # ------------------------------------------------------------------ interface
+    def model_keys(self) -> list[str]:
+        return [BASE, *self.adapter_dirs]
+
+    def model_identity(self, model_key: str) -> str:
+        self._check_key(model_key)
+        if model_key not in self._identities:
+            if model_key == BASE:
+                self._identities[model_key] = self.model_spec.identity
+            else:
+                self._identities[model_key] = adapter_identity(self.model_spec.identity, self.adapter_dirs[model_key])
+        return self._identities[model_key]
+
+    def close(self) -> None:
+        self.model = None
+
+    def _check_key(self, key: str) -> None:
+        if key not in self._internal:
+            raise UserError(f"unknown model {key!r} for the hf backend (known: {', '.join(self.model_keys())})")
+
+    def _prompt_ids(self, messages: list[dict]) -> list[int]:
+        from harness.prompts import render_prompt
+
+        text = render_prompt(self.tokenizer, messages)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _left_pad(self, seqs: list[list[int]]):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            if s:
+                ids[r, width - len(s):] = torch.tensor(s, dtype=torch.long)
+                mask[r, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _peft_kwargs(self, keys: Sequence[str]) -> dict:
+        return {"adapter_names": [self._internal[k] for k in keys]} if self._is_peft else {}
+
+    # ------------------------------------------------------------------ logits (canary)
+    def logits(self, model_key: str, messages: list[dict]):
+        """Next-token logits (1-D float32 CPU tensor over the vocabulary) after the rendered prompt."""
+        import torch
+
+        self._check_key(model_key)
+        ids, mask = self._left_pad([self._prompt_ids(list(messages))])
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, **self._peft_kwargs([model_key]))
+        return out.logits[0, -1].float().cpu()
+
+    # ------------------------------------------------------------------ generation
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+        """Completions in request order; `progress(k)` is called with the number of requests each batch finished."""
+        requests = list(requests)
+        for r in requests:
+            self._check_key(r.model_key)
+        prompts = [self._prompt_ids(r.message_dicts()) for r in requests]
+        # Group by generation settings (a batch shares one generate() call), then by prompt length.
+        groups: dict[GenParams, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.params, []).append(i)
+        out: list[Completion | None] = [None] * len(requests)
+        for params, idxs in groups.items():
+            idxs = sorted(idxs, key=lambda i: (len(prompts[i]), i))
+            for start in range(0, len(idxs), self.batch_size):
+                chunk = idxs[start:start + self.batch_size]
+                results = self._generate_batch([requests[i].model_key for i in chunk], [prompts[i] for i in chunk], params)
+                for i, c in zip(chunk, results):
+                    out[i] = c
+                if progress is not None:
+                    progress(len(chunk))
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, keys: list[str], seqs: list[list[int]], params: GenParams) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        t0 = time.perf_counter()
+        ids, mask = self._left_pad(seqs)
+        width = ids.shape[1]
+        tracker = _FinishTracker(self.tokenizer, width, self._eos_ids, params.stop, len(seqs), self.device)
+        sample = params.temperature > 0
+        gc_kwargs: dict[str, Any] = dict(
+            max_new_tokens=int(params.max_new_tokens),
+            do_sample=sample,
+            num_beams=1,
+            eos_token_id=sorted(self._eos_ids),
+            pad_token_id=self._pad_id,
+            return_dict_in_generate=True,
+            output_logits=params.logprobs > 0,
+        )
+        if sample:
+            gc_kwargs.update(temperature=float(params.temperature), top_p=float(params.top_p), top_k=0)
+        gen_kwargs = dict(self.generate_kwargs)
+        gen_cfg = GenerationConfig(**{**gc_kwargs, **{k: gen_kwargs.pop(k) for k in list(gen_kwargs)
+                                                      if hasattr(GenerationConfig(), k)}})
+        if sample:
+            torch.manual_seed(int(params.seed))
+        with torch.inference_mode():
+            res = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=gen_cfg,
+                stopping_criteria=StoppingCriteriaList([tracker]),
+                **self._peft_kwargs(keys),
+                **gen_kwargs,
+            )
+        gen = res.sequences[:, width:].cpu()
+        logprobs = None
+        if params.logprobs > 0 and res.logits:
+            logprobs = torch.log_softmax(torch.stack(res.logits, dim=1).float(), dim=-1).cpu()  # [B, T, V]
+        per_row = (time.perf_counter() - t0) / len(seqs)
+        comps = []
+        for r in range(len(seqs)):
+            n_gen = int(gen.shape[1])
+            done_at = tracker.done_at[r]
+            n = done_at + 1 if done_at is not None else n_gen
+            toks = gen[r, :n].tolist()
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            cut = _first_stop(text, params.stop)
+            if cut is not None:
+                text = text[:cut]
+            finish = "stop" if (done_at is not None or cut is not None) else "length"
+            lp = None
+            if logprobs is not None:
+                lp = []
+                for t, tok in enumerate(toks):
+                    row = logprobs[r, t]
+                    top_v, top_i = torch.topk(row, int(params.logprobs))
+                    lp.append({
+                        "token": self.tokenizer.decode([tok]),
+                        "logprob": float(row[tok]),
+                        "top": {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(top_v, top_i)},
+                    })
+            comps.append(Completion(text=text, prompt_tokens=len(seqs[r]), completion_tokens=len(toks),
+                                    finish_reason=finish, latency_s=per_row, logprobs=lp))
+        return comps
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s]
+    hits = [h for h in hits if h >= 0]
+    return min(hits) if hits else None
+
+
+class _FinishTracker:
+    """Stopping criterion that records, per row, the step at which it finished (EOS or a stop string).
+
+    generate() marks rows finished by EOS itself; this also stops rows whose decoded text contains
+    a stop string, and remembers where each row ended so padding after it is never counted.
+    """
+
+    def __init__(self, tokenizer, prompt_width: int, eos_ids: set[int], stops: Sequence[str], rows: int, device):
+        self.tokenizer = tokenizer
+        self.width = prompt_width
+        self.eos_ids = eos_ids
+        self.stops = [s for s in stops if s]
+        self.done_at: list[int | None] = [None] * rows
+        self.device = device
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        step = input_ids.shape[1] - self.width - 1
+        last = input_ids[:, -1].tolist()
+        done = []
+        for r, tok in enumerate(last):
+            if self.done_at[r] is None:
+                if tok in self.eos_ids:
+                    self.done_at[r] = step
+                elif self.stops:
+                    text = self.tokenizer.decode(input_ids[r, self.width:].tolist(), skip_special_tokens=True)
+                    if any(s in text for s in self.stops):
+                        self.done_at[r] = step
+            done.append(self.done_at[r] is not None)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -1,0 +1,145 @@
+"""HF backend: mixed-adapter batches equal one-at-a-time generation; stops, lengths, logprobs, identities."""
+from __future__ import annotations
+
+import pytest
+
+from harness.backends.base import BASE, GenParams, Request, ServeSpec, adapter_identity
+from harness.io import UserError
+from tests.conftest import TINY_CFG
+
+PROMPTS = [
+    "hi",
+    "What is the capital of France? Answer briefly please.",
+    "x " * 30,
+    "Tell me a story",
+    "1+1=",
+    "Translate to French: good morning, my friend",
+    "ok",
+    "A longer prompt with many many words to make it long enough " * 3,
+]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_adapters):
+    from harness.backends.hf import HFBackend
+
+    b = HFBackend(ServeSpec(TINY_CFG, {k: tiny_adapters[k] for k in ("a1", "a2")}), batch_size=8, device="cpu")
+    yield b
+    b.close()
+
+
+def _req(key, text, **kw):
+    return Request(key, [{"role": "user", "content": text}], GenParams(**{"max_new_tokens": 10, **kw}))
+
+
+def _tokens(c):
+    return [t["token"] for t in c.logprobs]
+
+
+def test_mixed_batch_equals_one_at_a_time(backend):
+    # Interleave keys so every batch mixes base and both adapters, with prompts of different lengths.
+    reqs = [_req(k, t, logprobs=1) for i, t in enumerate(PROMPTS) for k in ((BASE, "a1", "a2")[i % 3:] + (BASE, "a1", "a2")[:i % 3])]
+    mixed = backend.generate(reqs)
+    single = [backend.generate([r])[0] for r in reqs]
+    assert len(mixed) == len(reqs)
+    for r, m, s in zip(reqs, mixed, single):
+        assert m.text == s.text, (r.model_key, r.messages)
+        assert _tokens(m) == _tokens(s)
+        assert m.completion_tokens == s.completion_tokens
+        assert m.finish_reason == s.finish_reason
+        assert m.prompt_tokens == s.prompt_tokens
+        for a, b in zip(m.logprobs, s.logprobs):
+            assert a["logprob"] == pytest.approx(b["logprob"], abs=1e-3)
+    # The adapters really change the output (and differ from each other).
+    by_key = {k: [m.text for r, m in zip(reqs, mixed) if r.model_key == k] for k in (BASE, "a1", "a2")}
+    assert by_key["a1"] != by_key[BASE] and by_key["a2"] != by_key[BASE] and by_key["a1"] != by_key["a2"]
+
+
+def test_batch_size_does_not_change_greedy_output(tiny_adapters, backend):
+    reqs = [_req(k, t) for t in PROMPTS[:5] for k in (BASE, "a1", "a2")]
+    ref = [c.text for c in backend.generate(reqs)]
+    old = backend.batch_size
+    try:
+        backend.batch_size = 3
+        assert [c.text for c in backend.generate(reqs)] == ref
+    finally:
+        backend.batch_size = old
+
+
+def test_order_progress_and_counts(backend):
+    reqs = [_req("a1", t, max_new_tokens=6) for t in PROMPTS]
+    seen = []
+    out = backend.generate(reqs, progress=seen.append)
+    assert sum(seen) == len(reqs)
+    for r, c in zip(reqs, out):
+        assert c.completion_tokens == 6 and c.finish_reason == "length"
+        assert c.prompt_tokens > 0 and c.latency_s > 0 and c.logprobs is None and not c.cached
+    # Order restored: each output is the one the prompt gets alone.
+    assert out[3].text == backend.generate([reqs[3]])[0].text
+
+
+def test_stop_string_truncates(backend):
+    base = backend.generate([_req("a1", "Tell me a story", max_new_tokens=10)])[0]
+    assert base.finish_reason == "length"
+    word = base.text.split()[2]
+    stop = backend.generate([_req("a1", "Tell me a story", max_new_tokens=10, stop=(word,))])[0]
+    assert stop.finish_reason == "stop"
+    assert word not in stop.text and base.text.startswith(stop.text)
+    assert stop.completion_tokens < 10
+
+
+def test_eos_finishes_row(backend):
+    # The tiny base model emits "\n" greedily; pretend that is end-of-turn.
+    nl = backend.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
+    old = backend._eos_ids
+    backend._eos_ids = {nl}
+    try:
+        out = backend.generate([_req(BASE, "hi"), _req("a1", "hi")])
+    finally:
+        backend._eos_ids = old
+    assert out[0].finish_reason == "stop" and out[0].completion_tokens == 1
+    assert out[1].finish_reason == "length" and out[1].completion_tokens == 10
+
+
+def test_logprobs_topk(backend):
+    c = backend.generate([_req("a2", "hello there", max_new_tokens=4, logprobs=3)])[0]
+    assert len(c.logprobs) == 4
+    for t in c.logprobs:
+        assert len(t["top"]) <= 3 and t["logprob"] <= 0
+        assert max(t["top"].values()) == pytest.approx(t["logprob"], abs=1e-5)  # greedy picks the top token
+
+
+def test_sampling_seeded(backend):
+    r = _req("a1", "hello", temperature=1.0, top_p=0.9, seed=7)
+    a, b = backend.generate([r])[0], backend.generate([r])[0]
+    assert a.text == b.text
+    other = backend.generate([_req("a1", "hello", temperature=1.0, top_p=0.9, seed=8)])[0]
+    greedy = backend.generate([_req("a1", "hello")])[0]
+    assert other.text != a.text or greedy.text != a.text
+
+
+def test_identity_and_keys(backend, tiny_spec, tiny_adapters):
+    assert backend.model_keys() == [BASE, "a1", "a2"]
+    assert backend.model_identity(BASE) == tiny_spec.identity
+    assert backend.model_identity("a1") == adapter_identity(tiny_spec.identity, tiny_adapters["a1"])
+    assert backend.model_identity("a1") != backend.model_identity("a2")
+    with pytest.raises(UserError, match="unknown model"):
+        backend.generate([_req("nope", "hi")])
+
+
+def test_logits_method(backend):
+    msgs = [{"role": "user", "content": "hi"}]
+    lb, la = backend.logits(BASE, msgs), backend.logits("a1", msgs)
+    assert lb.shape == la.shape and lb.ndim == 1
+    assert not (lb == la).all()
+
+
+def test_base_only_and_bad_adapter(tmp_path):
+    from harness.backends.hf import HFBackend
+
+    b = HFBackend(ServeSpec(TINY_CFG, {}), device="cpu")
+    assert b.model_keys() == [BASE]
+    assert b.generate([_req(BASE, "hi", max_new_tokens=3)])[0].completion_tokens == 3
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(UserError, match="safetensors"):
+        HFBackend(ServeSpec(TINY_CFG, {"bad": tmp_path / "bad"}), device="cpu")
