@@ -1,0 +1,340 @@
+"""harness export: adapter / merged / gguf, merge equivalence, atomicity, refusals."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SMOL_CFG, TINY_CFG, make_random_adapter
+from harness.io import UserError, read_json, sha256_file, write_json
+from harness.runs import write_status
+
+DEMO_TASK = {
+    "name": "demo_export",
+    "system_prompt": "Answer with a JSON object only.",
+    "prompt_template": "{prompt}",
+}
+DEMO_ITEMS = [
+    ("Ada is 36 years old.", {"name": "Ada", "age": 36}),
+    ("Bob is 41.", {"name": "Bob", "age": 41}),
+    ("Carla, aged 29.", {"name": "Carla", "age": 29}),
+    ("Dan turned 52 today.", {"name": "Dan", "age": 52}),
+    ("Eve is 18 years old.", {"name": "Eve", "age": 18}),
+    ("Frank is 63.", {"name": "Frank", "age": 63}),
+]
+
+
+def write_task(root: Path, items=DEMO_ITEMS) -> Path:
+    """A small self-contained task (task.yaml + eval.jsonl) so tests do not depend on evalsets/."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [{"messages": [{"role": "user", "content": f"Extract name and age: {t}"},
+                          {"role": "assistant", "content": json.dumps(o)}]} for t, o in items]
+    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "task.yaml").write_text(yaml.safe_dump({
+        **DEMO_TASK, "version": "1", "data": {"train": "train.jsonl", "eval": "eval.jsonl"},
+        "metrics": [{"name": "json_valid"}], "primary_metric": "json_valid",
+        "generation": {"max_new_tokens": 32, "temperature": 0.0}}))
+    return root / "task.yaml"
+
+
+def make_run(tmp: Path, spec, model_cfg: dict, *, adapter: Path | None = None, status: str = "complete",
+             task_path: Path | None = None, quant: str = "none", seed: int = 1, run_id: str = "run-test") -> Path:
+    run = tmp / run_id
+    run.mkdir(parents=True)
+    if adapter is None:
+        make_random_adapter(spec, run / "adapter", seed=seed, scale=0.1)
+    else:
+        shutil.copytree(adapter, run / "adapter")
+    task_path = task_path or write_task(tmp / "task")
+    cfg = {"model": dict(model_cfg), "task": {"name": "demo_export", "path": str(task_path)},
+           "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+           "train": {"epochs": 1, "lr": 2e-4, "batch_size": 4}, "quant": quant, "seed": 0}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    write_json(run / "manifest.json", {"run_id": run_id, "base_model": {"name": spec.name, "identity": spec.identity},
+                                       "data": {"train": {"path": str(task_path.parent / "train.jsonl"), "sha256": "ab" * 32}}})
+    write_json(run / "metrics.json", {"best_val_loss": 1.234, "best_step": 10, "train_time_s": 3.5,
+                                      "trainable_params": 1000, "adapter_bytes": 4000})
+    write_status(run, status)
+    return run
+
+
+@pytest.fixture()
+def tiny_run(tiny_spec, tmp_path):
+    return make_run(tmp_path, tiny_spec, TINY_CFG)
+
+
+def test_merge_equivalence_tiny(tiny_spec, tiny_run):
+    """merged logits == base + adapter (unmerged PeftModel) in fp32, and the adapter really changes the logits."""
+    from harness.export import check_run, load_check_items, merge_adapter, prompt_logits, _verification_prompts
+    from harness.models import load_model, load_tokenizer
+
+    info = check_run(tiny_run)
+    items = load_check_items(info.config, 3).items
+    assert len(items) == 3
+    res = merge_adapter(info, tiny_spec, items=items, log=lambda m: None)
+    assert res.max_abs_diff < 1e-4 and res.n_prompts == 3
+    tok = load_tokenizer(tiny_spec)
+    prompts = _verification_prompts(tok, items)
+    merged = prompt_logits(res.model, tok, prompts)
+    base = prompt_logits(load_model(tiny_spec, device="cpu", dtype="float32"), tok, prompts)
+    # independent reference: a fresh unmerged PeftModel
+    from harness.export import load_peft_fp32
+
+    ref = prompt_logits(load_peft_fp32(tiny_spec, info.adapter_dir), tok, prompts)
+    assert max(float((a - b).abs().max()) for a, b in zip(merged, ref)) < 1e-4
+    assert max(float((a - b).abs().max()) for a, b in zip(merged, base)) > 1e-3  # the adapter is not a no-op
+    assert not any("lora_" in n for n, _ in res.model.named_parameters())
+
+
+def test_merge_verification_fails_loudly(tiny_spec, tiny_run, monkeypatch):
+    import harness.export as ex
+
+    info = ex.check_run(tiny_run)
+    with pytest.raises(UserError, match="merge verification FAILED") as ei:
+        ex.merge_adapter(info, tiny_spec, atol=0.0, log=lambda m: None)  # nothing is < 0
+    assert ei.value.exit_code == 1
+
+
+def test_export_adapter(tiny_spec, tiny_run, tmp_path):
+    from harness.commands.export import main
+
+    out = tmp_path / "exp_adapter"
+    assert main([str(tiny_run), "--format", "adapter", "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", "export_manifest.json",
+            "chat_template.jinja", "tokenizer_config.json"} <= names
+    m = read_json(out / "export_manifest.json")
+    assert m["format"] == "adapter" and m["source_run_id"] == "run-test"
+    assert m["adapter_sha256"] == sha256_file(tiny_run / "adapter" / "adapter_model.safetensors")
+    assert m["base"]["identity"] == tiny_spec.identity
+    assert m["tool_versions"]["torch"] and m["tool_versions"]["peft"]
+    for rel, digest in m["files"].items():
+        assert sha256_file(out / rel) == digest
+    card = (out / "README.md").read_text()
+    assert tiny_spec.identity in card and "best_val_loss" in card and "1.234" in card and "ab" * 32 in card
+    assert "| r | 4 |" in card
+    # the exported adapter loads and runs with PEFT on the base
+    from peft import PeftModel
+
+    from harness.models import load_model
+
+    PeftModel.from_pretrained(load_model(tiny_spec, device="cpu", dtype="float32"), str(out))
+    # no temp dirs left beside DIR
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp_adapter")]
+
+
+def test_adapter_card_includes_sweep_report(tiny_spec, tmp_path):
+    sweep = tmp_path / "sweeps" / "s1"
+    run = make_run(sweep / "runs", tiny_spec, TINY_CFG, run_id="r8")
+    write_json(sweep / "report" / "verdict.json", {"verdict": "Adapter r8 beats few-shot on exact_match (+0.31)."})
+    write_json(sweep / "scores" / "summary.json", {
+        "task": "demo_export", "task_version": "1", "primary_metric": "exact_match",
+        "models": {"base": {"kind": "baseline", "n": 6, "metrics": {"exact_match": 0.1, "json_valid": 0.2}},
+                   "fewshot": {"kind": "baseline", "n": 6, "metrics": {"exact_match": 0.3, "json_valid": 0.5}},
+                   "r8": {"kind": "adapter", "n": 6, "metrics": {"exact_match": 0.61, "json_valid": 0.9},
+                          "probes": {"arith": 0.8}}}})
+    from harness.export import export_run
+
+    out = tmp_path / "card"
+    export_run(run, "adapter", out, log=lambda m: None)
+    card = (out / "README.md").read_text()
+    assert "beats few-shot" in card and "0.61" in card and "| this adapter |" in card and "arith" in card
+
+
+def test_export_merged(tiny_spec, tiny_run, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.commands.export import main
+    from harness.export import _verification_prompts, load_check_items, load_peft_fp32, prompt_logits
+    from harness.models import load_tokenizer
+    from harness.runs import load_run
+
+    out = tmp_path / "exp_merged"
+    assert main([str(tiny_run), "--format", "merged", "--out", str(out)]) == 0
+    assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+    assert (out / "tokenizer_config.json").is_file()
+    m = read_json(out / "export_manifest.json")
+    assert m["format"] == "merged" and m["merge"]["verified_max_abs_logit_diff"] < 1e-4
+    assert m["merge"]["note"] is None
+    # the standalone model (no peft) reproduces base+adapter
+    tok = load_tokenizer(tiny_spec)
+    prompts = _verification_prompts(tok, load_check_items(load_run(tiny_run).config, 3).items)
+    merged = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    a = prompt_logits(merged, tok, prompts)
+    b = prompt_logits(load_peft_fp32(tiny_spec, tiny_run / "adapter"), tok, prompts)
+    assert max(float((x - y).abs().max()) for x, y in zip(a, b)) < 1e-4
+
+
+def test_merged_nf4_run_is_stated(tiny_spec, tmp_path, capsys):
+    from harness.export import NF4_NOTE, export_run
+
+    run = make_run(tmp_path, tiny_spec, TINY_CFG, quant="nf4", run_id="qrun")
+    m = export_run(run, "merged", tmp_path / "out", log=print)
+    assert m["merge"]["note"] == NF4_NOTE and m["training_quant"] == "nf4"
+    assert "dequantized fp32 base" in capsys.readouterr().out
+    assert "dequantized fp32 base" in (tmp_path / "out" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("status,remove,needle", [
+    ("running", None, "'running'"),
+    ("failed", None, "'failed'"),
+    ("complete", "adapter/adapter_model.safetensors", "adapter_model.safetensors is missing"),
+    ("complete", "adapter", "adapter_config.json is missing"),
+    ("complete", "status.json", "status.json is missing"),
+])
+def test_refuses_unfinished_run(tiny_spec, tmp_path, status, remove, needle):
+    from harness.cli import main as cli_main
+    from harness.commands.export import main
+
+    run = make_run(tmp_path, tiny_spec, TINY_CFG, status=status)
+    if remove:
+        p = run / remove
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out = tmp_path / "never"
+    with pytest.raises(UserError, match="not a finished run") as ei:
+        main([str(run), "--format", "adapter", "--out", str(out)])
+    assert ei.value.exit_code == 2 and needle in str(ei.value)
+    assert cli_main(["export", str(run), "--format", "merged", "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_refusals_bad_args(tiny_spec, tiny_run, tmp_path):
+    from harness.cli import main as cli_main
+
+    assert cli_main(["export", str(tmp_path / "nope"), "--format", "adapter", "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["export", str(tiny_run), "--format", "zip", "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["export", str(tiny_run), "--format", "adapter", "--quant", "q8_0", "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["export", str(tiny_run), "--format", "merged", "--quant", "q4_k_m", "--out", str(tmp_path / "o")]) == 2
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "precious.txt").write_text("x")
+    assert cli_main(["export", str(tiny_run), "--format", "adapter", "--out", str(busy)]) == 2
+    assert (busy / "precious.txt").read_text() == "x"
+    assert not (tmp_path / "o").exists()
+
+
+def test_failed_export_leaves_no_dir(tiny_spec, tiny_run, tmp_path, monkeypatch):
+    import harness.export as ex
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ex, "model_card", boom)
+    out = tmp_path / "fail"
+    with pytest.raises(RuntimeError):
+        ex.export_run(tiny_run, "adapter", out, log=lambda m: None)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".fail")]
+    # a previous export is replaced atomically, or kept intact on failure
+    monkeypatch.undo()
+    ex.export_run(tiny_run, "adapter", out, log=lambda m: None)
+    before = read_json(out / "export_manifest.json")
+    monkeypatch.setattr(ex, "model_card", boom)
+    with pytest.raises(RuntimeError):
+        ex.export_run(tiny_run, "adapter", out, log=lambda m: None)
+    assert read_json(out / "export_manifest.json") == before
+
+
+def test_refuses_base_mismatch(tiny_spec, tiny_run):
+    from harness.export import check_run, run_spec
+
+    m = read_json(tiny_run / "manifest.json")
+    m["base_model"]["identity"] = "0000000000000000"
+    write_json(tiny_run / "manifest.json", m)
+    with pytest.raises(UserError, match="different base"):
+        run_spec(check_run(tiny_run))
+
+
+def test_compare_outputs_rule():
+    from harness.export import compare_outputs
+
+    r = compare_outputs(['{"a": 1}', '{"a": 2}', "no"], ['{"a": 1}', "nope", "no"], tolerance=0.1)
+    assert r["n"] == 3 and abs(r["adapter_json_valid_rate"] - 2 / 3) < 1e-9 and abs(r["gguf_json_valid_rate"] - 1 / 3) < 1e-9
+    assert abs(r["exact_match_rate"] - 2 / 3) < 1e-9 and r["passed"] is False
+    assert compare_outputs(['{"a": 1}'], [' {"a": 1}\n'])["passed"] is True
+
+
+def _train_short(spec, run_dir: Path, task_path: Path, steps: int = 30) -> str:
+    """A short real training run: harness.train when available, else a minimal PEFT loop. Returns which."""
+    try:
+        from harness.train import train  # noqa: F401
+        have_train = importlib.util.find_spec("harness.tasks") is not None
+    except ImportError:
+        have_train = False
+    if have_train:
+        cfg = {"model": dict(SMOL_CFG), "task": {"name": "demo_export", "path": str(task_path)},
+               "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "bias": "none"},
+               "train": {"epochs": 100, "max_steps": steps, "lr": 2e-3, "batch_size": 4, "grad_accum": 1,
+                         "warmup_ratio": 0.0, "weight_decay": 0.0, "lr_scheduler": "constant", "max_grad_norm": 1.0,
+                         "eval_every": 10, "patience": 0, "min_delta": 0.0, "completion_only": True, "precision": "fp32",
+                         "gradient_checkpointing": False, "group_by_length": False, "val_fraction": 0.2,
+                         "checkpoint_every": 1000},
+               "quant": "none", "seed": 0, "tracking": {"wandb": "disabled"}, "backend": {"kind": "hf"}}
+        try:
+            from harness.train import train
+
+            train(cfg, run_dir, quiet=True)
+            return "harness.train"
+        except Exception as exc:  # the engine's config schema may differ; fall back to the minimal loop
+            print(f"harness.train unusable here ({type(exc).__name__}: {exc}); using a minimal PEFT loop")
+            shutil.rmtree(run_dir, ignore_errors=True)
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from harness.example import Example
+    from harness.models import load_model, load_tokenizer
+    from harness.prompts import tokenize_for_training
+
+    tok = load_tokenizer(spec)
+    model = get_peft_model(load_model(spec, device="cpu", dtype="float32"),
+                           LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
+    rows = [json.loads(x) for x in (task_path.parent / "train.jsonl").read_text().splitlines()]
+    enc = [tokenize_for_training(tok, Example(tuple(r["messages"])), system_prompt=DEMO_TASK["system_prompt"]) for r in rows]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    torch.manual_seed(0)
+    model.train()
+    for step in range(steps):
+        e = enc[step % len(enc)]
+        out = model(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]]))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
+    return "minimal PEFT loop"
+
+
+@pytest.mark.slow
+@pytest.mark.llamacpp
+def test_export_gguf_smollm2(smol_spec, tmp_path):
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama_cpp (llama-cpp-python) is not importable")
+    try:
+        from harness import gguf  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"harness.gguf not available: {exc}")
+    task_path = write_task(tmp_path / "task")
+    trained = tmp_path / "trained"
+    how = _train_short(smol_spec, trained, task_path, steps=30)
+    print(f"adapter trained with: {how}")
+    run = make_run(tmp_path / "runs", smol_spec, SMOL_CFG, adapter=trained / "adapter", task_path=task_path,
+                   run_id="smol-run")
+    from harness.cli import main as cli_main
+
+    out = tmp_path / "gguf_out"
+    rc = cli_main(["export", str(run), "--format", "gguf", "--quant", "q8_0", "--out", str(out),
+                   "--check-items", "6", "--max-new-tokens", "24"])
+    assert rc == 0
+    m = read_json(out / "export_manifest.json")
+    gg = out / m["gguf_file"]
+    assert gg.is_file() and gg.read_bytes()[:4] == b"GGUF"
+    chk = read_json(out / "gguf_check.json")
+    assert chk["n"] == 6 and chk["passed"]
+    assert chk["gguf_json_valid_rate"] >= chk["adapter_json_valid_rate"] - 0.1
+    assert m["tool_versions"]["llama_cpp"]
+    print(json.dumps({k: v for k, v in chk.items() if k != "items"}))
