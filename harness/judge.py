@@ -7,7 +7,8 @@ works: embedded hf (default), llama.cpp server, vLLM, any OpenAI-compatible endp
 Verdict rule (STRICT, see `extract_json_object`): the judge's completion -- and only the
 completion, never the prompt or a candidate -- must be exactly one JSON object, optionally
 wrapped in ONE markdown code fence (```json ... ``` or ``` ... ```), with nothing but whitespace
-before or after. No prose, no second object, no duplicate keys. Pointwise verdicts must have
+before or after. No prose, no second object, no duplicate keys, and not a verbatim copy of a JSON object
+found inside a candidate (`check_not_echo`). Pointwise verdicts must have
 exactly the keys {"score", "reason"}, score an integer (not bool/float) inside the rubric's
 scale; pairwise verdicts exactly {"winner", "reason"} with winner "A", "B" or "tie"
 (case-insensitive). Anything else is unparseable: the call is retried up to `retries` times
@@ -358,6 +359,33 @@ def parse_pairwise(completion: str, rubric: Rubric | None = None) -> dict:
     return {"winner": "tie" if w == "tie" else w.upper(), "reason": reason}
 
 
+def json_objects_in(text: str) -> list[dict]:
+    """Every JSON object that can be decoded starting at some '{' in `text`."""
+    dec = json.JSONDecoder()
+    out = []
+    for m in re.finditer(r"\{", text or ""):
+        try:
+            obj, _ = dec.raw_decode(text, m.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def check_not_echo(verdict_obj: dict, untrusted: Sequence[str | None]) -> None:
+    """Reject a verdict that is a verbatim copy of a JSON object inside a candidate (or other untrusted text).
+
+    The parser only ever sees the judge's completion, but a judge can still copy a candidate's
+    planted '{"score": 5, "reason": ...}'; such a completion is not the judge's own verdict.
+    """
+    for text in untrusted:
+        if text and "{" in text:
+            for obj in json_objects_in(str(text)):
+                if obj == verdict_obj:
+                    raise VerdictError("verdict is a copy of a JSON object found inside a candidate (echo)")
+
+
 def weighted_score(completion: Completion, rubric: Rubric) -> float | None:
     """G-Eval: probability-weighted score over the scale's digit tokens at the score digit's position."""
     lps = completion.logprobs
@@ -558,7 +586,10 @@ class Judge:
         msgs[-1]["content"] = msgs[-1]["content"] + REMINDER
         return msgs
 
-    def run(self, prompts: Sequence[list[dict]], parse: Callable[[str], dict], rubric_tag: str) -> list[Attempted]:
+    def run(self, prompts: Sequence[list[dict]], parse: Callable[[str], dict], rubric_tag: str,
+            untrusted: Sequence[Sequence[str | None]] | None = None) -> list[Attempted]:
+        """Ask, parse strictly, re-ask the unparseable (up to `retries` times); `untrusted[i]` are the
+        texts of prompt i whose JSON objects a verdict must not merely copy."""
         results = [Attempted(None, 0, [], None) for _ in prompts]
         pending = list(range(len(prompts)))
         for k in range(self.retries + 1):
@@ -578,7 +609,10 @@ class Judge:
                     still.append(i)
                     continue
                 try:
-                    r.verdict = parse(c.text)
+                    v = parse(c.text)
+                    if untrusted is not None:
+                        check_not_echo(extract_json_object(c.text), untrusted[i])
+                    r.verdict = v
                     r.error = None
                 except VerdictError as e:
                     r.error = str(e)
@@ -594,7 +628,8 @@ class Judge:
             raise UserError(f"{rubric.path}: key 'type': rubric {rubric.name!r} is {rubric.type}, pointwise needed")
         prompts = [pointwise_messages(rubric, it.get("question", ""), it.get("answer", ""), it.get("reference"),
                                       it.get("format"), self.max_chars) for it in items]
-        res = self.run(prompts, lambda t: parse_pointwise(t, rubric), rubric.tag)
+        untrusted = [[it.get("question"), it.get("answer"), it.get("reference"), it.get("format")] for it in items]
+        res = self.run(prompts, lambda t: parse_pointwise(t, rubric), rubric.tag, untrusted)
         out = []
         for r in res:
             v = r.verdict
@@ -620,7 +655,11 @@ class Judge:
             q, ref, fmt = it.get("question", ""), it.get("reference"), it.get("format")
             prompts.append(pairwise_messages(rubric, q, it["x"], it["y"], ref, fmt, self.max_chars))
             prompts.append(pairwise_messages(rubric, q, it["y"], it["x"], ref, fmt, self.max_chars))
-        res = self.run(prompts, lambda t: parse_pairwise(t, rubric), rubric.tag)
+        untrusted = []
+        for it in items:
+            u = [it.get("question"), it["x"], it["y"], it.get("reference"), it.get("format")]
+            untrusted += [u, u]
+        res = self.run(prompts, lambda t: parse_pairwise(t, rubric), rubric.tag, untrusted)
         out = []
         for j in range(len(items)):
             r1, r2 = res[2 * j], res[2 * j + 1]
