@@ -419,8 +419,6 @@ def save_merged(res: MergeResult, dest: Path, *, dtype: str = "float32", items: 
     if not diff <= tol:
         raise UserError(f"{dest}: the saved merged model does not reload to the same logits "
                         f"(max diff {diff:.3g} > {tol:.3g}); nothing was written", exit_code=1)
-    if dtype not in ("float16", "f16"):
-        back = None
     return diff
 
 
@@ -529,14 +527,24 @@ def model_card(info: RunInfo, spec, *, fmt: str, extra: dict | None = None) -> s
         lines += ["### Verdict", "", _verdict_text(rep["verdict"]), ""]
     if extra:
         lines += ["## Export", "", "```json", json.dumps(extra, indent=2, sort_keys=True, default=str), "```", ""]
-    lines += ["## Usage", "", "```python",
-              "from peft import PeftModel",
-              "from transformers import AutoModelForCausalLM, AutoTokenizer",
-              "tok = AutoTokenizer.from_pretrained(EXPORT_DIR)",
-              "base = AutoModelForCausalLM.from_pretrained(BASE_MODEL_DIR)  # the base model above",
-              "model = PeftModel.from_pretrained(base, EXPORT_DIR)",
-              "```", "",
-              "Prompts must use the tokenizer's chat template (`chat_template.jinja`), as in training.", ""]
+    lines += ["## Usage", ""]
+    if fmt == "adapter":
+        lines += ["```python",
+                  "from peft import PeftModel",
+                  "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                  "tok = AutoTokenizer.from_pretrained(EXPORT_DIR)",
+                  "base = AutoModelForCausalLM.from_pretrained(BASE_MODEL_DIR)  # the base model above",
+                  "model = PeftModel.from_pretrained(base, EXPORT_DIR)",
+                  "```", ""]
+    elif fmt == "merged":
+        lines += ["```python",
+                  "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                  "tok = AutoTokenizer.from_pretrained(EXPORT_DIR)",
+                  "model = AutoModelForCausalLM.from_pretrained(EXPORT_DIR)  # standalone: no PEFT needed",
+                  "```", ""]
+    else:
+        lines += ["```sh", "llama-server -m EXPORT_DIR/<file>.gguf   # or: llama_cpp.Llama(model_path=...)", "```", ""]
+    lines += ["Prompts must use the tokenizer's chat template (`chat_template.jinja`), as in training.", ""]
     return "\n".join(lines)
 
 
@@ -715,17 +723,19 @@ def _export_gguf(info: RunInfo, spec, dest: Path, manifest: dict, *, quant, chec
         res.model = None
         stem = _safe_name(info.run_id)
         final = dest / f"{stem}.{quant}.gguf"
+        built = work / final.name  # converted in the work dir (the converter leaves cache metadata beside its output)
         if quant == "q4_k_m":
             f16 = work / f"{stem}.f16.gguf"
             log("converting merged model to GGUF (f16) with llama.cpp's convert_hf_to_gguf.py ...")
             hgguf.convert_hf_to_gguf(hf_dir, f16, "f16")
-            log("quantizing to q4_k_m with llama-quantize ...")
-            hgguf.quantize_gguf(f16, final, "q4_k_m")
+            log("quantizing to q4_k_m with llama.cpp (llama_model_quantize) ...")
+            hgguf.quantize_gguf(f16, built, "q4_k_m")
         else:
             log(f"converting merged model to GGUF ({quant}) with llama.cpp's convert_hf_to_gguf.py ...")
-            hgguf.convert_hf_to_gguf(hf_dir, final, quant)
-        if not final.is_file():
-            raise UserError(f"{final}: the GGUF converter reported success but wrote no file", exit_code=1)
+            hgguf.convert_hf_to_gguf(hf_dir, built, quant)
+        if not built.is_file() or built.stat().st_size == 0:
+            raise UserError(f"{built}: the GGUF converter reported success but wrote no file", exit_code=1)
+        os.replace(built, final)
         _tokenizer_files(res.tokenizer, dest / "tokenizer")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -259,6 +259,61 @@ def test_compare_outputs_rule():
     assert compare_outputs(['{"a": 1}'], [' {"a": 1}\n'])["passed"] is True
 
 
+def _fake_gguf(monkeypatch, gguf_texts):
+    """Stub llama.cpp out: conversion writes a fake file, generation returns `gguf_texts(n)`."""
+    import harness.export as ex
+    import harness.gguf as hg
+
+    def convert(model_dir, out_file, outtype="f16"):
+        assert (Path(model_dir) / "config.json").is_file() and (Path(model_dir) / "model.safetensors").is_file()
+        Path(out_file).write_bytes(b"GGUF" + outtype.encode())
+        Path(str(out_file) + ".json").write_text("{}")  # the real converter leaves cache metadata beside
+        return Path(out_file)
+
+    def quantize(i, o, q):
+        Path(o).write_bytes(Path(i).read_bytes() + q.encode())
+        return Path(o)
+
+    monkeypatch.setattr(hg, "convert_hf_to_gguf", convert)
+    monkeypatch.setattr(hg, "quantize_gguf", quantize)
+    monkeypatch.setattr(ex, "hf_generate", lambda m, t, prompts, n=128: ['{"name": "A", "age": 1}'] * len(prompts))
+    monkeypatch.setattr(ex, "llamacpp_generate", lambda f, prompts, n, **k: gguf_texts(len(prompts)))
+
+
+@pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
+def test_gguf_pipeline_stubbed(tiny_spec, tiny_run, tmp_path, monkeypatch, quant):
+    """The gguf export's plumbing (merge, convert, check, manifest) with llama.cpp stubbed out."""
+    pytest.importorskip("harness.gguf")
+    _fake_gguf(monkeypatch, lambda n: ['{"name": "A", "age": 1}'] * (n - 1) + ["oops"])
+    from harness.cli import main as cli_main
+
+    out = tmp_path / "g"
+    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--quant", quant, "--out", str(out),
+                     "--check-items", "5", "--tolerance", "0.2"]) == 0
+    m = read_json(out / "export_manifest.json")
+    assert m["gguf_file"] == f"run-test.{quant}.gguf" and (out / m["gguf_file"]).read_bytes().startswith(b"GGUF")
+    assert not list(out.glob("*.gguf.json")) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    chk = read_json(out / "gguf_check.json")
+    assert chk["n"] == 5 and chk["adapter_json_valid_rate"] == 1.0 and abs(chk["gguf_json_valid_rate"] - 0.8) < 1e-9
+    assert chk["passed"] is True and chk["tolerance"] == 0.2 and abs(chk["exact_match_rate"] - 0.8) < 1e-9
+    assert m["gguf_check"]["passed"] is True and len(chk["items"]) == 5
+
+
+def test_gguf_check_failure_exits_1_and_leaves_no_dir(tiny_spec, tiny_run, tmp_path, monkeypatch):
+    pytest.importorskip("harness.gguf")
+    _fake_gguf(monkeypatch, lambda n: ["not json"] * n)
+    from harness.cli import main as cli_main
+
+    out = tmp_path / "g"
+    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--out", str(out), "--check-items", "4"]) == 1
+    assert not out.exists()
+    side = read_json(tmp_path / "g.gguf_check.failed.json")
+    assert side["gguf_json_valid_rate"] == 0.0 and side["adapter_json_valid_rate"] == 1.0 and not side["passed"]
+    # --no-check skips it
+    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--out", str(out), "--no-check"]) == 0
+    assert read_json(out / "export_manifest.json")["gguf_check"] == {"skipped": True, "passed": True}
+
+
 def _train_short(spec, run_dir: Path, task_path: Path, steps: int = 30) -> str:
     """A short real training run: harness.train when available, else a minimal PEFT loop. Returns which."""
     try:
