@@ -95,6 +95,8 @@ class GateConfig:
         self.path, self.data, self.lines = path, data, lines
 
     def err(self, path: tuple, msg: str) -> UserError:
+        if not self.lines:  # a dict from the composed Hydra config: no file lines to point at
+            return UserError(f"{self.path}: {_path_str(path)}: {msg}")
         line = self.lines.get(path)
         while line is None and path:
             path = path[:-1]
@@ -102,9 +104,15 @@ class GateConfig:
         return UserError(f"{self.path}:{line or 1}: {_path_str(path)}: {msg}")
 
 
-def load_gate_config(path: str | Path) -> GateConfig:
+def load_gate_config(path: str | Path | dict) -> GateConfig:
+    """Load and validate a gate YAML file (errors name file:line: key), or validate an already-loaded dict
+    (e.g. the composed Hydra config's `gate` group; errors then name `config gate`)."""
     import yaml
 
+    if isinstance(path, dict):
+        cfg = GateConfig(Path("config gate (conf/gate/*.yaml via Hydra)"), dict(path), {})
+        _validate(cfg)
+        return cfg
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: gate config not found")
@@ -188,7 +196,23 @@ def _f(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def run_gate(sweep_dir: str | Path, config_path: str | Path, *, adapter: str | None = None) -> dict:
+def run_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: str | None = None,
+             out_dir: str | Path | None = None, quiet: bool = False) -> int:
+    """Evaluate, print the table, write SWEEP_DIR/gate/{gate.json,junit.xml,gate.md}; return 0 (pass) or 1 (fail).
+
+    Unusable input raises UserError (exit 2). `config`: a gate YAML path or an already-loaded dict.
+    """
+    res = evaluate_gate(sweep_dir, config, adapter=adapter)
+    paths = write_gate_outputs(res, out_dir or Path(sweep_dir) / "gate")
+    if quiet:
+        print(f"{'PASSED' if res['passed'] else 'FAILED'}: {res['n_checks'] - res['n_failed']}/{res['n_checks']} checks")
+    else:
+        print_table(res)
+        print(f"wrote {paths['gate_json']}, {paths['junit_xml']}, {paths['gate_md']}")
+    return 0 if res["passed"] else 1
+
+
+def evaluate_gate(sweep_dir: str | Path, config_path: str | Path | dict, *, adapter: str | None = None) -> dict:
     """Evaluate the gate; returns {"passed", "adapter", "checks": [CheckResult...], ...}. Raises UserError (exit 2)."""
     gc = load_gate_config(config_path)
     sweep = load_sweep(sweep_dir, require_scores=True)
@@ -202,7 +226,8 @@ def run_gate(sweep_dir: str | Path, config_path: str | Path, *, adapter: str | N
     elif want in an["adapters"]:
         chosen = want
     else:
-        src = "--adapter" if adapter else f"{gc.path}:{gc.lines.get(('adapter',), 1)}: adapter"
+        src = "--adapter" if adapter else (f"{gc.path}:{gc.lines.get(('adapter',), 1)}: adapter" if gc.lines
+                                           else f"{gc.path}: adapter")
         raise UserError(f"{src}: no scores for adapter {want!r} (scored: {', '.join(an['adapters'])})")
 
     results: list[CheckResult] = []

@@ -605,14 +605,25 @@ def _parse_override(o: str) -> tuple[str, str]:
 
 
 def reproduce_command(sweep: Sweep, run: dict) -> str:
-    """`harness train` command line reproducing one run: the sweep's overrides + the run's hparams."""
+    """`harness train` command line reproducing one run: the sweep's fixed overrides, then the run's
+    grid-point overrides (sweep.json runs[].overrides) or, without those, its hparams; then the seed."""
     merged: dict[str, str] = {}
     for o in sweep.meta.get("overrides") or []:
         if isinstance(o, str) and "=" in o:
             k, v = _parse_override(o)
             merged[k] = v
-    for k, v in sorted(run["hparams"].items()):
-        merged[k] = _fmt_hp(v) if not isinstance(v, (list, dict)) else json.dumps(v)
+    point = [o for o in (run.get("overrides") or []) if isinstance(o, str) and "=" in o]
+    if point:  # the exact grid-point overrides `harness sweep` recorded for this run
+        for o in point:
+            k, v = _parse_override(o)
+            merged[k] = v
+    else:
+        for k, v in sorted(run["hparams"].items()):
+            merged[k] = _fmt_hp(v) if not isinstance(v, (list, dict)) else json.dumps(v)
+    # a grid axis the run did not pin (comma list) cannot be reproduced as is: use the run's value
+    for k, v in list(merged.items()):
+        if "," in v and k in run["hparams"]:
+            merged[k] = _fmt_hp(run["hparams"][k])
     seed = (run.get("manifest") or {}).get("seed")
     if seed is not None and "seed" not in merged:
         merged["seed"] = str(seed)

@@ -126,3 +126,17 @@ def test_bad_gate_yaml_names_file_line_key(sweeps, tmp_path, capsys, text, line,
     assert f"{cfg}:{line}:" in err, err
     if key:
         assert f" {key}: " in err, err
+
+
+def test_run_gate_with_composed_dict(sweeps, capsys):
+    """`harness sweep` passes the composed Hydra `gate` group (a dict) and expects an exit code."""
+    import yaml
+
+    from harness.gate import run_gate
+    from harness.io import UserError
+
+    cfg = yaml.safe_load(Path(DEFAULT).read_text())
+    assert run_gate(sweeps["clear_win"], cfg, quiet=True) == 0
+    assert run_gate(sweeps["prompting"], yaml.safe_load(Path(STRICT).read_text()), quiet=True) == 1
+    with pytest.raises(UserError, match=r"config gate .*checks\[0\]\.min: expected a number"):
+        run_gate(sweeps["clear_win"], {"checks": [{"metric": "json_valid", "min": "x"}]})

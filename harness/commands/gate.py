@@ -36,13 +36,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quiet", action="store_true", help="no table, just the PASSED/FAILED line")
     args = ap.parse_args(argv)
 
-    from harness.gate import print_table, run_gate, write_gate_outputs
+    from harness.gate import run_gate
 
-    res = run_gate(args.sweep_dir, _resolve_config(args.config), adapter=args.adapter)
-    paths = write_gate_outputs(res, args.out or Path(args.sweep_dir) / "gate")
-    if args.quiet:
-        print(f"{'PASSED' if res['passed'] else 'FAILED'}: {res['n_checks'] - res['n_failed']}/{res['n_checks']} checks")
-    else:
-        print_table(res)
-        print(f"wrote {paths['gate_json']}, {paths['junit_xml']}, {paths['gate_md']}")
-    return 0 if res["passed"] else 1
+    return run_gate(args.sweep_dir, _resolve_config(args.config), adapter=args.adapter, out_dir=args.out,
+                    quiet=args.quiet)
