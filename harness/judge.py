@@ -29,8 +29,9 @@ Logprobs (G-Eval style): when the backend returns per-token logprobs, the probab
 score sum_v v * p(v) / sum_v p(v) is computed over the scale's digit tokens in the top-k at the
 position of the score digit (scales with max <= 9 only; else None).
 
-Cache: every judge call is cached in a JSONL file keyed by (judge model identity, rubric
-name+version, messages, generation params), so a re-run pays nothing twice. Error completions
+Cache: every judge call goes through harness.backends.cache.CachedBackend (one JSONL file,
+default <scores>/judge_cache.jsonl) keyed by (judge model identity, rubric name+version,
+messages, generation params, backend name), so a re-run pays nothing twice. Error completions
 are never cached.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from harness.backends.base import BASE, Completion, GenParams, Request
-from harness.io import UserError, append_jsonl, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from harness.io import UserError, read_json, read_jsonl, stable_hash, write_json, write_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUBRIC_DIR = REPO_ROOT / "rubrics"
@@ -431,42 +432,20 @@ def weighted_score(completion: Completion, rubric: Rubric) -> float | None:
 # Cache + call layer
 
 
-class JudgeCache:
-    """Append-only JSONL cache of judge completions: {"key", "completion", "rubric", "judge"}."""
+def _cached_backend_cls():
+    from harness.backends.cache import CachedBackend
 
-    def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self._mem: dict[str, dict] = {}
-        if self.path is not None and self.path.is_file():
-            for row in read_jsonl(self.path):
-                if isinstance(row, dict) and "key" in row and isinstance(row.get("completion"), dict):
-                    self._mem[row["key"]] = row["completion"]
+    class RubricCachedBackend(CachedBackend):
+        """harness.backends.cache.CachedBackend with the rubric name+version added to the key."""
 
-    @staticmethod
-    def key(identity: str, rubric_tag: str, messages: Sequence[dict], params: GenParams) -> str:
-        return stable_hash({"judge": identity, "rubric": rubric_tag, "messages": list(messages),
-                            "params": params.to_dict()}, length=40)
+        def __init__(self, backend: Any, cache_path: Path, rubric_tag: str, chunk_size: int):
+            super().__init__(backend, cache_path, chunk_size=chunk_size)
+            self.rubric_tag = rubric_tag
 
-    def get(self, key: str) -> Completion | None:
-        d = self._mem.get(key)
-        if d is None:
-            return None
-        c = Completion.from_dict(d)
-        c.cached = True
-        return c
+        def key(self, request: Request) -> str:
+            return stable_hash({"judge_rubric": self.rubric_tag, "request": super().key(request)}, length=64)
 
-    def put_many(self, rows: list[tuple[str, Completion, str, str]]) -> None:
-        out = []
-        for key, comp, rubric_tag, identity in rows:
-            d = comp.to_dict()
-            d["cached"] = False
-            self._mem[key] = d
-            out.append({"key": key, "completion": d, "rubric": rubric_tag, "judge": identity})
-        if self.path is not None and out:
-            append_jsonl(self.path, out)
-
-    def __len__(self) -> int:
-        return len(self._mem)
+    return RubricCachedBackend
 
 
 @dataclass
@@ -493,52 +472,52 @@ class CostStats:
 
 
 class JudgeClient:
-    """Sends judge requests through a backend, with the on-disk cache and cost accounting."""
+    """Sends judge requests through a backend, with the on-disk cache and cost accounting.
 
-    def __init__(self, backend: Any, cache: JudgeCache | None = None, *, model_key: str = BASE,
+    The cache is harness.backends.cache.CachedBackend (JSONL via append_jsonl, chunked appends,
+    safe for concurrent writers, error completions never stored) keyed by (judge model identity,
+    rubric name+version, messages, generation params, backend name).
+    """
+
+    def __init__(self, backend: Any, cache_path: str | Path | None = None, *, model_key: str = BASE,
                  identity: str | None = None, chunk_size: int = 32):
         self.backend = backend
         self.model_key = model_key
         self.identity = identity or backend.model_identity(model_key)
-        self.cache = cache if cache is not None else JudgeCache(None)
+        self.cache_path = Path(cache_path) if cache_path else None
         self.chunk_size = max(1, int(chunk_size))
+        self._wrapped: dict[str, Any] = {}
         self.stats = CostStats()
 
+    def _backend_for(self, rubric_tag: str) -> Any:
+        if self.cache_path is None:
+            return self.backend
+        if rubric_tag not in self._wrapped:
+            self._wrapped[rubric_tag] = _cached_backend_cls()(self.backend, self.cache_path, rubric_tag, self.chunk_size)
+        return self._wrapped[rubric_tag]
+
     def complete(self, jobs: Sequence[tuple[list[dict], GenParams]], rubric_tag: str) -> list[Completion]:
-        out: list[Completion | None] = [None] * len(jobs)
-        todo: list[tuple[int, str]] = []
-        for i, (msgs, params) in enumerate(jobs):
-            key = JudgeCache.key(self.identity, rubric_tag, msgs, params)
-            hit = self.cache.get(key)
+        if not jobs:
+            return []
+        reqs = [Request(self.model_key, msgs, params) for msgs, params in jobs]
+        t0 = time.perf_counter()
+        comps = list(self._backend_for(rubric_tag).generate(reqs))
+        self.stats.backend_time_s += time.perf_counter() - t0
+        if len(comps) != len(reqs):
+            raise RuntimeError(f"judge backend returned {len(comps)} completions for {len(reqs)} requests")
+        for c in comps:
             self.stats.calls += 1
-            if hit is not None:
+            if c.cached:
                 self.stats.cached += 1
-                self.stats.cached_prompt_tokens += int(hit.prompt_tokens or 0)
-                self.stats.cached_completion_tokens += int(hit.completion_tokens or 0)
-                out[i] = hit
+                self.stats.cached_prompt_tokens += int(c.prompt_tokens or 0)
+                self.stats.cached_completion_tokens += int(c.completion_tokens or 0)
             else:
-                todo.append((i, key))
-        # Chunks: each finished chunk is cached before the next starts (a crash loses at most one chunk).
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start:start + self.chunk_size]
-            reqs = [Request(self.model_key, jobs[i][0], jobs[i][1]) for i, _ in chunk]
-            t0 = time.perf_counter()
-            comps = self.backend.generate(reqs)
-            self.stats.backend_time_s += time.perf_counter() - t0
-            if len(comps) != len(reqs):
-                raise RuntimeError(f"judge backend returned {len(comps)} completions for {len(reqs)} requests")
-            to_cache = []
-            for (i, key), c in zip(chunk, comps):
-                out[i] = c
                 self.stats.new += 1
                 self.stats.prompt_tokens += int(c.prompt_tokens or 0)
                 self.stats.completion_tokens += int(c.completion_tokens or 0)
                 if c.finish_reason == "error":
                     self.stats.errors += 1
-                else:
-                    to_cache.append((key, c, rubric_tag, self.identity))
-            self.cache.put_many(to_cache)
-        return [c for c in out]  # type: ignore[misc]
+        return comps
 
     def close(self) -> None:
         close = getattr(self.backend, "close", None)
@@ -919,8 +898,7 @@ def make_judge_backend(judge_cfg: dict, sweep_dir: Path | None = None) -> Any:
 
 
 def judge_from_cfg(judge_cfg: dict, backend: Any, cache_path: Path | None) -> Judge:
-    client = JudgeClient(backend, JudgeCache(cache_path), model_key=BASE,
-                         chunk_size=int(judge_cfg.get("chunk_size", 32)))
+    client = JudgeClient(backend, cache_path, model_key=BASE, chunk_size=int(judge_cfg.get("chunk_size", 32)))
     return Judge(client, gen=default_gen(judge_cfg.get("gen")), retries=int(judge_cfg.get("retries", 2)),
                  retry_temperature=float(judge_cfg.get("retry_temperature", 0.7)),
                  max_chars=judge_cfg.get("max_chars", 4000))
@@ -1076,38 +1054,43 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[
         if rubric is not None:
             if rubric.type != "pointwise":
                 raise UserError(f"{rubric.path}: key 'type': judge.rubric must be a pointwise rubric")
+            # one batch over every model (a backend batches across models; retries are batched too)
+            keys, items = [], []
             for m in models:
-                sids = [s for s in order if s in by_model[m]][:max_items]
-                items = []
-                for s in sids:
+                for s in [s for s in order if s in by_model[m]][:max_items]:
                     r = by_model[m][s]
+                    keys.append((m, s))
                     items.append({"question": question_text(r.get("prompt")), "answer": r.get("output", ""),
                                   "reference": r.get("reference"),
                                   "format": fmt_cfg or system_text(r.get("prompt")) or None})
-                res = judge.score(rubric, items)
+            res_all = judge.score(rubric, items)
+            for m in models:
+                res = [x for (mm, _), x in zip(keys, res_all) if mm == m]
                 scores = [x["score"] for x in res if x["score"] is not None]
                 wscores = [x["weighted_score"] for x in res if x["weighted_score"] is not None]
                 pointwise[m] = {"mean": (sum(scores) / len(scores)) if scores else None,
                                 "weighted_mean": (sum(wscores) / len(wscores)) if wscores else None,
                                 "n": len(res), "missing": sum(x["missing"] for x in res)}
-                for s, x in zip(sids, res):
-                    out_rows.append({"kind": "pointwise", "rubric": rubric.tag, "model": m, "sample_id": s, **x})
+            for (m, s), x in zip(keys, res_all):
+                out_rows.append({"kind": "pointwise", "rubric": rubric.tag, "model": m, "sample_id": s, **x})
+        pkeys, pitems = [], []
         for a, b in pairs:
-            sids = [s for s in order if s in by_model[a] and s in by_model[b]][:max_items]
-            items = []
-            for s in sids:
+            for s in [s for s in order if s in by_model[a] and s in by_model[b]][:max_items]:
                 ra, rb = by_model[a][s], by_model[b][s]
-                items.append({"question": question_text(ra.get("prompt")), "x": ra.get("output", ""),
-                              "y": rb.get("output", ""), "reference": ra.get("reference")})
-            res = judge.compare(pair_rubric, items)
+                pkeys.append((a, b, s))
+                pitems.append({"question": question_text(ra.get("prompt")), "x": ra.get("output", ""),
+                               "y": rb.get("output", ""), "reference": ra.get("reference")})
+        pres_all = judge.compare(pair_rubric, pitems) if pitems else []
+        for a, b in pairs:
+            res = [x for (aa, bb, _), x in zip(pkeys, pres_all) if (aa, bb) == (a, b)]
             t = pairwise_tally(res)
             pairwise.append({"a": a, "b": b, "wins": t["wins"], "losses": t["losses"], "ties": t["ties"],
                              "missing": t["missing"], "position_consistency": t["position_consistency"], "n": t["n"]})
-            for s, x in zip(sids, res):
-                verdict = {"x": a, "y": b}.get(x["verdict"], x["verdict"])
-                out_rows.append({"kind": "pairwise", "rubric": pair_rubric.tag, "a": a, "b": b, "sample_id": s,
-                                 "verdict": verdict, "consistent": x["consistent"], "missing": x["missing"],
-                                 "orders": x["orders"]})
+        for (a, b, s), x in zip(pkeys, pres_all):
+            verdict = {"x": a, "y": b}.get(x["verdict"], x["verdict"])
+            out_rows.append({"kind": "pairwise", "rubric": pair_rubric.tag, "a": a, "b": b, "sample_id": s,
+                             "verdict": verdict, "consistent": x["consistent"], "missing": x["missing"],
+                             "orders": x["orders"]})
     finally:
         if own_backend:
             judge.client.close()

@@ -74,7 +74,7 @@ def pairwise():
 
 def make_judge(fn, tmp_path=None, retries=2, identity="fake-judge"):
     be = ScriptedBackend(fn, identity)
-    cache = J.JudgeCache(tmp_path / "cache.jsonl" if tmp_path else None)
+    cache = tmp_path / "cache.jsonl" if tmp_path else None
     return J.Judge(J.JudgeClient(be, cache), gen=J.default_gen({"logprobs": 0}), retries=retries), be
 
 
@@ -618,9 +618,10 @@ def test_end_to_end_tiny_model_judge(tmp_path):
     scores = _scores_dir(tmp_path, n=2)
     cfg = {"enabled": True, "rubric": "helpfulness", "pairwise": True, "max_items": 2, "retries": 1,
            "backend": {"kind": "hf", "device": "cpu", "batch_size": 8}, "model": dict(TINY_CFG),
-           "gen": {"max_new_tokens": 12, "logprobs": 5}}
-    s = J.run_judge(scores, cfg, log=lambda x: None)
-    assert s["judge_model"] and len(s["pairwise"]) == 2
+           "gen": {"max_new_tokens": 12, "logprobs": 5}, "max_chars": 200}
+    pairs = [("run1", "base")]
+    s = J.run_judge(scores, cfg, pairs=pairs, log=lambda x: None)
+    assert s["judge_model"] and len(s["pairwise"]) == 1
     for m in ("base", "fewshot", "run1"):
         p = s["pointwise"][m]
         assert p["n"] == 2 and p["missing"] + (0 if p["mean"] is None else 2) >= 2
@@ -631,7 +632,7 @@ def test_end_to_end_tiny_model_judge(tmp_path):
     for r in rows:
         if r["kind"] == "pointwise" and r["missing"]:
             assert r["score"] is None and r["attempts"] == 2
-    s2 = J.run_judge(scores, cfg, log=lambda x: None)
+    s2 = J.run_judge(scores, cfg, pairs=pairs, log=lambda x: None)
     assert s2["cost"]["new"] == 0 and s2["cost"]["cached"] == s["cost"]["calls"]
     assert s2["pointwise"] == s["pointwise"]
 
