@@ -1,0 +1,162 @@
+"""llama.cpp backend: GGUF base + GGUF LoRAs behind llama.cpp's OpenAI-compatible server.
+
+Setup (once): the base model (spec.model_cfg, resolved by harness.models to safetensors) is
+converted to GGUF (`outtype`, default f16) and each PEFT adapter to a GGUF LoRA with llama.cpp's
+own converters (harness.gguf; cached by content, so reruns reuse them). Then LlamaServer starts
+one server process per model key (llama-cpp-python applies one LoRA per loaded model) and
+requests go through OpenAIBackend.
+
+Prompts are rendered here with the base model's HF tokenizer and harness.prompts.render_prompt
+(exactly the training/hf-backend prompt) and sent to /v1/completions, so the prompt text does
+not depend on llama.cpp's chat-template engine.
+
+generate() runs one model key at a time (all of its requests, `concurrency` in flight): only one
+server computes at any moment, so each can use every CPU thread without oversubscription.
+
+model_identity() follows the hf backend's scheme (base = ModelSpec.identity; adapter =
+harness.backends.base.adapter_identity(base identity, adapter dir)), so caches are shared
+across backends: a GGUF f16 model decodes slightly differently from fp32 transformers, and a
+user who wants the caches separate can include the backend name in the cache key (cache.py).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from harness.backends.base import BASE, Completion, ProgressFn, Request, ServeSpec
+from harness.io import UserError
+
+try:
+    from harness.backends.base import adapter_identity
+except ImportError:  # pragma: no cover - older base.py
+    from harness.io import sha256_file
+
+    def adapter_identity(base_identity: str, adapter_dir: Path) -> str:
+        return f"{base_identity}+{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:16]}"
+
+
+def _cpu_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover
+        return max(1, os.cpu_count() or 1)
+
+
+class LlamaCppBackend:
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        spec: ServeSpec,
+        n_ctx: int = 2048,
+        threads: int | None = None,
+        outtype: str = "f16",
+        lora_outtype: str = "f32",
+        quant: str | None = None,
+        concurrency: int = 2,
+        timeout_s: float = 300.0,
+        max_retries: int = 3,
+        extra_args: Sequence[str] = (),
+        startup_timeout_s: float = 180.0,
+        log_dir: str | None = None,
+    ):
+        from harness.gguf import convert_hf_to_gguf, convert_lora_to_gguf, quantize_gguf
+        from harness.llama_server import LlamaServer, llamacpp_available
+        from harness.models import load_tokenizer, resolve_model
+
+        if not llamacpp_available():
+            raise UserError("the llamacpp backend needs llama-cpp-python: pip install 'lora-harness[llamacpp]'")
+        self.model_spec = resolve_model(spec.model_cfg)
+        model_dir = Path(self.model_spec.path)
+        if not model_dir.is_dir():
+            raise UserError(f"{model_dir}: the llamacpp backend needs a local model folder (hub ids are not converted)")
+        self.adapter_dirs: dict[str, Path] = {}
+        for key, adir in (spec.adapters or {}).items():
+            key, adir = str(key), Path(adir)
+            if key == BASE:
+                raise UserError(f"adapter name {key!r} is reserved for the base model")
+            if not (adir / "adapter_model.safetensors").is_file() or not (adir / "adapter_config.json").is_file():
+                raise UserError(f"{adir}: not a PEFT adapter folder (needs adapter_config.json + adapter_model.safetensors)")
+            self.adapter_dirs[key] = adir
+        self.base_gguf = convert_hf_to_gguf(model_dir, outtype=outtype)
+        if quant:
+            q = self.base_gguf.with_name(self.base_gguf.stem + f"-{quant}.gguf")
+            if not q.is_file():
+                quantize_gguf(self.base_gguf, q, quant)
+            self.base_gguf = q
+        self.lora_ggufs = {k: convert_lora_to_gguf(d, model_dir, outtype=lora_outtype) for k, d in self.adapter_dirs.items()}
+        self.tokenizer = load_tokenizer(self.model_spec)
+        self._identities: dict[str, str] = {}
+        self.server = LlamaServer(
+            self.base_gguf,
+            self.lora_ggufs,
+            n_ctx=n_ctx,
+            n_threads=int(threads) if threads else _cpu_threads(),
+            extra_args=extra_args,
+            startup_timeout_s=startup_timeout_s,
+            log_dir=log_dir,
+        )
+        self.server.start()
+        try:
+            from harness.backends.openai_backend import OpenAIBackend
+            from harness.prompts import render_prompt
+
+            tok = self.tokenizer
+            self.client = OpenAIBackend(
+                spec,
+                base_url=self.server.base_url,
+                base_urls=dict(self.server.urls),
+                api_key_env="",
+                model_names={k: k for k in self.server.urls},
+                concurrency=concurrency,
+                timeout_s=timeout_s,
+                max_retries=max_retries,
+                identities={k: self.model_identity(k) for k in self.server.urls},
+                prompt_renderer=lambda messages: render_prompt(tok, messages),
+            )
+        except BaseException:
+            self.server.stop()
+            raise
+
+    # ------------------------------------------------------------------ protocol
+    def model_keys(self) -> list[str]:
+        return [BASE, *self.adapter_dirs]
+
+    def model_identity(self, model_key: str) -> str:
+        if model_key not in self._identities:
+            if model_key == BASE:
+                self._identities[model_key] = self.model_spec.identity
+            elif model_key in self.adapter_dirs:
+                self._identities[model_key] = adapter_identity(self.model_spec.identity, self.adapter_dirs[model_key])
+            else:
+                raise UserError(f"unknown model {model_key!r} for the llamacpp backend (known: {', '.join(self.model_keys())})")
+        return self._identities[model_key]
+
+    def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+        for r in requests:
+            if r.model_key not in self.server.urls:
+                raise UserError(f"unknown model {r.model_key!r} for the llamacpp backend (known: {', '.join(self.model_keys())})")
+        out: list[Completion | None] = [None] * len(requests)
+        for key in dict.fromkeys(r.model_key for r in requests):
+            idx = [i for i, r in enumerate(requests) if r.model_key == key]
+            for i, c in zip(idx, self.client.generate([requests[i] for i in idx], progress)):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        server = getattr(self, "server", None)
+        if server is not None:
+            server.stop()
+
+    def __enter__(self) -> "LlamaCppBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppBackend(base={self.base_gguf.name!r}, adapters={list(self.adapter_dirs)})"
