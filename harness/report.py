@@ -121,7 +121,7 @@ def load_sweep(sweep_dir: str | Path, *, require_scores: bool = False) -> Sweep:
 # --------------------------------------------------------------------------------------------- analysis
 
 def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool) and False:
+    if v is None:
         return None
     try:
         f = float(v)
