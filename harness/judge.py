@@ -809,6 +809,20 @@ def _load_yaml(path: Path) -> Any:
         raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: {getattr(e, 'problem', e)}") from None
 
 
+def plain_cfg(cfg: Any) -> dict:
+    """A plain dict from a dict or an OmegaConf/Hydra DictConfig (interpolations resolved)."""
+    if isinstance(cfg, dict):
+        return cfg
+    try:
+        from omegaconf import OmegaConf
+
+        if OmegaConf.is_config(cfg):
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover
+        pass
+    return dict(cfg or {})
+
+
 def load_judge_cfg(spec: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
     """conf/judge/<name>.yaml or a YAML path (default: local), then `key=value` / `judge.key=value` overrides."""
     import yaml
@@ -944,6 +958,7 @@ def calibrate(data: str | Path, judge_cfg: dict, out_dir: str | Path, *, limit: 
               backend: Any = None, log: Callable[[str], None] = print) -> dict:
     """Run the pairwise judge on labelled pairs; write out_dir/{calibration.json,judge.jsonl,judge_summary.json}."""
     t0 = time.perf_counter()
+    judge_cfg = plain_cfg(judge_cfg)
     out_dir = Path(out_dir)
     items = load_labelled(data, limit)
     rubric = load_rubric(judge_cfg.get("pairwise_rubric") or "pairwise")
@@ -1014,6 +1029,7 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[
     judge_cfg["backend"] with the judge model: judge_cfg["model"] or the sweep's base model).
     """
     log = log or (lambda s: print(s, file=sys.stderr))
+    judge_cfg = plain_cfg(judge_cfg)
     scores_dir = Path(sweep_scores_dir)
     if not judge_cfg.get("enabled", True):
         return {"enabled": False}
@@ -1026,6 +1042,12 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[
         by_model.setdefault(r["model"], {})[sid] = r
         if sid not in order:
             order.append(sid)
+    # The question shown to the judge comes from the zero-shot prompt of the item (the base row, else
+    # an adapter's row): the few-shot baseline's prompt carries demonstration turns that are not the question.
+    canon: dict[str, list] = {}
+    for m in sorted(by_model, key=lambda k: (k == "fewshot", k != "base")):
+        for sid, r in by_model[m].items():
+            canon.setdefault(sid, r.get("prompt"))
     max_items = judge_cfg.get("max_items")
     max_items = int(max_items) if max_items not in (None, "", 0) else None
     models = list(by_model)
@@ -1060,9 +1082,9 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[
                 for s in [s for s in order if s in by_model[m]][:max_items]:
                     r = by_model[m][s]
                     keys.append((m, s))
-                    items.append({"question": question_text(r.get("prompt")), "answer": r.get("output", ""),
+                    items.append({"question": question_text(canon[s]), "answer": r.get("output", ""),
                                   "reference": r.get("reference"),
-                                  "format": fmt_cfg or system_text(r.get("prompt")) or None})
+                                  "format": fmt_cfg or system_text(canon[s]) or None})
             res_all = judge.score(rubric, items)
             for m in models:
                 res = [x for (mm, _), x in zip(keys, res_all) if mm == m]
@@ -1078,7 +1100,7 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[
             for s in [s for s in order if s in by_model[a] and s in by_model[b]][:max_items]:
                 ra, rb = by_model[a][s], by_model[b][s]
                 pkeys.append((a, b, s))
-                pitems.append({"question": question_text(ra.get("prompt")), "x": ra.get("output", ""),
+                pitems.append({"question": question_text(canon[s]), "x": ra.get("output", ""),
                                "y": rb.get("output", ""), "reference": ra.get("reference")})
         pres_all = judge.compare(pair_rubric, pitems) if pitems else []
         for a, b in pairs:

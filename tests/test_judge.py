@@ -495,8 +495,10 @@ def _scores_dir(tmp_path: Path, n: int = 4) -> Path:
     for model in ("base", "fewshot", "run1"):
         for i in range(n):
             out = f"{model} answer {i}" + (" GOOD" if model == "run1" else "")
+            demo = ([{"role": "user", "content": "demo question?"}, {"role": "assistant", "content": "demo"}]
+                    if model == "fewshot" else [])
             rows.append({"model": model, "split": "task", "sample_id": f"s{i}", "family": None, "knowledge": False,
-                         "prompt": [{"role": "system", "content": "Answer with one word."},
+                         "prompt": [{"role": "system", "content": "Answer with one word."}, *demo,
                                     {"role": "user", "content": f"question {i}?"}],
                          "output": out, "reference": f"ref {i}", "metrics": {"exact": 0.0}, "details": {}})
         rows.append({"model": model, "split": "probe", "sample_id": "p0", "family": "math", "knowledge": False,
@@ -538,6 +540,9 @@ def test_run_judge_summary_and_cache_reuse(tmp_path):
     assert any("judge calls" in line for line in logs) and any("calibrates near chance" in line for line in logs)
     # helpfulness is reference-guided: the reference was in the prompt, in its own block
     assert "ref 0" in blocks(be.requests[0].messages[1]["content"]).get("REFERENCE", "")
+    # the judge sees the item's question, never the few-shot baseline's demonstration turns
+    qs = {blocks(r.messages[1]["content"])["QUESTION"] for r in be.requests}
+    assert qs == {"question 0?", "question 1?", "question 2?"}
 
     # second run: everything from the cache, zero backend calls
     be2 = ScriptedBackend(_sweep_judge)
@@ -652,3 +657,13 @@ def test_cli_calibrate_tiny_model(shared_data, tmp_path, capsys):
     assert "NOT reliable" in out and "near chance" in out
     cal = read_json(tmp_path / "cal" / "calibration.json")
     assert cal["n"] == 3 and cal["reliable"] is False
+
+
+def test_run_judge_accepts_hydra_dictconfig(tmp_path):
+    from omegaconf import OmegaConf
+
+    scores = _scores_dir(tmp_path, n=1)
+    cfg = OmegaConf.create({"enabled": True, "rubric": "helpfulness", "pairwise": True, "max_items": 1,
+                            "gen": {"logprobs": 0}})
+    s = J.run_judge(scores, cfg, pairs=[("run1", "base")], backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
+    assert s["pairwise"][0]["wins"] == 1 and s["pointwise"]["run1"]["mean"] == 5.0
