@@ -1,0 +1,812 @@
+"""The data doctor: read any common fine-tuning JSONL format, report every problem, dedupe, split.
+
+Formats (auto-detected per file; the majority format wins, other lines are flagged as mixed):
+  messages           {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...]}
+  sharegpt           {"conversations": [{"from": "human"|"user"|"gpt"|"assistant"|"system", "value": str}, ...]}
+  alpaca             {"instruction": str, "input": str (optional), "output": str}
+  prompt_completion  {"prompt": str, "completion": str}
+Everything is read into harness.example.Example. A record's "id" (string or integer) becomes the
+example id; other extra fields (e.g. "knowledge": true) go into Example.meta.
+
+Every problem is a Problem printed as `FILE:LINE: error|warning: message`. Bad input never raises:
+`read_examples` returns the problems; only `load_examples` raises a UserError listing them.
+
+Duplicates: exact duplicates are found by a 16-byte hash of the normalized (case-folded,
+whitespace-collapsed) user text + target, near-duplicates by MinHash LSH over word 3-shingles of
+the same text (Jaccard >= threshold, verified on the stored signatures). Memory holds hashes and
+signatures only, never the texts. Each example is compared with the *kept* (first-seen) ones.
+
+Leakage: an eval example that is an exact or near duplicate of a training example. `prepare`
+keeps the eval set intact (it is the fixed yardstick that runs are compared on) and drops the
+leaking TRAIN examples instead; it also drops duplicate training examples (keeping the first).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from harness.example import Example
+from harness.io import UserError, sha256_file, write_json, write_jsonl
+
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt_completion")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+MAX_LINE_BYTES = 16 << 20  # longer lines are reported, not parsed
+NUM_PERM = 128
+SHINGLE = 3
+
+
+# --------------------------------------------------------------------------------------------- problems
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    severity: str  # "error" | "warning"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.severity}: {self.message}"
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "line": self.line, "severity": self.severity, "message": self.message}
+
+
+class _Bad(Exception):
+    """A record-level error while converting one record (becomes a Problem)."""
+
+
+# --------------------------------------------------------------------------------------------- reading
+def _iter_lines(path: Path) -> Iterator[tuple[int, bytes | None, str | None]]:
+    """(line_no, raw bytes, None) or (line_no, None, error) for over-long lines. Never loads a huge line."""
+    with open(path, "rb") as fh:
+        n = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                total = len(raw)
+                while True:  # skip the rest of the line in bounded chunks
+                    chunk = fh.readline(1 << 20)
+                    total += len(chunk)
+                    if not chunk or chunk.endswith(b"\n"):
+                        break
+                yield n, None, f"line is too long ({total} bytes; the limit is {MAX_LINE_BYTES} bytes)"
+                continue
+            yield n, raw, None
+
+
+def detect_format(rec: dict) -> str | None:
+    """Which known format a record looks like, from its keys (None if none)."""
+    if "messages" in rec:
+        return "messages"
+    if "conversations" in rec:
+        return "sharegpt"
+    if "instruction" in rec or "output" in rec:
+        return "alpaca"
+    if "prompt" in rec or "completion" in rec:
+        return "prompt_completion"
+    return None
+
+
+FORMAT_KEYS = {
+    "messages": ("messages",),
+    "sharegpt": ("conversations",),
+    "alpaca": ("instruction", "input", "output"),
+    "prompt_completion": ("prompt", "completion"),
+}
+
+
+def _type_name(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null", int: "number",
+            float: "number"}.get(type(v), type(v).__name__)
+
+
+def _text_field(rec: dict, key: str, *, required: bool = True) -> str:
+    if key not in rec or rec[key] is None:
+        if required:
+            raise _Bad(f"missing field {key!r}")
+        return ""
+    v = rec[key]
+    if not isinstance(v, str):
+        raise _Bad(f"field {key!r} must be a string, got {_type_name(v)}")
+    if required and not v.strip():
+        raise _Bad(f"empty field {key!r}")
+    return v
+
+
+def _turns(rec: dict, fmt: str) -> list[dict]:
+    key, rkey, ckey = ("messages", "role", "content") if fmt == "messages" else ("conversations", "from", "value")
+    turns = rec.get(key)
+    if turns is None:
+        raise _Bad(f"missing field {key!r}")
+    if not isinstance(turns, list):
+        raise _Bad(f"field {key!r} must be an array of messages, got {_type_name(turns)}")
+    if not turns:
+        raise _Bad(f"empty field {key!r}")
+    out = []
+    for i, m in enumerate(turns, 1):
+        if not isinstance(m, dict):
+            raise _Bad(f"{key}[{i}] must be an object with {rkey!r} and {ckey!r}, got {_type_name(m)}")
+        if rkey not in m or m[rkey] is None:
+            raise _Bad(f"{key}[{i}]: missing field {rkey!r}")
+        if ckey not in m or m[ckey] is None:
+            raise _Bad(f"{key}[{i}]: missing field {ckey!r}")
+        role, content = m[rkey], m[ckey]
+        if not isinstance(role, str):
+            raise _Bad(f"{key}[{i}]: {rkey!r} must be a string, got {_type_name(role)}")
+        if fmt == "messages":
+            if role not in ("system", "user", "assistant"):
+                raise _Bad(f"{key}[{i}]: unknown role {role!r} (expected system, user or assistant)")
+        else:
+            if role not in SHAREGPT_ROLES:
+                raise _Bad(f"{key}[{i}]: unknown role {role!r} (expected human/user, gpt/assistant or system)")
+            role = SHAREGPT_ROLES[role]
+        if not isinstance(content, str):
+            raise _Bad(f"{key}[{i}]: non-string {ckey!r} ({_type_name(content)}); content must be a string")
+        if not content.strip():
+            raise _Bad(f"{key}[{i}]: empty {ckey!r} for role {role!r}")
+        out.append({"role": role, "content": content})
+    _check_order(out, key)
+    return out
+
+
+def _check_order(msgs: list[dict], key: str) -> None:
+    """Optional system first, then user/assistant alternating starting with user, ending with assistant."""
+    expected = "user"
+    for i, m in enumerate(msgs, 1):
+        role = m["role"]
+        if role == "system":
+            if i != 1:
+                raise _Bad(f"{key}[{i}]: wrong role order: 'system' is only allowed as the first message")
+            continue
+        if role != expected:
+            prev = msgs[i - 2]["role"] if i > 1 else None
+            after = f" after {prev!r}" if prev else " first"
+            raise _Bad(f"{key}[{i}]: wrong role order: expected {expected!r}{after}, got {role!r}")
+        expected = "assistant" if role == "user" else "user"
+    if msgs[-1]["role"] != "assistant":
+        raise _Bad(f"wrong role order: the last message must be 'assistant' (the target), got {msgs[-1]['role']!r}")
+
+
+def record_to_messages(rec: dict, fmt: str) -> list[dict]:
+    """Convert one record of a known format into canonical messages (raises _Bad)."""
+    if fmt in ("messages", "sharegpt"):
+        return _turns(rec, fmt)
+    if fmt == "alpaca":
+        instruction = _text_field(rec, "instruction")
+        inp = _text_field(rec, "input", required=False)
+        output = _text_field(rec, "output")
+        user = instruction if not inp.strip() else f"{instruction}\n\n{inp}"
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    if fmt == "prompt_completion":
+        prompt = _text_field(rec, "prompt")
+        completion = _text_field(rec, "completion")
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    raise _Bad(f"unknown format {fmt!r}")
+
+
+def _record_id(rec: dict) -> str:
+    v = rec.get("id")
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        return ""
+    return str(v).strip()
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    return f"bad JSON: {exc.msg} (column {exc.colno})"
+
+
+@dataclass
+class _Reader:
+    """Streaming parse of one file into Examples + Problems (+ a format tally)."""
+
+    path: Path
+    name: str
+    examples: list[Example] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    formats: Counter = field(default_factory=Counter)
+    n_lines: int = 0
+    n_records: int = 0
+    _fmt_lines: list[tuple[int, str]] = field(default_factory=list)  # (line, fmt) of records that converted
+
+    def add(self, line: int, severity: str, message: str) -> None:
+        self.problems.append(Problem(self.name, line, severity, message))
+
+    def run(self) -> None:
+        try:
+            if not self.path.exists():
+                self.add(0, "error", "file not found")
+                return
+            if self.path.is_dir():
+                self.add(0, "error", "is a directory, expected a JSONL file")
+                return
+            ids: dict[str, int] = {}
+            for n, raw, err in _iter_lines(self.path):
+                self.n_lines = n
+                if err:
+                    self.add(n, "error", err)
+                    continue
+                self._line(n, raw, ids)
+        except OSError as exc:
+            self.add(self.n_lines, "error", f"cannot read file: {exc.strerror or exc}")
+        self._mixed_formats()
+
+    def _line(self, n: int, raw: bytes, ids: dict[str, int]) -> None:
+        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.add(n, "error", f"invalid UTF-8 (byte offset {exc.start})")
+            return
+        if not text.strip():
+            return  # blank lines are fine
+        self.n_records += 1
+        try:
+            rec = json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.add(n, "error", _json_error(exc))
+            return
+        except (ValueError, RecursionError) as exc:  # e.g. absurdly deep nesting
+            self.add(n, "error", f"bad JSON: {type(exc).__name__}")
+            return
+        if not isinstance(rec, dict):
+            self.add(n, "error", f"expected a JSON object per line, got {_type_name(rec)}")
+            return
+        fmt = detect_format(rec)
+        if fmt is None:
+            keys = ", ".join(sorted(map(str, rec))[:8]) or "none"
+            self.add(n, "error", "unrecognized record: expected 'messages', 'conversations', "
+                                 f"'instruction'/'output' or 'prompt'/'completion' (keys: {keys})")
+            return
+        self.formats[fmt] += 1
+        try:
+            msgs = record_to_messages(rec, fmt)
+        except _Bad as exc:
+            self.add(n, "error", str(exc))
+            return
+        except RecursionError:
+            self.add(n, "error", "record is nested too deeply")
+            return
+        self._fmt_lines.append((n, fmt))
+        rid = _record_id(rec)
+        meta = {k: v for k, v in rec.items() if k != "id" and k not in FORMAT_KEYS[fmt]}
+        ex = Example(tuple(msgs), id=rid, source=self.name, line=n, meta=meta)
+        first = ids.get(ex.id) if rid else None
+        if first is not None:
+            self.add(n, "warning", f"duplicate id {ex.id!r} (first used at line {first})")
+        elif rid:
+            ids[ex.id] = n
+        self.examples.append(ex)
+
+    def _mixed_formats(self) -> None:
+        if len(self.formats) < 2:
+            return
+        major = self.majority
+        for n, fmt in self._fmt_lines:
+            if fmt != major:
+                self.add(n, "warning", f"mixed formats: this record is {fmt}, most of this file is {major}")
+        self.problems.sort(key=lambda p: p.line)
+
+    @property
+    def majority(self) -> str | None:
+        if not self.formats:
+            return None
+        top = max(self.formats.values())
+        return next(f for f in FORMATS if self.formats[f] == top)
+
+
+def _read(path: str | Path) -> _Reader:
+    p = Path(path)
+    r = _Reader(p, str(path))
+    r.run()
+    return r
+
+
+def read_examples(path: str | Path) -> tuple[list[Example], list[Problem]]:
+    """Parse a JSONL file of any supported format. Never raises for bad input: problems are returned."""
+    r = _read(path)
+    return r.examples, r.problems
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Like read_examples, but raises UserError (exit 1) listing the first errors if there are any."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: file not found")
+    examples, problems = read_examples(path)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        shown = "\n".join(str(p) for p in errors[:10])
+        more = f"\n... and {len(errors) - 10} more errors" if len(errors) > 10 else ""
+        raise UserError(f"{len(errors)} error(s) in {path} (run `harness data check {path}`):\n{shown}{more}",
+                        exit_code=1)
+    return examples
+
+
+# --------------------------------------------------------------------------------------------- dedupe
+_WS = re.compile(r"\s+")
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def dedupe_text(ex: Example) -> str:
+    """What duplicate/leakage checks compare: every user turn + the target (not the system prompt)."""
+    users = [m["content"] for m in ex.messages if m["role"] == "user"]
+    return "\n".join(users) + "\n" + ex.target
+
+
+def exact_key(ex: Example) -> bytes:
+    norm = _WS.sub(" ", dedupe_text(ex).casefold()).strip()
+    return hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def shingles(text: str, k: int = SHINGLE) -> set[bytes]:
+    words = _WORD.findall(text.casefold())
+    if len(words) <= k:
+        return {" ".join(words).encode("utf-8", "surrogatepass")}
+    return {" ".join(words[i:i + k]).encode("utf-8", "surrogatepass") for i in range(len(words) - k + 1)}
+
+
+class DupIndex:
+    """Exact-hash set + MinHash LSH over kept examples; stores hashes and signatures, never texts."""
+
+    def __init__(self, threshold: float = 0.8, num_perm: int = NUM_PERM):
+        from datasketch import MinHash, MinHashLSH
+
+        if not 0.0 < threshold <= 1.0:
+            raise UserError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self.num_perm = num_perm
+        self._MinHash = MinHash
+        tmpl = MinHash(num_perm=num_perm, seed=1)
+        self._perms, self._scheme = tmpl.permutations, tmpl.scheme
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm) if threshold < 1.0 else None
+        self.exact: dict[bytes, int] = {}  # hash -> key
+        self.sigs: list = []  # key -> signature (uint32 array)
+        self.where: list[tuple[str, int, str]] = []  # key -> (file, line, id)
+
+    def minhash(self, ex: Example):
+        m = self._MinHash(num_perm=self.num_perm, permutations=self._perms, scheme=self._scheme)
+        m.update_batch(shingles(dedupe_text(ex)))
+        return m
+
+    def find(self, ex: Example, *, all_matches: bool = False, key: bytes | None = None, mh=None):
+        """[(kind, key, jaccard)] of kept examples this one duplicates ("exact" or "near"), best first."""
+        key = key if key is not None else exact_key(ex)
+        out = []
+        k = self.exact.get(key)
+        if k is not None:
+            out.append(("exact", k, 1.0))
+            if not all_matches:
+                return out
+        if self.lsh is not None:
+            mh = mh if mh is not None else self.minhash(ex)
+            hv = mh.hashvalues
+            cands = []
+            for c in self.lsh.query(mh):
+                if c == k:
+                    continue
+                j = float((self.sigs[c] == hv).mean())
+                if j >= self.threshold:
+                    cands.append(("near", c, j))
+            cands.sort(key=lambda t: (-t[2], t[1]))
+            out += cands if all_matches else cands[:1]
+        return out if all_matches else out[:1]
+
+    def add(self, ex: Example, *, key: bytes | None = None, mh=None) -> int:
+        idx = len(self.where)
+        self.where.append((ex.source, ex.line, ex.id))
+        self.exact.setdefault(key if key is not None else exact_key(ex), idx)
+        if self.lsh is not None:
+            mh = mh if mh is not None else self.minhash(ex)
+            self.sigs.append(mh.hashvalues.copy())
+            self.lsh.insert(idx, mh, check_duplication=False)
+        else:
+            self.sigs.append(None)
+        return idx
+
+
+# --------------------------------------------------------------------------------------------- tokens
+def _special_splitter(tokenizer: Any):
+    """A regex splitting text at the tokenizer's added tokens, when counting per segment is exact."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend, "get_added_tokens_decoder"):
+        return None, None
+    added = list(backend.get_added_tokens_decoder().values())
+    if not added or any(t.lstrip or t.rstrip or t.single_word or t.normalized for t in added):
+        return None, None
+    alts = sorted((t.content for t in added), key=len, reverse=True)
+    return backend, re.compile("(" + "|".join(re.escape(a) for a in alts) + ")")
+
+
+def token_lengths(tokenizer: Any, examples: Sequence[Example], *, system_prompt: str | None = None,
+                  prompt_template: str = "{prompt}", batch_size: int = 4096) -> list[int]:
+    """Untruncated training length (prompt as rendered for inference + target + end of turn) of each example.
+
+    Same strings as harness.prompts.tokenize_for_training. Fast path: added/special tokens are split out
+    before BPE, so a string's length is (#special tokens) + the lengths of the pieces between them; pieces
+    repeated across examples (system prompt, role headers) are tokenized once per batch, with the fast
+    tokenizer's batch call.
+    """
+    from harness.prompts import build_messages, end_of_turn, render_prompt
+
+    eot = end_of_turn(tokenizer)
+    backend, splitter = _special_splitter(tokenizer)
+    out: list[int] = []
+    for s in range(0, len(examples), batch_size):
+        chunk = examples[s:s + batch_size]
+        texts = [render_prompt(tokenizer, build_messages(ex, system_prompt=system_prompt,
+                                                          prompt_template=prompt_template)) for ex in chunk]
+        comps = [ex.target + eot for ex in chunk]
+        if splitter is None:
+            enc = tokenizer(texts + comps, add_special_tokens=False)["input_ids"]
+            k = len(chunk)
+            out += [len(enc[i]) + len(enc[k + i]) for i in range(k)]
+            continue
+        pieces_of: list[tuple[int, list[str]]] = []
+        uniq: dict[str, int] = {}
+        for i in range(len(chunk)):
+            n_special, pieces = 0, []
+            for t in (texts[i], comps[i]):
+                parts = splitter.split(t)
+                n_special += len(parts) // 2
+                pieces += [p for p in parts[0::2] if p]
+            for p in pieces:
+                uniq.setdefault(p, len(uniq))
+            pieces_of.append((n_special, pieces))
+        keys = list(uniq)
+        enc = backend.encode_batch_fast(keys, add_special_tokens=False) if hasattr(backend, "encode_batch_fast") \
+            else backend.encode_batch(keys, add_special_tokens=False)
+        counts = [len(e.ids) for e in enc]
+        out += [n + sum(counts[uniq[p]] for p in pieces) for n, pieces in pieces_of]
+    return out
+
+
+def percentile(values: Sequence[int], q: float) -> int:
+    if not values:
+        return 0
+    s = sorted(values)
+    i = min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))
+    return int(s[i])
+
+
+def load_model_cfg(name: str) -> dict | None:
+    """conf/model/<name>.yaml as a dict (None for 'none'); a path to a YAML file also works."""
+    if name in (None, "", "none"):
+        return None
+    import yaml
+
+    p = Path(name)
+    if not (p.suffix in (".yaml", ".yml") and p.is_file()):
+        p = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml"
+    if not p.is_file():
+        raise UserError(f"unknown model {name!r}: no {p} (use tiny_random, smollm2_135m, none or a YAML path)")
+    cfg = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise UserError(f"{p}: expected a mapping")
+    return cfg
+
+
+def load_tokenizer_for(name: str) -> tuple[Any, int] | tuple[None, None]:
+    cfg = load_model_cfg(name)
+    if cfg is None:
+        return None, None
+    from harness.models import load_tokenizer, resolve_model
+
+    spec = resolve_model(cfg)
+    return load_tokenizer(spec), int(spec.max_length)
+
+
+# --------------------------------------------------------------------------------------------- check
+@dataclass
+class FileReport:
+    path: str
+    role: str  # "train" | "eval"
+    format: str | None
+    formats: dict[str, int]
+    lines: int
+    records: int
+    examples: int
+    errors: int = 0
+    warnings: int = 0
+    exact_dups: int = 0
+    near_dups: int = 0
+    leaked: int = 0
+    too_long: int = 0
+    json_targets: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)  # p50/p90/p99/max
+
+    @property
+    def json_share(self) -> float:
+        return self.json_targets / self.examples if self.examples else 0.0
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["json_share"] = round(self.json_share, 4)
+        return d
+
+
+@dataclass
+class CheckReport:
+    files: list[FileReport]
+    problems: list[Problem]
+    max_length: int | None = None
+    near_dup_threshold: float = 0.8
+    # (file, line, id, reason, of_file, of_line, of_id, jaccard) rows; used by prepare
+    duplicates: list[tuple] = field(default_factory=list)
+    leaks: list[tuple] = field(default_factory=list)
+    examples: dict[str, list[Example]] = field(default_factory=dict, repr=False)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "max_length": self.max_length,
+            "near_dup_threshold": self.near_dup_threshold,
+            "files": [f.to_dict() for f in self.files],
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+def _is_json_target(t: str) -> tuple[bool, tuple | None]:
+    s = t.strip()
+    if not s or s[0] not in "{[":
+        return False, None
+    try:
+        v = json.loads(s)
+    except (ValueError, RecursionError):
+        return False, None
+    return True, (tuple(sorted(map(str, v))) if isinstance(v, dict) else None)
+
+
+def _format_consistency(rep: FileReport, r: _Reader) -> None:
+    """Warn about targets that break the file's dominant output format (JSON vs not, JSON keys)."""
+    lines_not_json, keysets, key_lines = [], Counter(), []
+    for ex in r.examples:
+        ok, keys = _is_json_target(ex.target)
+        if ok:
+            rep.json_targets += 1
+            if keys is not None:
+                keysets[keys] += 1
+                key_lines.append((ex.line, keys))
+        else:
+            lines_not_json.append(ex.line)
+    n = len(r.examples)
+    if n >= 2 and rep.json_targets / n > 0.5:
+        pct = round(100 * rep.json_targets / n)
+        for ln in lines_not_json:
+            r.add(ln, "warning", f"target is not valid JSON, but {pct}% of the targets in this file are")
+        if keysets and len(keysets) > 1:
+            top, cnt = keysets.most_common(1)[0]
+            if cnt / max(1, sum(keysets.values())) > 0.5:
+                for ln, keys in key_lines:
+                    if keys != top:
+                        r.add(ln, "warning", f"target JSON keys {list(keys)} differ from the usual {list(top)}")
+
+
+def check_files(
+    train: str | Path,
+    eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI flag
+    *,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    near_dup_threshold: float = 0.8,
+    system_prompt: str | None = None,
+    prompt_template: str = "{prompt}",
+) -> CheckReport:
+    """Validate TRAIN (and EVAL): formats, roles, lengths, duplicates, leakage, output-format consistency."""
+    index = DupIndex(near_dup_threshold)
+    files: list[FileReport] = []
+    problems: list[Problem] = []
+    dups: list[tuple] = []
+    leaks: list[tuple] = []
+    examples: dict[str, list[Example]] = {}
+    for role, path in (("train", train), ("eval", eval)):
+        if path is None:
+            continue
+        r = _read(path)
+        rep = FileReport(str(path), role, r.majority, dict(r.formats), r.n_lines, r.n_records, len(r.examples))
+        # Tokens.
+        if tokenizer is not None and r.examples:
+            lens = token_lengths(tokenizer, r.examples, system_prompt=system_prompt, prompt_template=prompt_template)
+            rep.tokens = {"p50": percentile(lens, 50), "p90": percentile(lens, 90), "p99": percentile(lens, 99),
+                          "max": max(lens)}
+            if max_length:
+                for ex, n in zip(r.examples, lens):
+                    if n > max_length:
+                        rep.too_long += 1
+                        r.add(ex.line, "error", f"example is {n} tokens, longer than the model's max length "
+                                                f"{max_length} (training would cut off the target)")
+        _format_consistency(rep, r)
+        # Duplicates within the file (against kept examples of this file only) and leakage (eval vs train).
+        local = DupIndex(near_dup_threshold) if role == "eval" else index
+        for ex in r.examples:
+            key = exact_key(ex)
+            mh = local.minhash(ex) if local.lsh is not None else None
+            if role == "eval":
+                mine = [(ex.source, ex.line, ex.id, kind, *index.where[k][:2], index.where[k][2], j)
+                        for kind, k, j in index.find(ex, all_matches=True, key=key, mh=mh)]
+                if mine:
+                    leaks += mine
+                    rep.leaked += 1
+                    f0, l0, j0 = mine[0][4], mine[0][5], mine[0][7]
+                    what = "an exact" if mine[0][3] == "exact" else f"a near (Jaccard {j0:.2f})"
+                    more = f" and {len(mine) - 1} more" if len(mine) > 1 else ""
+                    r.add(ex.line, "warning", f"leakage: {what} duplicate of training example {f0}:{l0}{more}")
+            found = local.find(ex, key=key, mh=mh)
+            if found:
+                kind, k, j = found[0]
+                f, ln, oid = local.where[k]
+                dups.append((ex.source, ex.line, ex.id, kind, f, ln, oid, j))
+                if kind == "exact":
+                    rep.exact_dups += 1
+                    r.add(ex.line, "warning", f"exact duplicate of line {ln}")
+                else:
+                    rep.near_dups += 1
+                    r.add(ex.line, "warning", f"near-duplicate of line {ln} (Jaccard {j:.2f})")
+            else:
+                local.add(ex, key=key, mh=mh)
+        r.problems.sort(key=lambda p: p.line)
+        rep.errors = sum(p.severity == "error" for p in r.problems)
+        rep.warnings = len(r.problems) - rep.errors
+        problems += r.problems
+        files.append(rep)
+        examples[role] = r.examples
+    return CheckReport(files, problems, max_length, near_dup_threshold, dups, leaks, examples)
+
+
+# --------------------------------------------------------------------------------------------- prepare
+@dataclass
+class PrepareReport:
+    out: Path
+    counts: dict[str, int]
+    dropped: list[dict]
+    outputs: dict[str, dict]
+    check: CheckReport
+
+    def to_dict(self) -> dict:
+        return {"out": str(self.out), "counts": self.counts, "dropped": self.dropped, "outputs": self.outputs}
+
+
+def prepare(
+    train: str | Path,
+    eval: str | Path | None = None,  # noqa: A002
+    *,
+    out: str | Path,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    near_dup_threshold: float = 0.8,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    drop_invalid: bool = False,
+    system_prompt: str | None = None,
+    prompt_template: str = "{prompt}",
+) -> PrepareReport:
+    """Clean and split: drop duplicate and leaking TRAIN examples, keep EVAL intact, fixed-seed split.
+
+    Writes OUT/train.jsonl, val.jsonl, (test.jsonl,) (eval.jsonl,) in canonical `messages` format and
+    OUT/prepare_report.json. Errors in the input abort (UserError, exit 1) unless `drop_invalid`, which
+    drops unreadable records (they never became examples) and over-long examples.
+    """
+    for name, v in (("val fraction", val_fraction), ("test fraction", test_fraction)):
+        if not 0.0 <= v < 1.0:
+            raise UserError(f"{name} must be in [0, 1), got {v}")
+    if val_fraction + test_fraction >= 1.0:
+        raise UserError(f"val fraction + test fraction must be < 1, got {val_fraction + test_fraction}")
+    for p in (train, eval):
+        if p is not None and not Path(p).is_file():
+            raise UserError(f"{p}: file not found")
+    rep = check_files(train, eval, tokenizer=tokenizer, max_length=max_length, near_dup_threshold=near_dup_threshold,
+                      system_prompt=system_prompt, prompt_template=prompt_template)
+    errors = rep.errors
+    eval_src = str(eval) if eval is not None else None
+    if errors and (not drop_invalid or any(p.file == eval_src for p in errors)):
+        shown = "\n".join(str(p) for p in errors[:10])
+        more = f"\n... and {len(errors) - 10} more errors" if len(errors) > 10 else ""
+        hint = ("the eval set must be clean (prepare never changes it)" if any(p.file == eval_src for p in errors)
+                else "fix them, or pass --drop-invalid to drop those records")
+        raise UserError(f"{len(errors)} error(s) in the input; {hint}:\n{shown}{more}", exit_code=1)
+
+    dropped: list[dict] = []
+    drop_lines: set[int] = set()
+    train_src = str(train)
+    if drop_invalid:
+        err_lines = sorted({p.line for p in errors if p.file == train_src})
+        for ln in err_lines:
+            msg = next(p.message for p in errors if p.file == train_src and p.line == ln)
+            dropped.append({"file": train_src, "line": ln, "id": None, "reason": "invalid", "detail": msg})
+        drop_lines.update(err_lines)
+    for (f, ln, eid, kind, of, oln, oid, j) in rep.duplicates:
+        if f != train_src or ln in drop_lines:
+            continue
+        drop_lines.add(ln)
+        dropped.append({"file": f, "line": ln, "id": eid, "reason": f"{kind}_duplicate",
+                        "detail": f"duplicate of {of}:{oln} (id {oid}, Jaccard {j:.2f})"})
+    leaked_train: dict[int, tuple] = {}
+    for (f, ln, eid, kind, tf, tln, tid, j) in rep.leaks:
+        leaked_train.setdefault(tln, (tid, kind, f, ln, eid, j))
+    for tln in sorted(leaked_train):
+        tid, kind, f, ln, eid, j = leaked_train[tln]
+        if tln in drop_lines:
+            continue
+        drop_lines.add(tln)
+        dropped.append({"file": train_src, "line": tln, "id": tid, "reason": "leakage",
+                        "detail": f"{kind} duplicate of eval example {f}:{ln} (id {eid}, Jaccard {j:.2f})"})
+    dropped.sort(key=lambda d: d["line"])
+
+    kept = [ex for ex in rep.examples.get("train", []) if ex.line not in drop_lines]
+    # Make ids unique (eval scores are keyed by id).
+    seen: set[str] = set()
+    fixed = []
+    for ex in kept:
+        if ex.id in seen:
+            ex = Example(ex.messages, id=f"{ex.id}-L{ex.line}", source=ex.source, line=ex.line, meta=ex.meta)
+        seen.add(ex.id)
+        fixed.append(ex)
+    kept = fixed
+    n = len(kept)
+    n_val = int(round(n * val_fraction))
+    n_test = int(round(n * test_fraction))
+    if n - n_val - n_test < 1:
+        raise UserError(f"{train}: only {n} usable training examples left after cleaning; nothing to split", 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    val_idx = set(order[:n_val])
+    test_idx = set(order[n_val:n_val + n_test])
+    splits = {
+        "train": [ex for i, ex in enumerate(kept) if i not in val_idx and i not in test_idx],
+        "val": [ex for i, ex in enumerate(kept) if i in val_idx],
+    }
+    if test_fraction > 0:
+        splits["test"] = [ex for i, ex in enumerate(kept) if i in test_idx]
+    if eval is not None:
+        splits["eval"] = list(rep.examples.get("eval", []))
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = {}
+    for name, exs in splits.items():
+        path = out / f"{name}.jsonl"
+        write_jsonl(path, (ex.to_record() for ex in exs))
+        outputs[name] = {"path": str(path), "n": len(exs), "sha256": sha256_file(path)}
+    reasons = Counter(d["reason"] for d in dropped)
+    counts = {"train_in": len(rep.examples.get("train", [])), "eval_in": len(rep.examples.get("eval", [])),
+              "dropped": len(dropped), **{f"dropped_{k}": v for k, v in sorted(reasons.items())},
+              **{name: len(exs) for name, exs in splits.items()}}
+    report = PrepareReport(out, counts, dropped, outputs, rep)
+    write_json(out / "prepare_report.json", {
+        "inputs": {"train": {"path": str(train), "sha256": sha256_file(train)},
+                   "eval": {"path": str(eval), "sha256": sha256_file(eval)} if eval is not None else None},
+        "params": {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
+                   "near_dup_threshold": near_dup_threshold, "max_length": max_length, "drop_invalid": drop_invalid},
+        "policy": "duplicates: keep the first, drop later ones; leakage: the eval set is kept intact and the "
+                  "leaking training examples are dropped",
+        **report.to_dict(),
+        "warnings": len(rep.warnings),
+    })
+    return report
