@@ -1,0 +1,222 @@
+"""Forgetting probes: small general-ability items every model is checked on, base vs adapters.
+
+A probe set is evalsets/probes/<name>.jsonl, one item a line:
+  {"id": "ifeval-03", "family": "ifeval"|"arithmetic"|"general",
+   "messages": [{"role": "user", "content": "..."}],
+   "check": {"type": "word_count", "max": 20}            # or a list of checks (all must pass)
+  }
+`check_probe(item, output)` is 1.0 when every check passes, else 0.0 (IFEval "strict, prompt-level").
+Checkers are pure functions with keyword options; CHECKERS maps a check type to its function.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.backends.base import GenParams
+from harness.io import UserError, read_jsonl
+from harness.metrics import extract_answer_number, extract_json
+
+FAMILIES = ("ifeval", "arithmetic", "general")
+PROBE_GEN = GenParams(max_new_tokens=96, temperature=0.0)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\b\w+(?:['’-]\w+)*\b", text or "")
+
+
+def _contains_word(text: str, word: str) -> bool:
+    return re.search(r"(?<!\w)" + re.escape(word.casefold()) + r"(?!\w)", (text or "").casefold()) is not None
+
+
+# --------------------------------------------------------------------------- checkers (pure)
+
+
+def word_count(output: str, *, min: int | None = None, max: int | None = None) -> bool:
+    """The answer has between `min` and `max` words (inclusive); empty never passes a min."""
+    n = len(_words(output))
+    return (min is None or n >= min) and (max is None or n <= max) and n > 0
+
+
+def forbidden_words(output: str, *, words: list[str]) -> bool:
+    """None of `words` appears as a whole word (case-insensitive)."""
+    return bool((output or "").strip()) and not any(_contains_word(output, w) for w in words)
+
+
+def required_keywords(output: str, *, keywords: list[str]) -> bool:
+    """Every keyword appears (case-insensitive, whole word / phrase)."""
+    return all(_contains_word(output, k) for k in keywords)
+
+
+def json_only(output: str, *, allow_fence: bool = True) -> bool:
+    """The whole answer is one JSON value (a lone ```json fence is accepted when `allow_fence`)."""
+    p = extract_json(output)
+    return p.strict and (allow_fence or not p.code_fence)
+
+
+_BULLET_RX = re.compile(r"^\s*(?:[*•-]|\d+[.)])\s+\S", re.M)
+
+
+def bullet_count(output: str, *, n: int, relation: str = "exactly") -> bool:
+    """Number of bullet lines ('* ', '- ', '• ', '1. ') compared with n: exactly | at least | at most."""
+    k = len(_BULLET_RX.findall(output or ""))
+    if relation == "exactly":
+        return k == n
+    if relation == "at least":
+        return k >= n
+    if relation == "at most":
+        return 0 < k <= n
+    raise ValueError(f"unknown relation {relation!r} (exactly, at least, at most)")
+
+
+def lowercase(output: str) -> bool:
+    """All letters lowercase (and there are some)."""
+    letters = [c for c in output or "" if c.isalpha()]
+    return bool(letters) and all(not c.isupper() for c in letters)
+
+
+def uppercase(output: str) -> bool:
+    """All letters uppercase (and there are some)."""
+    letters = [c for c in output or "" if c.isalpha() and unicodedata.category(c) in ("Lu", "Ll")]
+    return bool(letters) and all(c.isupper() for c in letters)
+
+
+def _clean_end(text: str) -> str:
+    return " ".join((text or "").strip().strip("\"'“”").split()).casefold()
+
+
+def ends_with(output: str, *, phrase: str) -> bool:
+    """The answer ends with `phrase` (case-insensitive, surrounding whitespace/quotes ignored)."""
+    return _clean_end(output).endswith(_clean_end(phrase)) and bool(_clean_end(output))
+
+
+def starts_with(output: str, *, phrase: str) -> bool:
+    """The answer starts with `phrase` (case-insensitive)."""
+    return bool(_clean_end(output)) and _clean_end(output).startswith(_clean_end(phrase))
+
+
+def no_comma(output: str) -> bool:
+    """No comma anywhere (and a non-empty answer)."""
+    return bool((output or "").strip()) and "," not in output and "，" not in output
+
+
+def numeric(output: str, *, answer: float, tolerance: float = 1e-6) -> bool:
+    """The answer's final number ('#### n' or the last number) equals `answer`."""
+    got = extract_answer_number(output or "")
+    return got is not None and abs(got - float(answer)) <= tolerance
+
+
+def contains_any(output: str, *, answers: list[str]) -> bool:
+    """Any accepted answer appears as a whole word/phrase (case-insensitive)."""
+    return any(_contains_word(output, a) for a in answers)
+
+
+CHECKERS: dict[str, Callable[..., bool]] = {
+    f.__name__: f
+    for f in (word_count, forbidden_words, required_keywords, json_only, bullet_count, lowercase, uppercase,
+              ends_with, starts_with, no_comma, numeric, contains_any)
+}
+
+
+def _checks(item: dict) -> list[dict]:
+    c = item.get("check")
+    return [c] if isinstance(c, dict) else list(c or [])
+
+
+def run_check(check: dict, output: str) -> bool:
+    opts = {k: v for k, v in check.items() if k != "type"}
+    return bool(CHECKERS[check["type"]](output, **opts))
+
+
+def check_probe(item: dict, output: str) -> float:
+    """1.0 when every check of the item passes on `output`, else 0.0."""
+    return float(all(run_check(c, output) for c in _checks(item)))
+
+
+def validate_probe(item: Any) -> str | None:
+    """A problem with a probe item, or None."""
+    import inspect
+
+    if not isinstance(item, dict):
+        return "must be an object"
+    for k in ("id", "family", "messages", "check"):
+        if k not in item:
+            return f"{k}: required"
+    if item["family"] not in FAMILIES:
+        return f"family: unknown {item['family']!r} (known: {', '.join(FAMILIES)})"
+    msgs = item["messages"]
+    if not isinstance(msgs, list) or not msgs or msgs[-1].get("role") != "user":
+        return "messages: must be a non-empty chat ending with a user message"
+    checks = _checks(item)
+    if not checks:
+        return "check: required"
+    for c in checks:
+        t = c.get("type") if isinstance(c, dict) else None
+        if t not in CHECKERS:
+            return f"check.type: unknown {t!r} (known: {', '.join(sorted(CHECKERS))})"
+        params = inspect.signature(CHECKERS[t]).parameters
+        opts = {k for k in c if k != "type"}
+        unknown = opts - set(params)
+        if unknown:
+            return f"check.{sorted(unknown)[0]}: unknown option for {t}"
+        missing = [p.name for p in params.values()
+                   if p.kind == p.KEYWORD_ONLY and p.default is p.empty and p.name not in opts]
+        if missing:
+            return f"check.{missing[0]}: required for {t}"
+    return None
+
+
+def probes_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "evalsets" / "probes"
+
+
+def load_probes(name_or_path: str | Path = "default") -> list[dict]:
+    """Probe items by set name (evalsets/probes/<name>.jsonl) or path; validated."""
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = probes_dir() / f"{name_or_path}.jsonl"
+        if not p.is_file() and (Path.cwd() / "evalsets" / "probes" / f"{name_or_path}.jsonl").is_file():
+            p = Path.cwd() / "evalsets" / "probes" / f"{name_or_path}.jsonl"
+    if not p.is_file():
+        raise UserError(f"{p}: probe set not found")
+    items = []
+    ids = set()
+    for i, item in enumerate(read_jsonl(p), 1):
+        problem = validate_probe(item)
+        if problem:
+            raise UserError(f"{p}:{i}: {problem}")
+        if item["id"] in ids:
+            raise UserError(f"{p}:{i}: duplicate id {item['id']!r}")
+        ids.add(item["id"])
+        items.append(item)
+    return items
+
+
+# --------------------------------------------------------------------------- IFEval mapping
+
+
+def ifeval_to_check(instruction_id: str, kwargs: dict) -> dict | None:
+    """Our check spec for an IFEval instruction (google-research instruction_id + kwargs); None if unmapped."""
+    kw = {k: v for k, v in (kwargs or {}).items() if v is not None}
+    if instruction_id == "punctuation:no_comma":
+        return {"type": "no_comma"}
+    if instruction_id == "length_constraints:number_words":
+        n = int(kw["num_words"])
+        return {"type": "word_count", "min": n} if kw.get("relation") == "at least" else {"type": "word_count", "max": n - 1}
+    if instruction_id == "keywords:forbidden_words":
+        return {"type": "forbidden_words", "words": list(kw["forbidden_words"])}
+    if instruction_id == "keywords:existence":
+        return {"type": "required_keywords", "keywords": list(kw["keywords"])}
+    if instruction_id == "change_case:english_lowercase":
+        return {"type": "lowercase"}
+    if instruction_id == "change_case:english_capital":
+        return {"type": "uppercase"}
+    if instruction_id == "detectable_format:number_bullet_lists":
+        return {"type": "bullet_count", "n": int(kw["num_bullets"]), "relation": "exactly"}
+    if instruction_id == "startend:end_checker":
+        return {"type": "ends_with", "phrase": kw["end_phrase"]}
+    if instruction_id == "detectable_format:json_format":
+        return {"type": "json_only"}
+    return None
