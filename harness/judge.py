@@ -1021,12 +1021,13 @@ def default_pairs(models: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[str, str]] | None = None,
-              backend: Any = None, log: Callable[[str], None] | None = None) -> dict:
+              backend: Any = None, model_cfg: dict | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Judge a sweep's task outputs: pointwise rubric per model, pairwise adapter-vs-baseline.
 
     Reads <scores>/scores.jsonl; writes <scores>/judge.jsonl and <scores>/judge_summary.json and
     returns the summary. `backend` (optional) is an already-built judge backend (else built from
-    judge_cfg["backend"] with the judge model: judge_cfg["model"] or the sweep's base model).
+    judge_cfg["backend"] with the judge model: judge_cfg["model"], else `model_cfg` (the sweep's base
+    model config), else the base model found in the sweep dir).
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     judge_cfg = plain_cfg(judge_cfg)
@@ -1066,7 +1067,10 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[
 
     own_backend = backend is None
     if own_backend:
-        backend = make_judge_backend(judge_cfg, scores_dir.parent)
+        jc = judge_cfg
+        if not jc.get("model") and model_cfg is not None:
+            jc = {**judge_cfg, "model": plain_cfg(model_cfg)}
+        backend = make_judge_backend(jc, scores_dir.parent)
     cache_path = Path(judge_cfg["cache"]) if judge_cfg.get("cache") else scores_dir / "judge_cache.jsonl"
     judge = judge_from_cfg(judge_cfg, backend, cache_path)
     out_rows: list[dict] = []

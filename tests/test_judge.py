@@ -622,11 +622,14 @@ def test_end_to_end_tiny_model_judge(tmp_path):
     pytest.importorskip("harness.backends.hf")
     scores = _scores_dir(tmp_path, n=2)
     cfg = {"enabled": True, "rubric": "helpfulness", "pairwise": True, "max_items": 2, "retries": 1,
-           "backend": {"kind": "hf", "device": "cpu", "batch_size": 8}, "model": dict(TINY_CFG),
+           "backend": {"kind": "hf", "device": "cpu", "batch_size": 8}, "model": None,
            "gen": {"max_new_tokens": 12, "logprobs": 5}, "max_chars": 200}
     pairs = [("run1", "base")]
-    s = J.run_judge(scores, cfg, pairs=pairs, log=lambda x: None)
-    assert s["judge_model"] and len(s["pairwise"]) == 1
+    # model: null -> the sweep's base model, passed by the sweep as model_cfg
+    s = J.run_judge(scores, cfg, pairs=pairs, model_cfg=dict(TINY_CFG), log=lambda x: None)
+    from harness.models import resolve_model
+
+    assert s["judge_model"] == resolve_model(TINY_CFG).identity and len(s["pairwise"]) == 1
     for m in ("base", "fewshot", "run1"):
         p = s["pointwise"][m]
         assert p["n"] == 2 and p["missing"] + (0 if p["mean"] is None else 2) >= 2
@@ -637,7 +640,7 @@ def test_end_to_end_tiny_model_judge(tmp_path):
     for r in rows:
         if r["kind"] == "pointwise" and r["missing"]:
             assert r["score"] is None and r["attempts"] == 2
-    s2 = J.run_judge(scores, cfg, pairs=pairs, log=lambda x: None)
+    s2 = J.run_judge(scores, cfg, pairs=pairs, model_cfg=dict(TINY_CFG), log=lambda x: None)
     assert s2["cost"]["new"] == 0 and s2["cost"]["cached"] == s["cost"]["calls"]
     assert s2["pointwise"] == s["pointwise"]
 
