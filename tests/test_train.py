@@ -1,0 +1,169 @@
+"""The training engine on the tiny model: the real CLI, real files, invariants pinned."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main as cli
+from harness.config import compose, to_dict
+from tests.toy_task import write_toy_task
+
+FAST = ["model=tiny_random", "tracking.wandb=disabled", "train.batch_size=8"]
+
+
+def cfg_for(task_yaml: Path, *extra: str) -> dict:
+    return to_dict(compose(FAST + [f"task.path={task_yaml}", *extra]))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return write_toy_task(tmp_path_factory.mktemp("toy"))
+
+
+def read(run_dir: Path, name: str):
+    return json.loads((run_dir / name).read_text())
+
+
+def test_end_to_end_train_writes_a_complete_self_describing_run(toy, tmp_path):
+    run = tmp_path / "run"
+    assert cli(["train", *FAST, f"task.path={toy}", "train.max_steps=6", "train.eval_every=3", f"run_dir={run}"]) == 0
+    for name in ("config.yaml", "manifest.json", "metrics.json", "curves.json", "curves.png", "train.log",
+                 "adapter/adapter_model.safetensors", "adapter/adapter_config.json"):
+        assert (run / name).is_file(), name
+    assert read(run, "status.json")["status"] == "complete"
+    m = read(run, "metrics.json")
+    assert m["final_step"] == 6 and m["best_step"] in (0, 3, 6)
+    assert m["trainable_params"] > 0 and m["adapter_bytes"] > 0 and m["tokens_per_s"] > 0
+    man = read(run, "manifest.json")
+    assert man["base_model"]["identity"] and man["data"]["train"]["sha256"] and man["seed"] == 0
+    assert "torch" in man["packages"] and man["device"] == "cpu"
+    curves = read(run, "curves.json")
+    assert [p["step"] for p in curves["val"]] == [0, 3, 6]
+    assert len(curves["train"]) == 6
+    assert not (run / "checkpoints").exists()
+
+
+def test_complete_run_with_same_config_is_skipped(toy, tmp_path, capsys):
+    from harness.train import train
+
+    cfg = cfg_for(toy, "train.max_steps=2", "train.eval_every=2")
+    first = train(cfg, tmp_path / "r", quiet=True)
+    mtime = (first.run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+    again = train(cfg, tmp_path / "r", quiet=True)
+    assert again.skipped and again.run_id == first.run_id
+    assert (first.run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == mtime
+    other = cfg_for(toy, "train.max_steps=3", "train.eval_every=2")
+    from harness.io import UserError
+
+    with pytest.raises(UserError, match="different config"):
+        train(other, tmp_path / "r", quiet=True)
+
+
+def test_best_checkpoint_is_kept_when_validation_loss_rises(tmp_path):
+    """Val targets are words the training data never shows: val loss dips, then rises as training specialises."""
+    from harness.train import train
+    from harness.models import load_model, load_tokenizer, resolve_model
+    from harness.train import TrainData, encode, validation_loss
+    from harness.tasks import load_task
+    from peft import PeftModel
+
+    task_yaml = write_toy_task(tmp_path / "t", n_train=64, val_answer="zebra quokka narwhal")
+    cfg = cfg_for(task_yaml, "train.lr=5e-2", "train.max_steps=20", "train.eval_every=2", "train.patience=0",
+                  "train.precision=fp32", "lora.dropout=0.0", "lora.r=16")
+    res = train(cfg, tmp_path / "run", quiet=True)
+    curves, m = read(res.run_dir, "curves.json"), res.metrics
+    losses = [p["loss"] for p in curves["val"]]
+    assert m["best_step"] < m["final_step"], f"val loss never rose: {losses}"
+    assert losses[-1] > min(losses)
+    # the saved adapter is the best step's: its val loss is the best, not the last
+    spec = resolve_model(cfg["model"])
+    tok = load_tokenizer(spec)
+    task = load_task(str(task_yaml))
+    data = TrainData(task.load_split("train"), task.load_split("val"), task.system_prompt, task.prompt_template, {}, "toy")
+    model = PeftModel.from_pretrained(load_model(spec, device="cpu", dtype="float32"), str(res.run_dir / "adapter"))
+    val = validation_loss(model, encode(tok, data.val, data, 512, True), 16, tok.pad_token_id, "cpu", None)
+    assert val == pytest.approx(m["best_val_loss"], rel=1e-4)
+    assert val < losses[-1]
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    from harness.train import train
+
+    task_yaml = write_toy_task(tmp_path / "t", n_train=64, val_answer="zebra quokka narwhal")
+    cfg = cfg_for(task_yaml, "train.lr=5e-2", "train.max_steps=40", "train.eval_every=2", "train.patience=2",
+                  "train.precision=fp32", "lora.dropout=0.0", "lora.r=16")
+    res = train(cfg, tmp_path / "run", quiet=True)
+    m = res.metrics
+    assert m["stopped_early"] is True
+    assert m["final_step"] < 40
+    assert m["final_step"] == m["best_step"] + 2 * 2  # two evaluations (every 2 steps) without improvement
+
+
+def test_completion_only_masking_supervises_exactly_the_completion(tiny_spec):
+    from harness.example import Example
+    from harness.models import load_tokenizer
+    from harness.prompts import tokenize_for_training
+
+    tok = load_tokenizer(tiny_spec)
+    ex = Example(messages=({"role": "user", "content": "ticket: printer on fire"},
+                           {"role": "assistant", "content": '{"product": "printer", "severity": "high"}'}))
+    enc = tokenize_for_training(tok, ex, system_prompt="Answer with JSON.")
+    completion = tok(ex.target + tok.eos_token, add_special_tokens=False)["input_ids"]
+    supervised = [t for t, lab in zip(enc["input_ids"], enc["labels"]) if lab != -100]
+    assert supervised == completion
+    assert enc["labels"][: len(enc["labels"]) - len(completion)] == [-100] * (len(enc["labels"]) - len(completion))
+    full = tokenize_for_training(tok, ex, system_prompt="Answer with JSON.", completion_only=False)
+    assert full["labels"] == full["input_ids"]
+
+
+def test_same_seed_gives_same_losses(toy, tmp_path):
+    from harness.train import train
+
+    cfg = cfg_for(toy, "train.max_steps=4", "train.eval_every=2")
+    a = train(cfg, tmp_path / "a", quiet=True)
+    b = train(cfg, tmp_path / "b", quiet=True)
+    assert read(a.run_dir, "curves.json") == read(b.run_dir, "curves.json")
+
+
+def test_resume_after_kill_gives_the_same_final_loss(toy, tmp_path):
+    args = [sys.executable, "-m", "harness.cli", "train", *FAST, f"task.path={toy}", "train.max_steps=8",
+            "train.eval_every=2", "train.checkpoint_every=2"]
+    env = {**os.environ, "HARNESS_FAULT_KILL_AFTER_STEP": "5"}
+    killed = subprocess.run(args + [f"run_dir={tmp_path / 'resumed'}"], env=env, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert read(tmp_path / "resumed", "status.json")["status"] == "running"
+    assert (tmp_path / "resumed" / "checkpoints" / "last" / "progress.json").is_file()
+    assert not (tmp_path / "resumed" / "adapter").exists()
+    env.pop("HARNESS_FAULT_KILL_AFTER_STEP")
+    resumed = subprocess.run(args + [f"run_dir={tmp_path / 'resumed'}"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr
+    straight = subprocess.run(args + [f"run_dir={tmp_path / 'straight'}"], env=env, capture_output=True, text=True)
+    assert straight.returncode == 0
+    a, b = read(tmp_path / "resumed", "curves.json"), read(tmp_path / "straight", "curves.json")
+    assert [p["step"] for p in a["train"]] == list(range(1, 9))
+    assert a == b
+    assert read(tmp_path / "resumed", "metrics.json")["best_val_loss"] == read(tmp_path / "straight", "metrics.json")["best_val_loss"]
+
+
+def test_nan_loss_stops_the_run_and_marks_it_failed(toy, tmp_path, capsys):
+    run = tmp_path / "nan"
+    rc = cli(["train", *FAST, f"task.path={toy}", "train.lr=1e30", "train.max_grad_norm=1e30", "train.max_steps=6",
+              "train.eval_every=1", "train.precision=fp32", f"run_dir={run}"])
+    assert rc == 1
+    st = read(run, "status.json")
+    assert st["status"] == "failed" and ("nan" in st["error"].lower() or "inf" in st["error"].lower())
+    assert not (run / "adapter").exists()
+    assert "diverged" in capsys.readouterr().err
+
+
+def test_bad_override_is_a_clear_error(capsys):
+    assert cli(["train", "lora.rank=8"]) == 2
+    assert "lora.rank" in capsys.readouterr().err
+    assert cli(["train", "lora.target_modules=everything", "model=tiny_random", "tracking.wandb=disabled",
+                "task.path=/nonexistent/task.yaml"]) == 2
