@@ -197,8 +197,9 @@ def write_sweep_json(plan: SweepPlan, runs: list[dict]) -> dict:
 # ----------------------------------------------------------------------------- evaluate
 
 
-def evaluate_sweep(sweep_dir: Path, cfg: dict, runs: list[dict], *, quiet: bool = False) -> dict:
-    """Generate and score base, few-shot and every complete adapter together through one backend."""
+def evaluate_and_judge(sweep_dir: Path, cfg: dict, runs: list[dict], *, quiet: bool = False) -> dict:
+    """Generate and score base, few-shot and every complete adapter through one backend (one base load);
+    then judge with the same backend when the judge uses the sweep's own base model."""
     from harness.backends import make_backend
     from harness.backends.base import ServeSpec
     from harness.backends.cache import CachedBackend
@@ -214,9 +215,17 @@ def evaluate_sweep(sweep_dir: Path, cfg: dict, runs: list[dict], *, quiet: bool 
     try:
         if ecfg.get("canary", True) and adapters:
             check_adapters_applied(inner, list(adapters))
-        return evaluate(sweep_dir / "scores", task, backend, adapters,
-                        few_shot_k=int(ecfg.get("few_shot_k", 3)), few_shot_seed=int(ecfg.get("few_shot_seed", 0)),
-                        probes=ecfg.get("probes"), max_eval=ecfg.get("max_eval"), progress=not quiet)
+        summary = evaluate(sweep_dir / "scores", task, backend, adapters,
+                           few_shot_k=ecfg.get("few_shot_k"), few_shot_seed=ecfg.get("few_shot_seed"),
+                           probes=ecfg.get("probes"), max_eval=ecfg.get("max_eval"), progress=not quiet)
+        jcfg = cfg.get("judge") or {}
+        if jcfg.get("enabled"):
+            from harness.judge import run_judge
+
+            same_model = not jcfg.get("model") and (jcfg.get("backend") or {}).get("kind", "hf") == cfg["backend"].get("kind")
+            pairs = [(key, b) for key in adapters for b in ("base", "fewshot")]
+            run_judge(sweep_dir / "scores", jcfg, pairs=pairs, model_cfg=cfg["model"], backend=backend if same_model else None)
+        return summary
     finally:
         backend.close()
 
@@ -247,22 +256,14 @@ def run_sweep(overrides: list[str], *, skip_gate: bool = False, quiet: bool = Fa
         con.print(f"  [red]failed[/] {r['run_id']} {r['overrides']}: {r['error']}")
     t_train = time.perf_counter()
 
-    # 3. evaluate base, few-shot and adapters together
-    evaluate_sweep(plan.sweep_dir, plan.cfg, runs, quiet=quiet)
+    # 3-4. evaluate base, few-shot and adapters together; judge if a rubric is configured
+    evaluate_and_judge(plan.sweep_dir, plan.cfg, runs, quiet=quiet)
     t_eval = time.perf_counter()
-
-    # 4. judge, if a rubric is configured
-    jcfg = plan.cfg.get("judge") or {}
-    if jcfg.get("enabled"):
-        from harness.judge import run_judge
-
-        pairs = [(r["run_id"], b) for r in done for b in ("base", "fewshot")]
-        run_judge(plan.sweep_dir / "scores", jcfg, pairs=pairs, model_cfg=plan.cfg["model"])
 
     # 5. report and gate
     from harness.report import write_report
 
-    report = write_report(plan.sweep_dir)
+    report = write_report(plan.sweep_dir)["report_html"]
     timings = {"train_s": round(t_train - t0, 1), "eval_s": round(t_eval - t_train, 1),
                "total_s": round(time.perf_counter() - t0, 1)}
     write_json(plan.sweep_dir / "timings.json", timings)
