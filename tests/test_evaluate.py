@@ -223,11 +223,32 @@ def test_end_to_end_hf_tiny(tmp_path, tiny_adapters, probe_file, capsys):
     finally:
         bb.make_backend = orig
     assert called == [] and "skipped" in capsys.readouterr().out
-    # a single run dir
-    assert main(["eval", str(runs[0]), f"eval.probes={probe_file}", "eval.max_eval=2", "eval.few_shot_k=0",
-                 "--no-progress"]) == 0
-    s = read_json(runs[0] / "scores" / "summary.json")
+
+
+def test_eval_run_dir_with_fake_backend(tmp_path, probe_file, monkeypatch, capsys):
+    """A single run dir: config.yaml drives task/model/backend; overrides apply; output in <run>/scores."""
+    import harness.backends.base as bb
+    from harness.cli import main
+
+    task_yaml = write_task(tmp_path / "evalsets", n=4)
+    fake_adapter = tmp_path / "fake_adapter"
+    fake_adapter.mkdir()
+    (fake_adapter / "adapter_config.json").write_text("{}")
+    (fake_adapter / "adapter_model.safetensors").write_bytes(b"not really weights")
+    rd = _make_run(tmp_path, "a1", fake_adapter, task_yaml)
+    seen = {}
+
+    def fake_make_backend(cfg, spec):
+        seen["cfg"], seen["adapters"] = cfg, dict(spec.adapters)
+        return FakeBackend(keys=("base", "a1"))
+
+    monkeypatch.setattr(bb, "make_backend", fake_make_backend)
+    assert main(["eval", str(rd), f"eval.probes={probe_file}", "eval.max_eval=2", "eval.few_shot_k=0",
+                 "backend.batch_size=3", "--no-progress"]) == 0
+    s = read_json(rd / "scores" / "summary.json")
     assert set(s["models"]) == {"base", "a1"} and s["models"]["a1"]["n"] == 2
+    assert seen["cfg"]["batch_size"] == 3 and seen["adapters"] == {"a1": rd / "adapter"}
+    assert "field_accuracy" in capsys.readouterr().out
 
 
 def test_eval_cli_errors(tmp_path, capsys):
