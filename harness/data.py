@@ -22,11 +22,13 @@ leaking TRAIN examples instead; it also drops duplicate training examples (keepi
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import random
 import re
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,6 +356,28 @@ def shingles(text: str, k: int = SHINGLE) -> set[bytes]:
     return {" ".join(words[i:i + k]).encode("utf-8", "surrogatepass") for i in range(len(words) - k + 1)}
 
 
+@functools.lru_cache(maxsize=4)
+def _permutations(num_perm: int):
+    from datasketch import MinHash
+
+    tmpl = MinHash(num_perm=num_perm, seed=1)
+    return tmpl.permutations, tmpl.scheme
+
+
+@functools.lru_cache(maxsize=16)
+def _lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) as datasketch chooses them (its optimisation takes ~70 ms; cached).
+
+    Weighted towards recall (false negatives cost 9x false positives): every candidate is verified on
+    its stored signature anyway, so extra candidates only cost a comparison. At threshold 0.8 this is
+    14 bands x 9 rows: a pair at Jaccard 0.8 is found with p~0.87, at 0.85 p~0.97.
+    """
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
+    return lsh.b, lsh.r
+
+
 class DupIndex:
     """Exact-hash set + MinHash LSH over kept examples; stores hashes and signatures, never texts."""
 
@@ -365,15 +389,17 @@ class DupIndex:
         self.threshold = threshold
         self.num_perm = num_perm
         self._MinHash = MinHash
-        tmpl = MinHash(num_perm=num_perm, seed=1)
-        self._perms, self._scheme = tmpl.permutations, tmpl.scheme
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm) if threshold < 1.0 else None
+        self._perms, self._scheme = _permutations(num_perm)
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=_lsh_params(threshold, num_perm)) \
+            if threshold < 1.0 else None
         self.exact: dict[bytes, int] = {}  # hash -> key
         self.sigs: list = []  # key -> signature (uint32 array)
         self.where: list[tuple[str, int, str]] = []  # key -> (file, line, id)
 
     def minhash(self, ex: Example):
-        m = self._MinHash(num_perm=self.num_perm, permutations=self._perms, scheme=self._scheme)
+        # zlib.crc32 is a C builtin (no Python frame per shingle, unlike the default sha1 wrapper);
+        # the affine32 scheme mixes it with a murmur finalizer before the permutations.
+        m = self._MinHash(num_perm=self.num_perm, permutations=self._perms, scheme=self._scheme, hashfunc=zlib.crc32)
         m.update_batch(shingles(dedupe_text(ex)))
         return m
 

@@ -236,7 +236,7 @@ def test_leakage_eval_vs_train(tmp_path):
 def _prepare_inputs(tmp_path):
     rng = random.Random(1)
     vocab = [f"tok{i}" for i in range(3000)]
-    uniq = [" ".join(rng.choice(vocab) for _ in range(25)) for _ in range(50)]
+    uniq = [" ".join(rng.choice(vocab) for _ in range(40)) for _ in range(50)]
     lines = [msgs(u, json.dumps({"k": i})) | {"id": f"t{i}"} for i, u in enumerate(uniq)]
     lines.insert(10, msgs(uniq[3], json.dumps({"k": 3})) | {"id": "dup-exact"})           # line 11
     lines.insert(20, msgs(uniq[5] + " extra", json.dumps({"k": 5})) | {"id": "dup-near"})  # line 21
