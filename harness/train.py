@@ -385,7 +385,9 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
     def evaluate_and_track() -> bool:
         """Validation loss; keeps the best adapter weights. Returns True when patience ran out."""
         nonlocal best_state
+        t_eval = time.perf_counter()
         v = validation_loss(model, val_enc, bs * 2, pad_id, device, amp)
+        prog["eval_time"] = prog.get("eval_time", 0.0) + time.perf_counter() - t_eval
         if not math.isfinite(v):
             raise TrainingDiverged(f"validation loss is {v} at step {prog['step']}")
         prog["val"].append({"step": prog["step"], "loss": v})
@@ -429,7 +431,7 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
                     prog["batch"] += len(group)
                     prog["step"] += 1
                     prog["train"].append({"step": prog["step"], "loss": step_loss})
-                    elapsed = time.perf_counter() - t_start
+                    elapsed = time.perf_counter() - t_start - prog.get("eval_time", 0.0)
                     tracker.log({"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0]}, prog["step"])
                     bar.update(prog["step"], step_loss, prog["tokens"] / max(elapsed, 1e-9))
                     end_of_epoch = prog["batch"] >= len(batches)
@@ -476,7 +478,9 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
         "best_val_loss": prog["best_val"], "best_step": prog["best_step"], "final_step": prog["step"],
         "initial_val_loss": prog["val"][0]["loss"] if prog["val"] else None,
         "stopped_early": prog["stopped_early"], "train_time_s": round(train_time, 3),
-        "tokens_seen": prog["tokens"], "tokens_per_s": round(prog["tokens"] / max(train_time, 1e-9), 2),
+        "eval_time_s": round(prog.get("eval_time", 0.0), 3), "tokens_seen": prog["tokens"],
+        # throughput of the optimisation steps only (validation passes excluded)
+        "tokens_per_s": round(prog["tokens"] / max(train_time - prog.get("eval_time", 0.0), 1e-9), 2),
         "peak_mem_mb": round(_peak_mem_mb(device), 1), "trainable_params": trainable, "adapter_bytes": adapter_bytes,
         "train_examples": len(train_enc), "val_examples": len(val_enc), "device": device,
         "autocast": str(amp).replace("torch.", "") if amp else "fp32",
