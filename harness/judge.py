@@ -480,7 +480,7 @@ class JudgeClient:
     """
 
     def __init__(self, backend: Any, cache_path: str | Path | None = None, *, model_key: str = BASE,
-                 identity: str | None = None, chunk_size: int = 32):
+                 identity: str | None = None, chunk_size: int = 16):
         self.backend = backend
         self.model_key = model_key
         self.identity = identity or backend.model_identity(model_key)
@@ -546,8 +546,10 @@ class Attempted:
 
 class Judge:
     def __init__(self, client: JudgeClient, *, gen: GenParams | None = None, retries: int = 2,
-                 retry_temperature: float = 0.7, max_chars: int | None = 4000):
+                 retry_temperature: float = 0.7, max_chars: int | None = 4000,
+                 log: Callable[[str], None] | None = None):
         self.client = client
+        self.log = log
         self.gen = gen or default_gen()
         self.retries = max(0, int(retries))
         self.retry_temperature = float(retry_temperature)
@@ -576,6 +578,9 @@ class Judge:
                 break
             params = self._attempt_params(k)
             jobs = [((prompts[i] if k == 0 else self._with_reminder(prompts[i])), params) for i in pending]
+            if self.log:
+                what = "asking" if k == 0 else f"retry {k}/{self.retries}: re-asking"
+                self.log(f"judge {rubric_tag}: {what} {len(jobs)} request(s)")
             comps = self.client.complete(jobs, rubric_tag)
             still = []
             for i, c in zip(pending, comps):
@@ -911,11 +916,12 @@ def make_judge_backend(judge_cfg: dict, sweep_dir: Path | None = None) -> Any:
     return make_backend(backend_cfg_of(judge_cfg), ServeSpec(model_cfg, {}))
 
 
-def judge_from_cfg(judge_cfg: dict, backend: Any, cache_path: Path | None) -> Judge:
-    client = JudgeClient(backend, cache_path, model_key=BASE, chunk_size=int(judge_cfg.get("chunk_size", 32)))
+def judge_from_cfg(judge_cfg: dict, backend: Any, cache_path: Path | None,
+                   log: Callable[[str], None] | None = None) -> Judge:
+    client = JudgeClient(backend, cache_path, model_key=BASE, chunk_size=int(judge_cfg.get("chunk_size", 16)))
     return Judge(client, gen=default_gen(judge_cfg.get("gen")), retries=int(judge_cfg.get("retries", 2)),
                  retry_temperature=float(judge_cfg.get("retry_temperature", 0.7)),
-                 max_chars=judge_cfg.get("max_chars", 4000))
+                 max_chars=judge_cfg.get("max_chars", 4000), log=log)
 
 
 SMALL_JUDGE_NOTE = ("note: a small judge (e.g. the default 135M model) calibrates near chance; treat its verdicts "
@@ -967,7 +973,7 @@ def calibrate(data: str | Path, judge_cfg: dict, out_dir: str | Path, *, limit: 
     if own_backend:
         backend = make_judge_backend(judge_cfg)
     cache_path = Path(judge_cfg["cache"]) if judge_cfg.get("cache") else out_dir / "judge_cache.jsonl"
-    judge = judge_from_cfg(judge_cfg, backend, cache_path)
+    judge = judge_from_cfg(judge_cfg, backend, cache_path, log)
     try:
         results = judge.compare(rubric, [{"question": it["input"], "x": it["output_1"], "y": it["output_2"]}
                                          for it in items])
@@ -1072,7 +1078,7 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: dict, *, pairs: Sequence[tuple[
             jc = {**judge_cfg, "model": plain_cfg(model_cfg)}
         backend = make_judge_backend(jc, scores_dir.parent)
     cache_path = Path(judge_cfg["cache"]) if judge_cfg.get("cache") else scores_dir / "judge_cache.jsonl"
-    judge = judge_from_cfg(judge_cfg, backend, cache_path)
+    judge = judge_from_cfg(judge_cfg, backend, cache_path, log)
     out_rows: list[dict] = []
     pointwise: dict[str, dict] = {}
     pairwise: list[dict] = []
