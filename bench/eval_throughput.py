@@ -105,11 +105,11 @@ def run_naive(spec, adapters: dict[str, Path], prompts, new_tokens: int, limit: 
     return total, time.perf_counter() - t0
 
 
-def run_hf(model_cfg, adapters, prompts, new_tokens: int, batch_size: int) -> tuple[int, float]:
+def run_hf(model_cfg, adapters, prompts, new_tokens: int, batch_size: int, threads: int = 0) -> tuple[int, float]:
     from harness.backends.base import GenParams, Request, ServeSpec
     from harness.backends.hf import HFBackend
 
-    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu",
+    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads or None,
                   generate_kwargs={"min_new_tokens": new_tokens})
     params = GenParams(max_new_tokens=new_tokens)
     reqs = [Request(k, m, params) for k in b.model_keys() for m in prompts]
@@ -153,9 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-llamacpp", action="store_true")
     ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = one per available core)")
     args = ap.parse_args(argv)
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from harness.models import resolve_model
 
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"naive (batch 1, set_adapter): {n} tokens in {dt:.1f}s = {n / dt:.1f} tok/s", flush=True)
     best = None
     for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
-        n, dt = run_hf(model_cfg, adapters, prompts, args.new_tokens, bs)
+        n, dt = run_hf(model_cfg, adapters, prompts, args.new_tokens, bs, args.threads)
         r = n / dt
         print(f"hf backend batch_size={bs}: {n} tokens in {dt:.1f}s = {r:.1f} tok/s"
               + (f" ({r / rates['naive']:.1f}x naive)" if "naive" in rates else ""), flush=True)
