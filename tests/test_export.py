@@ -28,13 +28,23 @@ DEMO_ITEMS = [
 ]
 
 
+NAMES = ["Ada", "Bob", "Carla", "Dan", "Eve", "Frank", "Gina", "Hugo", "Ines", "Jon", "Kim", "Lea", "Max", "Nora",
+         "Omar", "Pia", "Quinn", "Rosa", "Sam", "Tara", "Uma", "Vic", "Wes", "Yara"]
+PHRASES = ["{n} is {a} years old.", "{n} is {a}.", "{n}, aged {a}.", "{n} turned {a} today.", "Meet {n} ({a})."]
+
+
 def write_task(root: Path, items=DEMO_ITEMS) -> Path:
-    """A small self-contained task (task.yaml + eval.jsonl) so tests do not depend on evalsets/."""
+    """A small self-contained task (task.yaml + train/eval jsonl) so tests do not depend on evalsets/."""
     root.mkdir(parents=True, exist_ok=True)
-    rows = [{"messages": [{"role": "user", "content": f"Extract name and age: {t}"},
-                          {"role": "assistant", "content": json.dumps(o)}]} for t, o in items]
-    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def row(t, o):
+        return {"messages": [{"role": "user", "content": f"Extract name and age: {t}"},
+                             {"role": "assistant", "content": json.dumps(o)}]}
+
+    train = [(PHRASES[i % len(PHRASES)].format(n=n, a=20 + 3 * i), {"name": n, "age": 20 + 3 * i})
+             for i, n in enumerate(NAMES)]
+    (root / "eval.jsonl").write_text("".join(json.dumps(row(t, o)) + "\n" for t, o in items))
+    (root / "train.jsonl").write_text("".join(json.dumps(row(t, o)) + "\n" for t, o in train))
     (root / "task.yaml").write_text(yaml.safe_dump({
         **DEMO_TASK, "version": "1", "data": {"train": "train.jsonl", "eval": "eval.jsonl"},
         "metrics": [{"name": "json_valid"}], "primary_metric": "json_valid",
@@ -314,28 +324,28 @@ def test_gguf_check_failure_exits_1_and_leaves_no_dir(tiny_spec, tiny_run, tmp_p
     assert read_json(out / "export_manifest.json")["gguf_check"] == {"skipped": True, "passed": True}
 
 
-def _train_short(spec, run_dir: Path, task_path: Path, steps: int = 30) -> str:
-    """A short real training run: harness.train when available, else a minimal PEFT loop. Returns which."""
+def _train_short(spec, tmp: Path, task_path: Path, steps: int = 30) -> tuple[Path, str]:
+    """A short real training run on the demo task: harness.train when available, else a minimal PEFT loop.
+
+    Returns (run_dir, how)."""
+    run_dir = tmp / "runs" / "smol-run"
     try:
-        from harness.train import train  # noqa: F401
-        have_train = importlib.util.find_spec("harness.tasks") is not None
+        from harness.train import train
     except ImportError:
-        have_train = False
-    if have_train:
+        train = None
+    if train is not None:
         cfg = {"model": dict(SMOL_CFG), "task": {"name": "demo_export", "path": str(task_path)},
                "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "bias": "none"},
-               "train": {"epochs": 100, "max_steps": steps, "lr": 2e-3, "batch_size": 4, "grad_accum": 1,
+               "train": {"epochs": 100, "max_steps": steps, "lr": 1e-3, "batch_size": 2, "grad_accum": 1,
                          "warmup_ratio": 0.0, "weight_decay": 0.0, "lr_scheduler": "constant", "max_grad_norm": 1.0,
-                         "eval_every": 10, "patience": 0, "min_delta": 0.0, "completion_only": True, "precision": "fp32",
+                         "eval_every": 15, "patience": 0, "min_delta": 0.0, "completion_only": True, "precision": "fp32",
                          "gradient_checkpointing": False, "group_by_length": False, "val_fraction": 0.2,
                          "checkpoint_every": 1000},
-               "quant": "none", "seed": 0, "tracking": {"wandb": "disabled"}, "backend": {"kind": "hf"}}
+               "quant": "none", "seed": 0, "tracking": {"wandb": "disabled"}}
         try:
-            from harness.train import train
-
             train(cfg, run_dir, quiet=True)
-            return "harness.train"
-        except Exception as exc:  # the engine's config schema may differ; fall back to the minimal loop
+            return run_dir, "harness.train"
+        except Exception as exc:  # the engine's config schema may have moved on; fall back to the minimal loop
             print(f"harness.train unusable here ({type(exc).__name__}: {exc}); using a minimal PEFT loop")
             shutil.rmtree(run_dir, ignore_errors=True)
     import torch
@@ -350,7 +360,7 @@ def _train_short(spec, run_dir: Path, task_path: Path, steps: int = 30) -> str:
                            LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear"))
     rows = [json.loads(x) for x in (task_path.parent / "train.jsonl").read_text().splitlines()]
     enc = [tokenize_for_training(tok, Example(tuple(r["messages"])), system_prompt=DEMO_TASK["system_prompt"]) for r in rows]
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     torch.manual_seed(0)
     model.train()
     for step in range(steps):
@@ -359,26 +369,27 @@ def _train_short(spec, run_dir: Path, task_path: Path, steps: int = 30) -> str:
         out.loss.backward()
         opt.step()
         opt.zero_grad()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(run_dir / "adapter"), safe_serialization=True)
-    return "minimal PEFT loop"
+    trained = tmp / "trained"
+    model.save_pretrained(str(trained), safe_serialization=True)
+    return make_run(tmp / "runs", spec, SMOL_CFG, adapter=trained, task_path=task_path, run_id="smol-run"), \
+        "minimal PEFT loop"
 
 
 @pytest.mark.slow
 @pytest.mark.llamacpp
 def test_export_gguf_smollm2(smol_spec, tmp_path):
+    """Short-trained SmolLM2 demo adapter -> merged -> GGUF q8_0 -> llama.cpp keeps the adapter's behaviour."""
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama_cpp (llama-cpp-python) is not importable")
     try:
-        from harness import gguf  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"harness.gguf not available: {exc}")
+        from harness import gguf
+
+        gguf.converter_dir()
+    except (ImportError, UserError) as exc:
+        pytest.skip(f"llama.cpp converters not available: {exc}")
     task_path = write_task(tmp_path / "task")
-    trained = tmp_path / "trained"
-    how = _train_short(smol_spec, trained, task_path, steps=30)
+    run, how = _train_short(smol_spec, tmp_path, task_path, steps=30)
     print(f"adapter trained with: {how}")
-    run = make_run(tmp_path / "runs", smol_spec, SMOL_CFG, adapter=trained / "adapter", task_path=task_path,
-                   run_id="smol-run")
     from harness.cli import main as cli_main
 
     out = tmp_path / "gguf_out"
@@ -390,6 +401,7 @@ def test_export_gguf_smollm2(smol_spec, tmp_path):
     assert gg.is_file() and gg.read_bytes()[:4] == b"GGUF"
     chk = read_json(out / "gguf_check.json")
     assert chk["n"] == 6 and chk["passed"]
+    assert chk["adapter_json_valid_rate"] >= 0.5, "the short-trained adapter should have learned the JSON format"
     assert chk["gguf_json_valid_rate"] >= chk["adapter_json_valid_rate"] - 0.1
     assert m["tool_versions"]["llama_cpp"]
     print(json.dumps({k: v for k, v in chk.items() if k != "items"}))
