@@ -213,3 +213,31 @@ def test_close_stops_servers(conv, strong_adapters):
     b.close()
     time.sleep(0.2)
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slow
+def test_smollm2_adapter_matches_hf(conv, smol_spec, tmp_path):
+    """SmolLM2 (9 heads, 3 kv heads): f32 GGUF + f32 KV cache vs fp32 transformers, base and a LoRA on q/k/v/o.
+
+    (With llama.cpp's default f16 KV cache a strong random q/k adapter shifts logprobs by ~0.05-0.4.)
+    """
+    from harness.backends.hf import HFBackend
+    from harness.backends.llamacpp import LlamaCppBackend
+
+    from conftest import SMOL_CFG
+
+    ad = make_random_adapter(smol_spec, tmp_path / "smol", r=8, seed=3, scale=0.3)
+    ss = ServeSpec(SMOL_CFG, {"ad": ad})
+    reqs = [Request(k, [{"role": "user", "content": "What is the capital of France?"}],
+                    GenParams(max_new_tokens=1, logprobs=3)) for k in (BASE, "ad")]
+    hf = HFBackend(ss, device="cpu", dtype="float32")
+    try:
+        want = hf.generate(reqs)
+    finally:
+        hf.close()
+    with LlamaCppBackend(ss, threads=1, outtype="f32") as b:
+        got = b.generate(reqs)
+    for w, g in zip(want, got):
+        assert g.text == w.text
+        for tok, lp in w.logprobs[0]["top"].items():
+            assert g.logprobs[0]["top"][tok] == pytest.approx(lp, abs=0.01)

@@ -36,6 +36,9 @@ except ImportError:  # pragma: no cover - older base.py
         return f"{base_identity}+{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:16]}"
 
 
+GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
+
+
 def _cpu_threads() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -60,7 +63,10 @@ class LlamaCppBackend:
         extra_args: Sequence[str] = (),
         startup_timeout_s: float = 180.0,
         log_dir: str | None = None,
+        kv_type: str | None = None,
     ):
+        """kv_type: KV-cache type f32 | f16 | q8_0; default f32 when outtype is f32 (exact match with fp32
+        transformers, also for adapters that make q/k large), llama.cpp's f16 otherwise."""
         from harness.gguf import convert_hf_to_gguf, convert_lora_to_gguf, quantize_gguf
         from harness.llama_server import LlamaServer, llamacpp_available
         from harness.models import load_tokenizer, resolve_model
@@ -88,6 +94,11 @@ class LlamaCppBackend:
         self.lora_ggufs = {k: convert_lora_to_gguf(d, model_dir, outtype=lora_outtype) for k, d in self.adapter_dirs.items()}
         self.tokenizer = load_tokenizer(self.model_spec)
         self._identities: dict[str, str] = {}
+        kv = kv_type or ("f32" if outtype == "f32" else None)
+        if kv is not None:
+            if kv not in GGML_TYPES:
+                raise UserError(f"backend.kv_type must be one of {', '.join(GGML_TYPES)} (got {kv!r})")
+            extra_args = ["--type_k", str(GGML_TYPES[kv]), "--type_v", str(GGML_TYPES[kv]), *extra_args]
         self.server = LlamaServer(
             self.base_gguf,
             self.lora_ggufs,
