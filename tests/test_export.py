@@ -102,12 +102,35 @@ def test_merge_equivalence_tiny(tiny_spec, tiny_run):
 
 
 def test_merge_verification_fails_loudly(tiny_spec, tiny_run, monkeypatch):
+    """A merge that does not reproduce base+adapter (here: one weight nudged by 1e-2) is refused, exit 1."""
+    import torch
+
     import harness.export as ex
 
+    real = ex.load_peft_fp32
+
+    def broken_loader(spec, adapter_dir):
+        pm = real(spec, adapter_dir)
+        orig = pm.merge_and_unload
+
+        def bad_merge(*a, **k):
+            m = orig(*a, **k)
+            with torch.no_grad():
+                m.model.layers[0].self_attn.o_proj.weight.add_(1e-2)
+            return m
+
+        pm.merge_and_unload = bad_merge
+        return pm
+
+    monkeypatch.setattr(ex, "load_peft_fp32", broken_loader)
     info = ex.check_run(tiny_run)
     with pytest.raises(UserError, match="merge verification FAILED") as ei:
-        ex.merge_adapter(info, tiny_spec, atol=0.0, log=lambda m: None)  # nothing is < 0
+        ex.merge_adapter(info, tiny_spec, log=lambda m: None)
     assert ei.value.exit_code == 1
+    out = tiny_run.parent / "never"
+    with pytest.raises(UserError, match="merge verification FAILED"):
+        ex.export_run(tiny_run, "merged", out, log=lambda m: None)
+    assert not out.exists()
 
 
 def test_export_adapter(tiny_spec, tiny_run, tmp_path):
