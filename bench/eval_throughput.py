@@ -17,6 +17,16 @@ With --naive-limit K, (a) runs only the first K prompts per model (tokens/s is a
 decoding speed barely depends on which prompts) to keep the run short.
 
 The LAST line is the summary, e.g. "ratio hf/naive=6.1x llamacpp/naive=2.0x".
+
+Measured (2-core AMD EPYC dev box shared with other jobs, load average 9-15, --threads 1, fp32,
+base + 4 random adapters, --prompts 8 --naive-limit 2; noisy, the box was never idle):
+  --new-tokens 16: naive 4.5 tok/s; hf bs8 10.5 (2.3x), bs16 13.8 (3.0x), bs40 13.6 (3.0x); llamacpp 3.3 (0.7x)
+  --new-tokens 32: naive 5.3 tok/s; hf bs16 25.1 (4.8x), bs40 32.0 (6.1x)
+  --prompts 16 --new-tokens 32 --skip-naive: hf bs32 29.7 tok/s, bs64 39.0 tok/s (-> batch_size 64 on CPU)
+  --new-tokens 32 --dtype bfloat16 (CPU has avx512_bf16): naive 8.2 tok/s; hf bs40 37.0 (4.5x)
+Longer generations amortise the batched prefill better, so the full 64-token run should sit at or above
+the 32-token ratio. With 2 torch threads on the loaded box everything was ~8x slower (OpenMP
+oversubscription): the hf backend therefore picks its thread count from the load average.
 """
 from __future__ import annotations
 
@@ -73,7 +83,7 @@ def make_random_adapter(spec, out_dir: Path, *, r: int = 8, seed: int = 1, scale
     return out_dir
 
 
-def run_naive(spec, adapters: dict[str, Path], prompts, new_tokens: int, limit: int) -> tuple[int, float]:
+def run_naive(spec, adapters: dict[str, Path], prompts, new_tokens: int, limit: int, dtype: str = "float32") -> tuple[int, float]:
     import torch
     from peft import PeftModel
 
@@ -81,7 +91,7 @@ def run_naive(spec, adapters: dict[str, Path], prompts, new_tokens: int, limit: 
     from harness.prompts import render_prompt
 
     tok = load_tokenizer(spec)
-    model = load_model(spec, device="cpu", dtype="float32")
+    model = load_model(spec, device="cpu", dtype=dtype)
     names = list(adapters)
     model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
     for n in names[1:]:
@@ -105,11 +115,11 @@ def run_naive(spec, adapters: dict[str, Path], prompts, new_tokens: int, limit: 
     return total, time.perf_counter() - t0
 
 
-def run_hf(model_cfg, adapters, prompts, new_tokens: int, batch_size: int, threads: int = 0) -> tuple[int, float]:
+def run_hf(model_cfg, adapters, prompts, new_tokens: int, batch_size: int, threads: int = 0, dtype: str = "float32") -> tuple[int, float]:
     from harness.backends.base import GenParams, Request, ServeSpec
     from harness.backends.hf import HFBackend
 
-    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads or None,
+    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads or None, dtype=dtype,
                   generate_kwargs={"min_new_tokens": new_tokens})
     params = GenParams(max_new_tokens=new_tokens)
     reqs = [Request(k, m, params) for k in b.model_keys() for m in prompts]
@@ -153,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--skip-llamacpp", action="store_true")
     ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    ap.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16, for (a) and (b) alike")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = one per available core)")
     args = ap.parse_args(argv)
 
@@ -176,17 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     prompts = make_prompts(args.prompts)
     n_models = 1 + len(adapters)
     print(f"model={spec.name} models={n_models} (base + {len(adapters)} adapters) prompts={len(prompts)} "
-          f"new_tokens={args.new_tokens} torch_threads={torch.get_num_threads()} loadavg={os.getloadavg()[0]:.1f}",
+          f"new_tokens={args.new_tokens} dtype={args.dtype} torch_threads={torch.get_num_threads()} loadavg={os.getloadavg()[0]:.1f}",
           flush=True)
 
     rates: dict[str, float] = {}
     if not args.skip_naive:
-        n, dt = run_naive(spec, adapters, prompts, args.new_tokens, args.naive_limit)
+        n, dt = run_naive(spec, adapters, prompts, args.new_tokens, args.naive_limit, args.dtype)
         rates["naive"] = n / dt
         print(f"naive (batch 1, set_adapter): {n} tokens in {dt:.1f}s = {n / dt:.1f} tok/s", flush=True)
     best = None
     for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
-        n, dt = run_hf(model_cfg, adapters, prompts, args.new_tokens, bs, args.threads)
+        n, dt = run_hf(model_cfg, adapters, prompts, args.new_tokens, bs, args.threads, args.dtype)
         r = n / dt
         print(f"hf backend batch_size={bs}: {n} tokens in {dt:.1f}s = {r:.1f} tok/s"
               + (f" ({r / rates['naive']:.1f}x naive)" if "naive" in rates else ""), flush=True)
