@@ -725,6 +725,7 @@ def _export_gguf(info: RunInfo, spec, dest: Path, manifest: dict, *, quant, chec
     gen_prompts = [render_prompt(tok, it.messages) for it in task.items] if task else None
     res = merge_adapter(info, spec, items=task.items if task else [], atol=atol, gen_prompts=gen_prompts,
                         max_new_tokens=max_new, log=log)
+    dest = dest.resolve()  # llama.cpp's converter runs in its own cwd: hand it absolute paths only
     work = Path(tempfile.mkdtemp(prefix=".gguf-work.", dir=dest.parent))
     try:
         hf_dir = work / "merged"

@@ -298,6 +298,7 @@ def _fake_gguf(monkeypatch, gguf_texts):
     import harness.gguf as hg
 
     def convert(model_dir, out_file, outtype="f16"):
+        assert Path(model_dir).is_absolute() and Path(out_file).is_absolute()  # the real converter changes cwd
         assert (Path(model_dir) / "config.json").is_file() and (Path(model_dir) / "model.safetensors").is_file()
         Path(out_file).write_bytes(b"GGUF" + outtype.encode())
         Path(str(out_file) + ".json").write_text("{}")  # the real converter leaves cache metadata beside
@@ -320,8 +321,9 @@ def test_gguf_pipeline_stubbed(tiny_spec, tiny_run, tmp_path, monkeypatch, quant
     _fake_gguf(monkeypatch, lambda n: ['{"name": "A", "age": 1}'] * (n - 1) + ["oops"])
     from harness.cli import main as cli_main
 
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "g"
-    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--quant", quant, "--out", str(out),
+    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--quant", quant, "--out", "g",
                      "--check-items", "5", "--tolerance", "0.2"]) == 0
     m = read_json(out / "export_manifest.json")
     assert m["gguf_file"] == f"run-test.{quant}.gguf" and (out / m["gguf_file"]).read_bytes().startswith(b"GGUF")
