@@ -24,6 +24,8 @@ base + 4 random adapters, --prompts 8 --naive-limit 2; noisy, the box was never 
   --new-tokens 32: naive 5.3 tok/s; hf bs16 25.1 (4.8x), bs40 32.0 (6.1x)
   --prompts 16 --new-tokens 32 --skip-naive: hf bs32 29.7 tok/s, bs64 39.0 tok/s (-> batch_size 64 on CPU)
   --new-tokens 32 --dtype bfloat16 (CPU has avx512_bf16): naive 8.2 tok/s; hf bs40 37.0 (4.5x)
+  FULL size (40 prompts x 64 tokens, --naive-limit 2 --batch-sizes 64, load 5 -> 1): naive 9.6 tok/s;
+    hf bs64 80.3 tok/s (12800 tokens in 159s) = 8.4x
 Longer generations amortise the batched prefill better, so the full 64-token run should sit at or above
 the 32-token ratio. With 2 torch threads on the loaded box everything was ~8x slower (OpenMP
 oversubscription): the hf backend therefore picks its thread count from the load average.
