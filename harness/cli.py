@@ -18,7 +18,6 @@ COMMANDS = {
     "report": "Write report.md and report.html for a sweep dir",
     "gate": "Exit non-zero when a sweep misses its thresholds (for CI)",
     "export": "Export a run as adapter, merged model or GGUF",
-    "model": "Prepare/inspect base models (e.g. convert the embedded GGUF once)",
 }
 
 

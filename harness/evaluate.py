@@ -184,7 +184,7 @@ def evaluate(
                          "reference": str(item.get("reference", "")), "metrics": {"pass": v}, "details": det,
                          "finish_reason": comp.finish_reason, "completion_tokens": comp.completion_tokens})
 
-    summary = summarize(rows, task, [m for m, _ in models], adapters)
+    summary = summarize(rows, task, [m for m, _ in models], adapters, relative_to=Path(out_dir).parent)
     summary.update({
         "inputs_hash": ihash,
         "n_eval": len(eval_examples),
@@ -211,7 +211,8 @@ def _mean(xs: list[float | None]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: dict[str, Path | None]) -> dict:
+def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: dict[str, Path | None], *,
+              relative_to: Path | None = None) -> dict:
     """summary.json content from scores rows (also usable on a re-read scores.jsonl)."""
     pm = task.primary_metric
     out_models = {}
@@ -240,9 +241,19 @@ def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: di
             },
         }
         if name in adapters and adapters[name] is not None:
-            entry["adapter_path"] = str(adapters[name])
+            entry["adapter_path"] = _portable_path(adapters[name], relative_to)
         out_models[name] = entry
     return {"task": task.name, "task_version": task.version, "primary_metric": pm, "models": out_models}
+
+
+def _portable_path(path: Path, root: Path | None) -> str:
+    """Relative to the sweep dir when inside it, so a moved or copied sweep dir stays self-consistent."""
+    if root is not None:
+        try:
+            return str(Path(path).resolve().relative_to(Path(root).resolve()))
+        except ValueError:
+            pass
+    return str(path)
 
 
 def load_scores(out_dir: Path) -> list[dict]:

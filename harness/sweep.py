@@ -180,13 +180,22 @@ def _select(cfg: dict, dotted: str):
     return cur
 
 
+def _task_name(cfg: dict) -> str:
+    from harness.tasks import load_task
+
+    try:
+        return load_task(cfg["task"].get("path") or cfg["task"]["name"]).name
+    except UserError:
+        return str(cfg["task"].get("name"))
+
+
 def write_sweep_json(plan: SweepPlan, runs: list[dict]) -> dict:
     doc = {
         "name": plan.name,
         "grid": plan.grid,
         "overrides": plan.overrides,
         "command": "harness sweep " + " ".join(shlex.quote(o) for o in plan.overrides),
-        "task": plan.cfg["task"].get("name"),
+        "task": _task_name(plan.cfg),
         "model": plan.cfg["model"].get("name"),
         "runs": runs,
     }

@@ -328,7 +328,7 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
     seed = int(cfg.get("seed", 0))
     status = read_status(run_dir).get("status")
     if status == "complete" and load_run(run_dir).manifest.get("run_id") == run_id:
-        _say(quiet, f"run {run_id} is already complete in {run_dir}: nothing to do")
+        _say(False, f"run {run_id} is already complete in {run_dir}: nothing to do")
         return TrainResult(run_dir, run_id, "complete", read_json(run_dir / "metrics.json"), skipped=True)
     if status == "complete":
         raise UserError(f"{run_dir}: holds a complete run with a different config; choose another run_dir")
@@ -549,7 +549,7 @@ def _manifest(cfg, run_id, spec, data: TrainData, device, seed, amp) -> dict:
         "task": {"name": data.task_name, "version": data.task_version},
         "data": {k: {"path": v, "sha256": sha256_file(v)} for k, v in data.files.items()},
         "packages": pkgs, "python": platform.python_version(), "git_commit": _git_commit(),
-        "seed": seed, "device": device, "autocast": str(amp), "quant": cfg.get("quant") or "none",
+        "seed": seed, "device": device, "autocast": str(amp), "quant": cfg.get("quant") or "none", "pid": os.getpid(),
         "command": "harness train " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train"] else None,
     }
 

@@ -69,3 +69,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def no_server_left_behind():
+    """Every test must stop the llama.cpp/vLLM servers it starts: none may outlive it (no orphans)."""
+    import psutil
+
+    def servers():
+        out = set()
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and "harness.llama_server" in " ".join(p.cmdline()):
+                    out.add(p.pid)
+            except psutil.Error:
+                pass
+        return out
+
+    before = servers()
+    yield
+    left = servers() - before
+    if left:
+        import time
+
+        time.sleep(1.0)  # a server stopped at the very end of the test may still be exiting
+        left = servers() - before
+    assert not left, f"server processes left running after the test: {sorted(left)}"

@@ -114,10 +114,12 @@ def test_server_startup_failure_is_clear(conv, tmp_path):
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file at all")
+    before = {p.pid for p in _children_of_me()}
     with pytest.raises(UserError, match="exited with code"):
         with LlamaServer(bad, {}, n_threads=1, startup_timeout_s=60):
             pass
-    assert not _children_of_me()
+    left = [p for p in _children_of_me() if p.pid not in before]
+    assert not left, [p.cmdline() for p in left]
 
 
 def test_no_orphans_when_parent_is_killed(conv, tiny_spec, tmp_path):

@@ -167,3 +167,15 @@ def test_bad_override_is_a_clear_error(capsys):
     assert "lora.rank" in capsys.readouterr().err
     assert cli(["train", "lora.target_modules=everything", "model=tiny_random", "tracking.wandb=disabled",
                 "task.path=/nonexistent/task.yaml"]) == 2
+
+
+@pytest.mark.slow
+def test_one_epoch_on_the_demo_task_lowers_smollm2_validation_loss(tmp_path):
+    from harness.train import train
+
+    cfg = to_dict(compose(["model=smollm2_135m", "task=demo", "tracking.wandb=disabled", "train.epochs=1",
+                           "train.eval_every=20", "train.checkpoint_every=0"]))
+    res = train(cfg, tmp_path / "smol", quiet=True)
+    m = res.metrics
+    assert m["best_val_loss"] < 0.7 * m["initial_val_loss"], m
+    assert m["final_step"] == 40 and m["best_step"] > 0

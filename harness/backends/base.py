@@ -127,6 +127,32 @@ def _opts(cfg: dict) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("kind", "name")}
 
 
+class ServedAdapters:
+    """Keys and cache identities for a backend that serves `model_spec` plus `adapter_dirs` (hf, llamacpp, vllm)."""
+
+    name: str
+    model_spec: Any
+    adapter_dirs: dict[str, Path]
+
+    def model_keys(self) -> list[str]:
+        return [BASE, *self.adapter_dirs]
+
+    def check_keys(self, keys) -> None:
+        from harness.io import UserError
+
+        for key in keys:
+            if key != BASE and key not in self.adapter_dirs:
+                raise UserError(f"unknown model {key!r} for the {self.name} backend (known: {', '.join(self.model_keys())})")
+
+    def model_identity(self, model_key: str) -> str:
+        self.check_keys([model_key])
+        cache = self.__dict__.setdefault("_identities", {})
+        if model_key not in cache:
+            cache[model_key] = (self.model_spec.identity if model_key == BASE
+                                else adapter_identity(self.model_spec.identity, self.adapter_dirs[model_key]))
+        return cache[model_key]
+
+
 def adapter_identity(base_identity: str, adapter_dir: Path) -> str:
     """Identity of base + adapter: the base identity and the sha256 of adapter_model.safetensors.
 

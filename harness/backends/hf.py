@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.backends.base import BASE, Completion, GenParams, ProgressFn, Request, ServeSpec, adapter_identity
+from harness.backends.base import BASE, Completion, GenParams, ProgressFn, Request, ServeSpec, ServedAdapters
 from harness.io import UserError
 
 PEFT_BASE = "__base__"
@@ -53,7 +53,7 @@ def _cpu_threads() -> int:
     return max(1, cores - max(0, busy - 1))
 
 
-class HFBackend:
+class HFBackend(ServedAdapters):
     name = "hf"
 
     def __init__(
@@ -108,7 +108,6 @@ class HFBackend:
         model.eval()
         self.model = model
         self._is_peft = bool(self.adapter_dirs)
-        self._identities: dict[str, str] = {}
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
@@ -116,24 +115,8 @@ class HFBackend:
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(self._eos_ids))
 
     # ------------------------------------------------------------------ interface
-    def model_keys(self) -> list[str]:
-        return [BASE, *self.adapter_dirs]
-
-    def model_identity(self, model_key: str) -> str:
-        self._check_key(model_key)
-        if model_key not in self._identities:
-            if model_key == BASE:
-                self._identities[model_key] = self.model_spec.identity
-            else:
-                self._identities[model_key] = adapter_identity(self.model_spec.identity, self.adapter_dirs[model_key])
-        return self._identities[model_key]
-
     def close(self) -> None:
         self.model = None
-
-    def _check_key(self, key: str) -> None:
-        if key not in self._internal:
-            raise UserError(f"unknown model {key!r} for the hf backend (known: {', '.join(self.model_keys())})")
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         from harness.prompts import render_prompt
@@ -161,7 +144,7 @@ class HFBackend:
         """Next-token logits (1-D float32 CPU tensor over the vocabulary) after the rendered prompt."""
         import torch
 
-        self._check_key(model_key)
+        self.check_keys([model_key])
         ids, mask = self._left_pad([self._prompt_ids(list(messages))])
         with torch.inference_mode():
             out = self.model(input_ids=ids, attention_mask=mask, **self._peft_kwargs([model_key]))
@@ -172,7 +155,7 @@ class HFBackend:
         """Completions in request order; `progress(k)` is called with the number of requests each batch finished."""
         requests = list(requests)
         for r in requests:
-            self._check_key(r.model_key)
+            self.check_keys([r.model_key])
         prompts = [self._prompt_ids(r.message_dicts()) for r in requests]
         # Group by generation settings (a batch shares one generate() call), then by prompt length.
         groups: dict[GenParams, list[int]] = {}

@@ -24,16 +24,9 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from harness.backends.base import BASE, Completion, ProgressFn, Request, ServeSpec
+from harness.backends.base import BASE, Completion, ProgressFn, Request, ServeSpec, ServedAdapters
 from harness.io import UserError
 
-try:
-    from harness.backends.base import adapter_identity
-except ImportError:  # pragma: no cover - older base.py
-    from harness.io import sha256_file
-
-    def adapter_identity(base_identity: str, adapter_dir: Path) -> str:
-        return f"{base_identity}+{sha256_file(Path(adapter_dir) / 'adapter_model.safetensors')[:16]}"
 
 
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
@@ -46,7 +39,7 @@ def _cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(ServedAdapters):
     name = "llamacpp"
 
     def __init__(
@@ -93,7 +86,6 @@ class LlamaCppBackend:
             self.base_gguf = q
         self.lora_ggufs = {k: convert_lora_to_gguf(d, model_dir, outtype=lora_outtype) for k, d in self.adapter_dirs.items()}
         self.tokenizer = load_tokenizer(self.model_spec)
-        self._identities: dict[str, str] = {}
         kv = kv_type or ("f32" if outtype == "f32" else None)
         if kv is not None:
             if kv not in GGML_TYPES:
@@ -131,19 +123,6 @@ class LlamaCppBackend:
             raise
 
     # ------------------------------------------------------------------ protocol
-    def model_keys(self) -> list[str]:
-        return [BASE, *self.adapter_dirs]
-
-    def model_identity(self, model_key: str) -> str:
-        if model_key not in self._identities:
-            if model_key == BASE:
-                self._identities[model_key] = self.model_spec.identity
-            elif model_key in self.adapter_dirs:
-                self._identities[model_key] = adapter_identity(self.model_spec.identity, self.adapter_dirs[model_key])
-            else:
-                raise UserError(f"unknown model {model_key!r} for the llamacpp backend (known: {', '.join(self.model_keys())})")
-        return self._identities[model_key]
-
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
         for r in requests:
             if r.model_key not in self.server.urls:

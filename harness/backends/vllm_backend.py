@@ -24,13 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.backends.base import BASE, Completion, GenParams, ProgressFn, Request, ServeSpec
+from harness.backends.base import BASE, Completion, GenParams, ProgressFn, Request, ServeSpec, ServedAdapters
 from harness.io import UserError
 
-try:
-    from harness.backends.base import adapter_identity
-except ImportError:  # pragma: no cover
-    from harness.backends.llamacpp import adapter_identity  # type: ignore[no-redef]
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 NEEDS = "vllm backend needs a CUDA GPU and `pip install lora-harness[vllm]`"
@@ -70,7 +66,7 @@ def check_vllm() -> None:
         raise UserError(f"{NEEDS} (no CUDA GPU visible)")
 
 
-class VLLMBackend:
+class VLLMBackend(ServedAdapters):
     name = "vllm"
 
     def __init__(
@@ -135,7 +131,6 @@ class VLLMBackend:
         self._client_opts = dict(concurrency=concurrency, timeout_s=timeout_s, max_retries=max_retries)
         self.startup_timeout_s = float(startup_timeout_s)
         self.log_dir = log_dir
-        self._identities: dict[str, str] = {}
         self.llm = None
         self.client = None
         self._server = None
@@ -244,23 +239,8 @@ class VLLMBackend:
             raise
 
     # ------------------------------------------------------------------ protocol
-    def model_keys(self) -> list[str]:
-        return [BASE, *self.adapter_dirs]
-
-    def model_identity(self, model_key: str) -> str:
-        if model_key not in self._identities:
-            if model_key == BASE:
-                self._identities[model_key] = self.model_spec.identity
-            elif model_key in self.adapter_dirs:
-                self._identities[model_key] = adapter_identity(self.model_spec.identity, self.adapter_dirs[model_key])
-            else:
-                raise UserError(f"unknown model {model_key!r} for the vllm backend (known: {', '.join(self.model_keys())})")
-        return self._identities[model_key]
-
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
-        for r in requests:
-            if r.model_key not in (BASE, *self.adapter_dirs):
-                raise UserError(f"unknown model {r.model_key!r} for the vllm backend (known: {', '.join(self.model_keys())})")
+        self.check_keys(r.model_key for r in requests)
         if self.client is not None:
             return self.client.generate(requests, progress)
         if not requests:
