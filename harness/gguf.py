@@ -35,7 +35,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from harness.io import UserError, atomic_dir, sha256_file, stable_hash
+from harness.io import UserError, atomic_dir, normal_mode, sha256_file, stable_hash
 
 SCRIPTS_ENV = "LORA_HARNESS_LLAMACPP_SCRIPTS"
 SDIST_ENV = "LORA_HARNESS_LLAMACPP_SDIST"
@@ -216,6 +216,7 @@ def _run_converter(script: str, args: list[str], out_file: Path, what: str) -> N
         if r.returncode != 0 or os.path.getsize(tmp) == 0:
             tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-6:])
             raise UserError(f"{what}: llama.cpp {script} failed (exit {r.returncode}): {tail}")
+        normal_mode(tmp)
         os.replace(tmp, out_file)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -308,6 +309,7 @@ def quantize_gguf(in_file: str | os.PathLike, out_file: str | os.PathLike, qtype
         rc = llama_cpp.llama_model_quantize(str(in_file).encode(), tmp.encode(), params)
         if rc != 0:
             raise UserError(f"{in_file}: llama_model_quantize to {qtype} failed (code {rc})")
+        normal_mode(tmp)
         os.replace(tmp, out_file)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -371,6 +371,18 @@ def _verdict(an: dict, run_by_id: dict, cfg: VerdictConfig) -> dict:
         else:
             s.append(f"It does not beat {label} with confidence ({stats_txt}).")
 
+    # the primary metric decides; but say which other metrics moved with confidence (form gains, e.g. schema_valid)
+    deviations = {"code_fence", "trailing_text", "leading_text"}  # format deviations: higher is worse
+    for ref in ("base", "fewshot"):
+        gains = {m: c for m, c in (an["comparisons"].get(ref, {}).get(best) or {}).items()
+                 if m != primary and m not in deviations and c and c.get("significant")}
+        v[f"other_gains_vs_{ref}"] = {m: round(c["diff"], 6) for m, c in sorted(gains.items())}
+        if gains and v[f"beats_{ref}"] is False:
+            label = "the base model" if ref == "base" else "the few-shot prompt"
+            s.append(f"Other metrics where it does beat {label} with confidence: "
+                     + ", ".join(f"{m} {c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]" for m, c in sorted(gains.items()))
+                     + ".")
+
     pd = an["probe_deltas"].get(best)
     if pd is None or not pd["families"]:
         s.append("Forgetting probes: not measured (no probe scores for base and the best adapter).")

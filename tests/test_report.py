@@ -84,6 +84,19 @@ def test_verdict_prompting_enough(reports):
     assert v["recommendation"] == "prompting"
     assert "prompting was enough: use the few-shot prompt" in md.lower()
     assert "does not beat the few-shot prompt with confidence" in md
+    # no secondary metric is claimed against few-shot when none moved with confidence
+    assert v["other_gains_vs_fewshot"] == {} and "Other metrics where it does beat the few-shot" not in md
+
+
+def test_verdict_names_form_gains_when_the_primary_metric_does_not_move(tmp_path):
+    sweep = write_sweep(tmp_path, "form_only")
+    v = write_report(sweep, FAST, plots=False)["verdict"]
+    md = (sweep / "report" / "report.md").read_text()
+    assert v["beats_fewshot"] is False
+    assert "json_valid" in v["other_gains_vs_fewshot"] and v["other_gains_vs_fewshot"]["json_valid"] > 0.4
+    assert "all_fields_correct" not in v["other_gains_vs_fewshot"]  # the primary metric is reported on its own
+    line = next(ln for ln in md.splitlines() if "Other metrics where it does beat the few-shot prompt with confidence" in ln)
+    assert re.search(r"json_valid \+0\.\d{3} \[\+0\.\d{3}, \+[01]\.\d{3}\]", line)
 
 
 def test_verdict_form_not_facts(reports):
