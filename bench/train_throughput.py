@@ -2,8 +2,14 @@
 
 Each variant runs in its own child process (so peak RSS is its own), all from this one run:
   trl        TRL SFTTrainer with default SFTConfig (batch 8, lr 2e-4, LoRA r=8 all-linear; use_cpu on CPU)
-  harness    `harness train` defaults (bf16 autocast where supported, head at supervised positions)
-  harness32  `harness train train.precision=fp32`: the fp32 reference for the validation-loss check
+  harness    `harness train` defaults (fp32 on CPU, bf16 autocast on CUDA; LM head at supervised positions only)
+  harness_bf16 `harness train train.precision=bf16`: bf16 autocast, checked against the fp32 defaults' val loss
+
+Measured (2-core CPU with avx512_bf16, SmolLM2-135M, demo task, --steps 20, 2026-11-24):
+  trl        tokens/s 104.0  peak RSS 3230 MB  wall 218.5 s  val loss 0.4866
+  harness    tokens/s 199.9  peak RSS 5641 MB  wall 133.2 s  val loss 0.4570   (fp32: 1.92x TRL)
+  bf16       tokens/s 236.0  peak RSS 5165 MB  wall 108.2 s  val loss 0.4929   (2.27x TRL, val loss 7.8% off fp32)
+so bf16 autocast is opt-in on CPU (train.precision=bf16); the default stays exact.
 Every adapter's validation loss is measured afterwards with one function in fp32 on the task's val split.
 Prints tokens/s (non-pad tokens), peak RSS and val loss per variant; the last line is the speed ratio.
 
@@ -105,14 +111,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--model", default="smollm2_135m")
     ap.add_argument("--task", default="demo")
-    ap.add_argument("--only", default="trl,harness,harness32")
+    ap.add_argument("--only", default="trl,harness,harness_bf16")
     args = ap.parse_args()
     os.environ["WANDB_MODE"] = "disabled"
     ctx = mp.get_context("spawn")
     variants = {
         "trl": (run_trl, []),
         "harness": (run_harness, []),
-        "harness32": (run_harness, ["train.precision=fp32"]),
+        "harness_bf16": (run_harness, ["train.precision=bf16"]),
     }
     results = {}
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -133,9 +139,9 @@ def main() -> None:
               f"wall {res['train_time_s']:7.1f} s  val loss {res['val_loss']:.4f}", flush=True)
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / "train_throughput.json").write_text(json.dumps(results, indent=2))
-    if "harness32" in results and "harness" in results:
-        rel = abs(results["harness"]["val_loss"] - results["harness32"]["val_loss"]) / results["harness32"]["val_loss"]
-        print(f"val loss harness (autocast) vs fp32 reference: {rel * 100:.2f}% apart (limit 2%)")
+    if "harness_bf16" in results and "harness" in results:
+        rel = abs(results["harness_bf16"]["val_loss"] - results["harness"]["val_loss"]) / results["harness"]["val_loss"]
+        print(f"val loss bf16 autocast vs the fp32 default: {rel * 100:.2f}% apart (limit 2% for a default)")
     if "trl" in results and "harness" in results:
         print(f"ratio harness/trl tokens/s = {results['harness']['tokens_per_s'] / results['trl']['tokens_per_s']:.2f}x")
 

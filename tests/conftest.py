@@ -71,9 +71,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def no_server_left_behind():
-    """Every test must stop the llama.cpp/vLLM servers it starts: none may outlive it (no orphans)."""
+    """Every test module must stop the llama.cpp servers it starts: none may outlive it (no orphans).
+
+    Module scope: a module fixture's server (restarted inside a test, say) is stopped at module teardown,
+    which runs before this autouse fixture's own teardown."""
     import psutil
 
     def servers():
@@ -94,4 +97,4 @@ def no_server_left_behind():
 
         time.sleep(1.0)  # a server stopped at the very end of the test may still be exiting
         left = servers() - before
-    assert not left, f"server processes left running after the test: {sorted(left)}"
+    assert not left, f"server processes left running after the module: {sorted(left)}"
