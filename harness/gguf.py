@@ -23,7 +23,6 @@ one is converted once. Writes are atomic (temp file + rename).
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
@@ -35,7 +34,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from harness.io import UserError, atomic_dir, normal_mode, sha256_file, stable_hash
+from harness.io import UserError, atomic_dir, atomic_file, sha256_file, stable_hash
 
 SCRIPTS_ENV = "LORA_HARNESS_LLAMACPP_SCRIPTS"
 SDIST_ENV = "LORA_HARNESS_LLAMACPP_SDIST"
@@ -203,24 +202,16 @@ def _converter_version(cdir: Path) -> str:
 
 def _run_converter(script: str, args: list[str], out_file: Path, what: str) -> None:
     cdir = converter_dir()
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_file.name}.", suffix=".tmp", dir=out_file.parent)
-    os.close(fd)
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.pop("NO_LOCAL_GGUF", None)  # use the gguf-py that matches the scripts
-    cmd = [sys.executable, str(cdir / script), *args, "--outfile", tmp]
-    try:
+    with atomic_file(out_file) as tmp:
+        cmd = [sys.executable, str(cdir / script), *args, "--outfile", tmp]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(cdir))
         if r.returncode != 0 or os.path.getsize(tmp) == 0:
             tail = "\n".join((r.stderr or r.stdout).strip().splitlines()[-6:])
             raise UserError(f"{what}: llama.cpp {script} failed (exit {r.returncode}): {tail}")
-        normal_mode(tmp)
-        os.replace(tmp, out_file)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _cached(out_file: Path | None, default_name: str, key: str) -> tuple[Path, Path, bool]:
@@ -302,18 +293,10 @@ def quantize_gguf(in_file: str | os.PathLike, out_file: str | os.PathLike, qtype
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[qtype])
     params.nthread = int(n_threads)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_file.name}.", suffix=".tmp", dir=out_file.parent)
-    os.close(fd)
-    try:
+    with atomic_file(out_file) as tmp:
         rc = llama_cpp.llama_model_quantize(str(in_file).encode(), tmp.encode(), params)
         if rc != 0:
             raise UserError(f"{in_file}: llama_model_quantize to {qtype} failed (code {rc})")
-        normal_mode(tmp)
-        os.replace(tmp, out_file)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
     return out_file
 
 

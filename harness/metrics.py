@@ -381,6 +381,10 @@ def _simple(fn: Callable[..., Value], takes_reference: bool = True) -> Scorer:
     return score
 
 
+# Sub-metrics of json_valid that count format deviations: higher is worse, never reported as a gain.
+FORMAT_DEVIATIONS = ("code_fence", "trailing_text")
+
+
 def _score_json_valid(output, reference, opts, schema):
     p = extract_json(output)
     values = {"": float(p.strict), "code_fence": float(p.code_fence),

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.io import UserError, atomic_write_bytes, atomic_write_text, read_json, read_jsonl, sha256_file, write_json
+from harness.metrics import FORMAT_DEVIATIONS
 from harness.stats import bootstrap_ci, holm, is_binary, mcnemar, paired_bootstrap
 
 BASELINES = ("base", "fewshot")
@@ -372,10 +373,9 @@ def _verdict(an: dict, run_by_id: dict, cfg: VerdictConfig) -> dict:
             s.append(f"It does not beat {label} with confidence ({stats_txt}).")
 
     # the primary metric decides; but say which other metrics moved with confidence (form gains, e.g. schema_valid)
-    deviations = {"code_fence", "trailing_text", "leading_text"}  # format deviations: higher is worse
     for ref in ("base", "fewshot"):
         gains = {m: c for m, c in (an["comparisons"].get(ref, {}).get(best) or {}).items()
-                 if m != primary and m not in deviations and c and c.get("significant")}
+                 if m != primary and m not in FORMAT_DEVIATIONS and c and c.get("significant")}
         v[f"other_gains_vs_{ref}"] = {m: round(c["diff"], 6) for m, c in sorted(gains.items())}
         if gains and v[f"beats_{ref}"] is False:
             label = "the base model" if ref == "base" else "the few-shot prompt"

@@ -334,7 +334,7 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
     seed = int(cfg.get("seed", 0))
     status = read_status(run_dir).get("status")
     if status == "complete" and load_run(run_dir).manifest.get("run_id") == run_id:
-        _say(False, f"run {run_id} is already complete in {run_dir}: nothing to do")
+        _say(False, f"run {run_id} is already complete in {run_dir}: nothing to do")  # said even when quiet: a skip must show
         return TrainResult(run_dir, run_id, "complete", read_json(run_dir / "metrics.json"), skipped=True)
     if status == "complete":
         raise UserError(f"{run_dir}: holds a complete run with a different config; choose another run_dir")

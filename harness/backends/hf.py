@@ -154,8 +154,7 @@ class HFBackend(ServedAdapters):
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
         """Completions in request order; `progress(k)` is called with the number of requests each batch finished."""
         requests = list(requests)
-        for r in requests:
-            self.check_keys([r.model_key])
+        self.check_keys(r.model_key for r in requests)
         prompts = [self._prompt_ids(r.message_dicts()) for r in requests]
         # Group by generation settings (a batch shares one generate() call), then by prompt length.
         groups: dict[GenParams, list[int]] = {}

@@ -124,9 +124,7 @@ class LlamaCppBackend(ServedAdapters):
 
     # ------------------------------------------------------------------ protocol
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
-        for r in requests:
-            if r.model_key not in self.server.urls:
-                raise UserError(f"unknown model {r.model_key!r} for the llamacpp backend (known: {', '.join(self.model_keys())})")
+        self.check_keys(r.model_key for r in requests)
         out: list[Completion | None] = [None] * len(requests)
         for key in dict.fromkeys(r.model_key for r in requests):
             idx = [i for i, r in enumerate(requests) if r.model_key == key]
