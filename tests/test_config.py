@@ -1,0 +1,86 @@
+"""config.py: redaction in both directions (secrets masked, settings kept), validate_cfg, resolve_model_cfg."""
+from __future__ import annotations
+
+import yaml
+
+import pytest
+
+from harness.config import (REDACTED, compose, dump_yaml, is_secret_key, redact, redact_overrides, redact_text,
+                            to_dict)
+
+KEY = "sk-proj-Zq9xW3vT7uY1pL5mN8bR2cK4"
+
+
+# --------------------------------------------------------------------------- redaction: secrets go
+
+
+@pytest.mark.parametrize("key", ["api_key", "API-KEY", "token", "hf_token", "wandb_api_key", "password", "secret",
+                                 "authorization", "Authorization", "client_secret", "openai_api_key", "x-api-key"])
+def test_secret_key_names_are_masked(key):
+    assert redact({key: "hunter2-value"}) == {key: REDACTED}
+
+
+def test_secret_shaped_values_are_masked_under_any_key():
+    out = redact({"headers": {"X-Custom": KEY}, "note": f"use {KEY} here", "list": [KEY]})
+    assert KEY not in repr(out)
+    assert out["headers"]["X-Custom"] == REDACTED
+    assert out["note"] == f"use {REDACTED} here"
+
+
+def test_url_userinfo_is_masked_and_host_kept():
+    out = redact({"base_url": "https://alice:s3cret@api.example.com:8443/v1"})
+    assert out == {"base_url": "https://***@api.example.com:8443/v1"}
+
+
+def test_key_pasted_into_an_env_name_field_is_masked():
+    assert redact({"api_key_env": KEY}) == {"api_key_env": REDACTED}
+    # a 40-hex wandb key (lower-case, many digits) is not an env var name either
+    assert redact({"api_key_env": "0123456789abcdef0123456789abcdef01234567"}) == {"api_key_env": REDACTED}
+
+
+def test_overrides_are_redacted_by_key_and_by_shape():
+    got = redact_overrides([f"++judge.backend.api_key={KEY}", "judge.backend.api_key=plainpassword",
+                            "backend.base_url=http://u:pw@127.0.0.1:9/v1", f"backend.api_key_env={KEY}",
+                            f"+tracking.note={KEY}"])
+    assert KEY not in " ".join(got) and "plainpassword" not in " ".join(got) and "u:pw" not in " ".join(got)
+    assert got[0] == f"++judge.backend.api_key={REDACTED}"
+    assert got[2] == "backend.base_url=http://***@127.0.0.1:9/v1"
+
+
+def test_redact_text_masks_messages_and_env_secrets(monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "opaque-value-without-shape-123")
+    msg = ("TypeError: __init__() got {'api_key': 'hunter2hunter2'}; Authorization: Bearer abc.def.ghi123; "
+           f"header {KEY}; env opaque-value-without-shape-123; url https://u:p@h/x")
+    out = redact_text(msg)
+    for secret in ("hunter2hunter2", "abc.def.ghi123", KEY, "opaque-value-without-shape-123", "u:p@"):
+        assert secret not in out, (secret, out)
+    assert "TypeError: __init__() got" in out and "https://***@h/x" in out
+
+
+# --------------------------------------------------------------------------- redaction: settings stay
+
+
+def test_token_settings_are_not_redacted():
+    cfg = {"max_new_tokens": 128, "min_new_tokens": 1, "max_num_batched_tokens": 8192, "eos_token": "<|im_end|>",
+           "pad_token": "<pad>", "api_key_env": "OPENAI_API_KEY", "hf_token_env": "HF_TOKEN", "tokenizer": "x",
+           "api_key": None, "base_url": "http://127.0.0.1:8000/v1", "model_names": {"base": "sk-model"}}
+    assert redact(cfg) == cfg
+    assert not is_secret_key("max_new_tokens") and not is_secret_key("num_tokens") and is_secret_key("hf_token")
+
+
+def test_ordinary_text_and_overrides_are_unchanged():
+    texts = ["max token limit exceeded for this request", "Basic auth is off", "a git sha 0123456789abcdef0123456789",
+             "gen.max_new_tokens=64", "backend.api_key_env=MY_KEY_NAME", "lora.r=16,32", "password=None"]
+    assert [redact_text(t) for t in texts] == texts
+    assert redact_overrides(texts[3:6]) == texts[3:6]
+
+
+def test_composed_config_round_trips_through_dump_yaml():
+    """The run snapshot is re-read by `harness eval RUN_DIR`: every generation setting must survive."""
+    cfg = to_dict(compose(["judge=openai", "backend=openai", f"++backend.api_key={KEY}"]))
+    text = dump_yaml(cfg)
+    assert KEY not in text
+    back = yaml.safe_load(text)
+    assert back["judge"]["gen"]["max_new_tokens"] == cfg["judge"]["gen"]["max_new_tokens"]
+    assert back["backend"]["api_key_env"] == "OPENAI_API_KEY"
+    assert back["backend"]["api_key"] == REDACTED
