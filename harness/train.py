@@ -298,10 +298,12 @@ class TrainResult:
 
 
 def train(cfg: dict, run_dir: str | Path | None = None, *, runs_root: str | Path | None = None,
-          quiet: bool = False) -> TrainResult:
+          quiet: bool = False, should_stop=None) -> TrainResult:
     """Train one adapter as configured; idempotent (complete runs are skipped) and resumable.
 
     The run directory is `run_dir`, else cfg.run_dir, else <runs_root>/<run-id>, else runs/<task>-<run-id>.
+    `should_stop(step, val_loss) -> bool` is called after each validation; True ends the run as "pruned"
+    (curves and the best-so-far adapter kept).
     """
     from harness.models import resolve_model
 
@@ -314,7 +316,7 @@ def train(cfg: dict, run_dir: str | Path | None = None, *, runs_root: str | Path
         run_dir = Path(runs_root) / run_id if runs_root else Path("runs") / f"{data.task_name}-{run_id}"
     run_dir = Path(run_dir or cfg["run_dir"])
     try:
-        return _train_run(cfg, run_dir, run_id, spec, data, quiet)
+        return _train_run(cfg, run_dir, run_id, spec, data, quiet, should_stop)
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as exc:  # OOM, bad config deep inside a library...: the run is failed, not half-complete
@@ -324,7 +326,7 @@ def train(cfg: dict, run_dir: str | Path | None = None, *, runs_root: str | Path
         raise
 
 
-def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, quiet: bool) -> TrainResult:
+def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, quiet: bool, should_stop=None) -> TrainResult:
     import torch
 
     from harness.models import default_device, load_tokenizer
@@ -333,10 +335,10 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
     tcfg = cfg["train"]
     seed = int(cfg.get("seed", 0))
     status = read_status(run_dir).get("status")
-    if status == "complete" and load_run(run_dir).manifest.get("run_id") == run_id:
-        _say(False, f"run {run_id} is already complete in {run_dir}: nothing to do")  # said even when quiet: a skip must show
-        return TrainResult(run_dir, run_id, "complete", read_json(run_dir / "metrics.json"), skipped=True)
-    if status == "complete":
+    if status in ("complete", "pruned") and load_run(run_dir).manifest.get("run_id") == run_id:
+        _say(False, f"run {run_id} is already {status} in {run_dir}: nothing to do")  # said even when quiet: a skip must show
+        return TrainResult(run_dir, run_id, status, read_json(run_dir / "metrics.json"), skipped=True)
+    if status in ("complete", "pruned"):
         raise UserError(f"{run_dir}: holds a complete run with a different config; choose another run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(dump_yaml(cfg))
@@ -404,6 +406,10 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
         else:
             prog["bad_evals"] += 1
         log(f"step {prog['step']}: val loss {v:.4f} (best {prog['best_val']:.4f} @ {prog['best_step']})")
+        if should_stop is not None and should_stop(prog["step"], v):
+            prog["pruned"] = True
+            log(f"pruned at step {prog['step']} by the caller's should_stop")
+            return True
         return patience > 0 and prog["bad_evals"] >= patience
 
     # --- train
@@ -413,7 +419,7 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
         if prog["step"] == 0 and not prog["val"]:
             evaluate_and_track()  # step 0: the untrained adapter is the baseline to beat
         with _progress(quiet, total_steps, prog["step"]) as bar:
-            stop = prog["step"] >= total_steps or prog["stopped_early"]
+            stop = prog["step"] >= total_steps or prog["stopped_early"] or prog.get("pruned", False)
             while not stop and prog["epoch"] < max_epochs:
                 batches = make_batches(train_enc, bs, seed, prog["epoch"], bool(tcfg.get("group_by_length", True)))
                 while prog["batch"] < len(batches) and not stop:
@@ -442,11 +448,11 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
                     bar.update(prog["step"], step_loss, prog["tokens"] / max(elapsed, 1e-9))
                     end_of_epoch = prog["batch"] >= len(batches)
                     if (eval_every and prog["step"] % eval_every == 0) or end_of_epoch or prog["step"] >= total_steps:
-                        if evaluate_and_track():
+                        if evaluate_and_track() and not prog.get("pruned"):
                             prog["stopped_early"] = True
                             log(f"early stopping at step {prog['step']}: no improvement in {patience} evaluations")
                             stop = True
-                    stop = stop or prog["step"] >= total_steps
+                    stop = stop or prog.get("pruned", False) or prog["step"] >= total_steps
                     if end_of_epoch:
                         prog["epoch"] += 1
                         prog["batch"] = 0
@@ -483,7 +489,10 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
     metrics = {
         "best_val_loss": prog["best_val"], "best_step": prog["best_step"], "final_step": prog["step"],
         "initial_val_loss": prog["val"][0]["loss"] if prog["val"] else None,
-        "stopped_early": prog["stopped_early"], "train_time_s": round(train_time, 3),
+        "stopped_early": prog["stopped_early"], "pruned": bool(prog.get("pruned")),
+        # False: validation loss never went below its first (untrained) value, so the adapter equals the base
+        "improved": bool(prog["val"]) and prog["best_val"] < prog["val"][0]["loss"],
+        "train_time_s": round(train_time, 3),
         "eval_time_s": round(prog.get("eval_time", 0.0), 3), "tokens_seen": prog["tokens"],
         # throughput of the optimisation steps only (validation passes excluded)
         "tokens_per_s": round(prog["tokens"] / max(train_time - prog.get("eval_time", 0.0), 1e-9), 2),
@@ -495,9 +504,10 @@ def _train_run(cfg: dict, run_dir: Path, run_id: str, spec, data: TrainData, qui
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     tracker.log({"best/val_loss": prog["best_val"], "best/step": prog["best_step"]}, prog["step"])
     tracker.finish(0)
-    write_status(run_dir, "complete", run_id=run_id)
-    log(f"done: best val loss {prog['best_val']:.4f} at step {prog['best_step']}; adapter in {run_dir / 'adapter'}")
-    return TrainResult(run_dir, run_id, "complete", metrics)
+    final_status = "pruned" if prog.get("pruned") else "complete"
+    write_status(run_dir, final_status, run_id=run_id)
+    log(f"{final_status}: best val loss {prog['best_val']:.4f} at step {prog['best_step']}; adapter in {run_dir / 'adapter'}")
+    return TrainResult(run_dir, run_id, final_status, metrics)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -179,3 +179,35 @@ def test_one_epoch_on_the_demo_task_lowers_smollm2_validation_loss(tmp_path):
     m = res.metrics
     assert m["best_val_loss"] < 0.7 * m["initial_val_loss"], m
     assert m["final_step"] == 40 and m["best_step"] > 0
+
+
+def test_should_stop_prunes_the_run_keeping_curves_and_best_adapter(toy, tmp_path):
+    from harness.train import train
+
+    seen = []
+
+    def should_stop(step: int, val_loss: float) -> bool:
+        seen.append((step, val_loss))
+        return step >= 4
+
+    cfg = cfg_for(toy, "train.max_steps=10", "train.eval_every=2", "train.patience=0")
+    res = train(cfg, tmp_path / "run", quiet=True, should_stop=should_stop)
+    assert res.status == "pruned"
+    assert [s for s, _ in seen] == [0, 2, 4]
+    assert read(res.run_dir, "status.json")["status"] == "pruned"
+    m = read(res.run_dir, "metrics.json")
+    assert m["final_step"] == 4 and m["pruned"] is True and m["stopped_early"] is False
+    assert [p["step"] for p in read(res.run_dir, "curves.json")["val"]] == [0, 2, 4]
+    assert (res.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    again = train(cfg, tmp_path / "run", quiet=True)  # a pruned run is final for its config
+    assert again.skipped and again.status == "pruned"
+
+
+def test_improved_is_false_when_validation_loss_never_drops(toy, tmp_path):
+    from harness.train import train
+
+    frozen = train(cfg_for(toy, "train.max_steps=2", "train.eval_every=1", "train.lr=0.0"), tmp_path / "a", quiet=True)
+    assert frozen.metrics["improved"] is False and frozen.metrics["best_step"] == 0
+    learned = train(cfg_for(toy, "train.max_steps=4", "train.eval_every=2", "train.lr=5e-3"), tmp_path / "b", quiet=True)
+    assert learned.metrics["improved"] is True
+    assert learned.metrics["best_val_loss"] < learned.metrics["initial_val_loss"]
