@@ -10,9 +10,17 @@ Checks per adapter, on a few prompts (greedy):
 - the next-token logits after each prompt, when the backend has `logits(model_key, messages)`
   (the hf backend does): this catches adapters too weak to flip a greedy token.
 An adapter passes if anything differs from the base on any prompt.
+
+An adapter that *did not learn* is a different case, known before serving anything: its run
+recorded `improved: false` (validation loss never went below its first value, so the saved best
+adapter is the untrained one) or its LoRA B matrices are all zero (B is zero-initialised: the
+adapter is exactly the base). adapter_not_learned() names the reason; the evaluation path reports
+such adapters as "did not learn" and scores the others, instead of aborting on them.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Sequence
 
 from harness.backends.base import BASE, GenParams, Request
@@ -27,6 +35,37 @@ DEFAULT_PROMPTS = (
 )
 LOGIT_ATOL = 1e-5
 LOGPROB_ATOL = 1e-4
+
+
+def adapter_not_learned(adapter_dir: Path) -> str | None:
+    """Why this adapter is the base model unchanged (its run did not learn), or None when it may differ.
+
+    Looks at the run's metrics.json beside the adapter (`improved: false`) and at the LoRA weights
+    (every lora_B tensor zero). An adapter with no LoRA tensors at all is not "did not learn": that
+    is a wrong target-module setting, which the canary reports as an error.
+    """
+    adapter_dir = Path(adapter_dir)
+    metrics = adapter_dir.parent / "metrics.json"
+    if metrics.is_file():
+        try:
+            improved = json.loads(metrics.read_text(encoding="utf-8")).get("improved")
+        except (OSError, ValueError, AttributeError):
+            improved = None
+        if improved is False:
+            return "validation loss never went below its first value (metrics.json improved=false)"
+    weights = adapter_dir / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None
+    from safetensors import safe_open
+
+    seen_b = False
+    with safe_open(str(weights), framework="pt") as f:
+        for name in f.keys():
+            if "lora_B" in name:
+                seen_b = True
+                if bool(f.get_tensor(name).any()):
+                    return None
+    return "every LoRA B weight is zero: the adapter equals the base model" if seen_b else None
 
 
 def _messages(p: Any) -> list[dict]:

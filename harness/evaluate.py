@@ -1,36 +1,49 @@
 """Generate and score: base (zero-shot), few-shot base, and every adapter, on a task and on forgetting probes.
 
+The one evaluation path is `evaluate_models()` (backend + generation cache + canary + scoring): the
+sweep, `harness eval`, export's behaviour check and the gate's `--against` all call it. It builds
+the backends lazily (a re-score whose generations are all cached loads no model), leaves out
+adapters that did not learn (reported, not generated), and calls `evaluate()`, which scores.
+
 evaluate() writes into out_dir (see the sweep directory contract in the README):
-  scores.jsonl   one row per (model, item): model, split ("task"|"probe"), sample_id, family, knowledge,
-                 prompt, output, reference, metrics, details (+ finish_reason, completion_tokens)
+  scores.jsonl   one row per (model, item): model, split ("task"|"val"|"probe"), sample_id, family,
+                 knowledge, prompt, output, reference, metrics, details, finish_reason,
+                 completion_tokens, error. A row with a backend error has every metric None (never 0).
   summary.json   per model: kind, n, metrics (means), probes (family means + "all"), knowledge (form vs
-                 knowledge items on the primary metric), gen stats; plus the inputs_hash.
+                 knowledge items on the primary metric), errors, error_ids, gen stats, val (when
+                 selecting by a val-split metric); plus the inputs_hash and not_learned.
 
 Every request of every model goes to the backend in ONE generate() call, so a backend that batches
-mixed adapters (hf) serves them together. Generation caching is the backend layer's job (wrap the
-backend in harness.backends.cache.CachedBackend); evaluate() itself is resumable at the file level:
-when summary.json holds the same inputs_hash (task version + files + model identities + generation
-settings + few-shot/probe items) and scores.jsonl exists, it returns the saved summary at once.
+mixed adapters (hf) serves them together. evaluate() is resumable at the file level: when
+summary.json holds the same inputs_hash and recorded no errors, it returns the saved summary at
+once; after errors a re-run regenerates (the generation cache never stores errors, so only the
+failed items go to the backend again).
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.backends.base import BASE, Completion, GenParams, Request
+from harness.backends.base import BASE, Completion, Request
 from harness.example import Example
-from harness.io import UserError, read_json, read_jsonl, stable_hash, write_json, write_jsonl
+from harness.io import UserError, read_json, stable_hash, write_json, write_jsonl
 from harness.metrics import mean_values, score_sample
 from harness.probes import PROBE_GEN, check_probe, load_probes
 from harness.prompts import build_messages
-from harness.tasks import Task, build_few_shot
+from harness.tasks import Task, build_few_shot, load_task
 
-SCORER_VERSION = 1
+SCORER_VERSION = 2
 FEWSHOT = "fewshot"
+RELEASED = "released"
 SCORES = "scores.jsonl"
 SUMMARY = "summary.json"
+GENERATIONS = "generations.jsonl"
+VAL_LOSS = "val_loss"
+MAX_ERROR_IDS = 20
 
 
 def _messages_for(task: Task, ex: Example, few_shot: list[Example] = ()) -> list[dict]:
@@ -38,18 +51,32 @@ def _messages_for(task: Task, ex: Example, few_shot: list[Example] = ()) -> list
 
 
 def inputs_hash(task: Task, eval_ids: list[str], few_shot_ids: list[str], probe_items: list[dict],
-                identities: dict[str, str]) -> str:
-    """Hash of everything that determines scores.jsonl."""
+                identities: dict[str, str], val_ids: list[str] | None = None, kinds: dict[str, str] | None = None,
+                not_learned: dict[str, str] | None = None) -> str:
+    """Hash of everything that determines scores.jsonl and summary.json."""
     return stable_hash({
         "scorer": SCORER_VERSION,
         "task": task.fingerprint(),
         "eval_ids": eval_ids,
+        "val_ids": val_ids or [],
         "few_shot": few_shot_ids,
         "probes": probe_items,
         "probe_gen": PROBE_GEN.to_dict(),
         "gen": task.gen.to_dict(),
         "models": identities,
+        "kinds": kinds or {},
+        "not_learned": dict(sorted((not_learned or {}).items())),
     }, 24)
+
+
+def completion_error(comp: Completion) -> str | None:
+    """The backend's per-request error, or None: an error is never an answer to score."""
+    err = getattr(comp, "error", None)
+    if err:
+        return str(err)
+    if comp.finish_reason == "error":
+        return "backend error (no message)"
+    return None
 
 
 def _progress_fn(total: int, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
@@ -63,6 +90,10 @@ def _progress_fn(total: int, enabled: bool) -> tuple[Callable[[int], None] | Non
     return bar.update, bar.close
 
 
+def _had_errors(summary: dict) -> bool:
+    return any((m or {}).get("errors") for m in (summary.get("models") or {}).values())
+
+
 def evaluate(
     out_dir: Path,
     task: Task,
@@ -73,34 +104,48 @@ def evaluate(
     few_shot_seed: int | None = None,
     probes: str | Path | None = "default",
     max_eval: int | None = None,
+    select_by: str | None = VAL_LOSS,
+    baselines: bool = True,
+    kinds: dict[str, str] | None = None,
+    not_learned: dict[str, str] | None = None,
     progress: bool = True,
     identities: dict[str, str] | None = None,
     force: bool = False,
 ) -> dict:
-    """Score base, few-shot and each adapter on the task's eval split and on the probe set.
+    """Score base, few-shot and each model in `adapters` on the task's eval split and on the probe set.
 
     `backend` is a Backend, or a zero-argument callable returning one (then it is only built
     when the scores are not already up to date; pass `identities` {model_key: identity} so the
     check needs no backend). few_shot_k / few_shot_seed default to the task's few_shot settings;
-    few_shot_k=0 (or a task without a train split) skips the few-shot baseline.
+    few_shot_k=0 (or a task without a train split) skips the few-shot baseline; baselines=False
+    skips base and few-shot altogether (export's check compares only its own models).
+    `select_by` naming a task metric also scores every model of kind "adapter" on the val split
+    (rows with split "val"), so the winner is chosen on items the eval split never sees.
+    `kinds` maps a model to its summary kind (default "adapter"; e.g. "released").
+    `not_learned` {run_id: reason} is recorded in summary.json (those models are not generated).
     """
     out_dir = Path(out_dir)
     t0 = time.time()
     k = task.few_shot_k if few_shot_k is None else int(few_shot_k)
     seed = task.few_shot_seed if few_shot_seed is None else int(few_shot_seed)
+    kinds = {str(a): (kinds or {}).get(str(a), "adapter") for a in adapters}
 
     eval_examples = task.load_split("eval")
     if max_eval is not None:
         eval_examples = eval_examples[: int(max_eval)]
     if not eval_examples:
         raise UserError(f"{task.path}: the eval split is empty")
-    shots = build_few_shot(task.load_split("train"), task.load_split("eval"), k, seed) if k > 0 else []
+    val_examples = _val_examples(task, select_by) if any(v == "adapter" for v in kinds.values()) else []
+    shots = build_few_shot(task.load_split("train"), task.load_split("eval"), k, seed) if k > 0 and baselines else []
     probe_items = load_probes(probes) if probes else []
 
-    adapter_keys = [str(a) for a in adapters]
+    adapter_keys = list(kinds)
     for a in adapter_keys:
         if a in (BASE, FEWSHOT):
             raise UserError(f"adapter name {a!r} is reserved (base and fewshot are the baselines)")
+    served = ([BASE] if baselines else []) + adapter_keys
+    if not served:
+        raise UserError("nothing to evaluate: no baselines and no models")
 
     built: dict[str, Any] = {}
 
@@ -111,9 +156,11 @@ def evaluate(
 
     if identities is None:
         b = get_backend()
-        identities = {key: b.model_identity(key) for key in [BASE] + adapter_keys}
-    identities = {key: identities[key] for key in [BASE] + adapter_keys}
-    ihash = inputs_hash(task, [e.id for e in eval_examples], [s.id for s in shots], probe_items, identities)
+        identities = {key: b.model_identity(key) for key in served}
+    identities = {key: identities[key] for key in served}
+    non_default_kinds = {a: v for a, v in kinds.items() if v != "adapter"}
+    ihash = inputs_hash(task, [e.id for e in eval_examples], [s.id for s in shots], probe_items, identities,
+                        [e.id for e in val_examples], non_default_kinds, not_learned)
 
     scores_path, summary_path = out_dir / SCORES, out_dir / SUMMARY
     if not force and scores_path.is_file() and summary_path.is_file():
@@ -121,14 +168,16 @@ def evaluate(
             old = read_json(summary_path)
         except (OSError, ValueError):
             old = {}
-        if old.get("inputs_hash") == ihash:
+        if old.get("inputs_hash") == ihash and not _had_errors(old):
             old["skipped"] = True
             return old
 
     # ---- requests: (model, split, item) for every model; one generate() call
-    models: list[tuple[str, str]] = [("base", BASE)]  # (row model name, backend model key)
-    if shots:
-        models.append((FEWSHOT, BASE))
+    models: list[tuple[str, str]] = []  # (row model name, backend model key)
+    if baselines:
+        models.append(("base", BASE))
+        if shots:
+            models.append((FEWSHOT, BASE))
     models += [(a, a) for a in adapter_keys]
     jobs: list[dict] = []
     requests: list[Request] = []
@@ -138,6 +187,11 @@ def evaluate(
             msgs = _messages_for(task, ex, fs)
             jobs.append({"model": name, "split": "task", "ex": ex, "prompt": msgs})
             requests.append(Request(key, msgs, task.gen))
+        if kinds.get(name) == "adapter":
+            for ex in val_examples:
+                msgs = _messages_for(task, ex)
+                jobs.append({"model": name, "split": "val", "ex": ex, "prompt": msgs})
+                requests.append(Request(key, msgs, task.gen))
         if name == FEWSHOT:
             continue  # the few-shot prompt is task-specific: probes are asked of base and adapters only
         for item in probe_items:
@@ -161,40 +215,23 @@ def evaluate(
     if len(completions) != len(requests):
         raise RuntimeError(f"backend returned {len(completions)} completions for {len(requests)} requests")
 
-    # ---- score
-    rows = []
-    for job, comp in zip(jobs, completions):
-        out = comp.text or ""
-        if job["split"] == "task":
-            ex: Example = job["ex"]
-            values, details = score_sample(out, ex.target, task.metrics, schema=task.json_schema)
-            rows.append({"model": job["model"], "split": "task", "sample_id": ex.id, "family": None,
-                         "knowledge": task.is_knowledge(ex), "prompt": job["prompt"], "output": out,
-                         "reference": ex.target, "metrics": values, "details": details,
-                         "finish_reason": comp.finish_reason, "completion_tokens": comp.completion_tokens})
-        else:
-            item = job["item"]
-            try:
-                v = check_probe(item, out)
-                det = {}
-            except Exception as exc:  # a checker must never kill an evaluation
-                v, det = None, {"pass": f"checker error: {type(exc).__name__}: {exc}"}
-            rows.append({"model": job["model"], "split": "probe", "sample_id": item["id"], "family": item["family"],
-                         "knowledge": False, "prompt": job["prompt"], "output": out,
-                         "reference": str(item.get("reference", "")), "metrics": {"pass": v}, "details": det,
-                         "finish_reason": comp.finish_reason, "completion_tokens": comp.completion_tokens})
-
-    summary = summarize(rows, task, [m for m, _ in models], adapters, relative_to=Path(out_dir).parent)
+    rows = [score_row(task, job, comp) for job, comp in zip(jobs, completions)]
+    summary = summarize(rows, task, [m for m, _ in models], adapters, relative_to=Path(out_dir).parent, kinds=kinds)
     summary.update({
         "inputs_hash": ihash,
         "n_eval": len(eval_examples),
+        "n_val": len(val_examples),
+        "select_by": select_by or VAL_LOSS,
         "n_probes": len(probe_items),
         "probe_set": str(probes) if probes else None,
-        "few_shot": {"k": k, "seed": seed, "ids": [s.id for s in shots]},
+        "few_shot": {"k": k if baselines else 0, "seed": seed, "ids": [s.id for s in shots]},
         "generation": task.gen.to_dict(),
         "probe_generation": PROBE_GEN.to_dict(),
         "identities": identities,
         "backend": getattr(b, "name", None),
+        "errors": sum(m["errors"] for m in summary["models"].values()),
+        "not_learned": sorted(not_learned or {}),
+        "not_learned_reasons": dict(sorted((not_learned or {}).items())),
         "generate_s": round(gen_s, 3),
         "elapsed_s": round(time.time() - t0, 3),
         "cache": {"hits": getattr(b, "hits", None), "misses": getattr(b, "misses", None)},
@@ -206,19 +243,63 @@ def evaluate(
     return summary
 
 
+def _val_examples(task: Task, select_by: str | None) -> list[Example]:
+    """The val split when the winner is chosen on a task metric; [] for val_loss (the trainer's own number)."""
+    if not select_by or select_by == VAL_LOSS:
+        return []
+    if select_by not in task.metric_names():
+        raise UserError(f"eval.select_by: {select_by!r} is neither val_loss nor a metric of task {task.name!r} "
+                        f"(metrics: {', '.join(task.metric_names())})")
+    val = task.load_split("val")
+    if not val:
+        raise UserError(f"{task.path}: eval.select_by={select_by} needs a val split (data.val), which this task lacks")
+    return val
+
+
+def score_row(task: Task, job: dict, comp: Completion) -> dict:
+    """One scores.jsonl row; a backend error gives metrics all None and the error text."""
+    out = comp.text or ""
+    err = completion_error(comp)
+    base = {"model": job["model"], "split": job["split"], "prompt": job["prompt"], "output": "" if err else out,
+            "finish_reason": comp.finish_reason, "completion_tokens": comp.completion_tokens, "error": err}
+    if job["split"] in ("task", "val"):
+        ex: Example = job["ex"]
+        if err:
+            values, details = {name: None for name in task.metric_names()}, {}
+        else:
+            values, details = score_sample(out, ex.target, task.metrics, schema=task.json_schema)
+        return {**base, "sample_id": ex.id, "family": None, "knowledge": task.is_knowledge(ex),
+                "reference": ex.target, "metrics": values, "details": details}
+    item = job["item"]
+    det: dict = {}
+    if err:
+        v = None
+    else:
+        try:
+            v = check_probe(item, out)
+        except Exception as exc:  # a checker must never kill an evaluation
+            v, det = None, {"pass": f"checker error: {type(exc).__name__}: {exc}"}
+    return {**base, "sample_id": item["id"], "family": item["family"], "knowledge": False,
+            "reference": str(item.get("reference", "")), "metrics": {"pass": v}, "details": det}
+
+
 def _mean(xs: list[float | None]) -> float | None:
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
 
 
 def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: dict[str, Path | None], *,
-              relative_to: Path | None = None) -> dict:
+              relative_to: Path | None = None, kinds: dict[str, str] | None = None) -> dict:
     """summary.json content from scores rows (also usable on a re-read scores.jsonl)."""
     pm = task.primary_metric
     out_models = {}
     for name in model_names:
-        trows = [r for r in rows if r["model"] == name and r["split"] == "task"]
-        prows = [r for r in rows if r["model"] == name and r["split"] == "probe"]
+        mine = [r for r in rows if r["model"] == name]
+        trows = [r for r in mine if r["split"] == "task"]
+        vrows = [r for r in mine if r["split"] == "val"]
+        prows = [r for r in mine if r["split"] == "probe"]
+        ok = [r for r in trows if not r.get("error")]
+        failed = [r for r in mine if r.get("error")]
         fams: dict[str, list] = {}
         for r in prows:
             fams.setdefault(r["family"], []).append(r["metrics"].get("pass"))
@@ -227,19 +308,27 @@ def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: di
             probes["all"] = _mean([r["metrics"].get("pass") for r in prows])
         know = [r["metrics"].get(pm) for r in trows if r["knowledge"]]
         form = [r["metrics"].get(pm) for r in trows if not r["knowledge"]]
+        kind = "baseline" if name in ("base", FEWSHOT) else (kinds or {}).get(name, "adapter")
         entry = {
-            "kind": "baseline" if name in ("base", FEWSHOT) else "adapter",
+            "kind": kind,
             "n": len(trows),
             "metrics": mean_values([r["metrics"] for r in trows]),
             "primary": _mean([r["metrics"].get(pm) for r in trows]),
             "probes": probes,
             "knowledge": {"form": _mean(form), "knowledge": _mean(know), "n_form": len(form), "n_knowledge": len(know)},
+            "errors": len(failed),
+            "error_ids": [f"{r['split']}:{r['sample_id']}" if r["split"] != "task" else r["sample_id"]
+                          for r in failed][:MAX_ERROR_IDS],
             "gen": {
-                "completion_tokens_mean": _mean([float(r.get("completion_tokens") or 0) for r in trows]),
-                "truncated_rate": _mean([float(r.get("finish_reason") == "length") for r in trows]),
-                "error_rate": _mean([float(r.get("finish_reason") == "error") for r in trows]),
+                "completion_tokens_mean": _mean([float(r.get("completion_tokens") or 0) for r in ok]),
+                "truncated_rate": _mean([float(r.get("finish_reason") == "length") for r in ok]),
+                "error_rate": _mean([float(bool(r.get("error"))) for r in trows]),
             },
         }
+        if vrows:
+            entry["val"] = {"n": len(vrows), "metrics": mean_values([r["metrics"] for r in vrows]),
+                            "primary": _mean([r["metrics"].get(pm) for r in vrows]),
+                            "errors": sum(1 for r in vrows if r.get("error"))}
         if name in adapters and adapters[name] is not None:
             entry["adapter_path"] = _portable_path(adapters[name], relative_to)
         out_models[name] = entry
@@ -256,5 +345,288 @@ def _portable_path(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def load_scores(out_dir: Path) -> list[dict]:
-    return list(read_jsonl(Path(out_dir) / SCORES))
+# ============================================================================ the one evaluation path
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model scored beside the adapters, possibly on its own base and backend: export's merged copy
+    ({"source": "hf", "path": merged_dir}, hf) and GGUF (llamacpp), the gate's released adapter.
+    adapter=None serves the base of `model_cfg` itself. `kind` is its summary kind."""
+
+    model_cfg: dict
+    backend_cfg: dict
+    adapter: Path | None = None
+    kind: str = "adapter"
+
+
+# backends whose model identity is ServedAdapters' scheme (base identity [+ adapter file hash]):
+# for these the identities are known without building the backend, so a cached re-score loads no model
+_LOCAL_KINDS = ("hf", "llamacpp", "vllm")
+
+
+def evaluate_models(
+    out_dir: Path,
+    task: Task | str,
+    model_cfg: dict,
+    backend_cfg: dict,
+    adapters: dict[str, Path],
+    *,
+    eval_cfg: dict | None = None,
+    cache_path: Path | None = None,
+    extra_models: dict[str, ServedModel] | None = None,
+    baselines: bool = True,
+    force: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """THE evaluation of a set of models: build the backend(s) (lazily), cache generations, canary the
+    adapters, score through evaluate(); returns the summary (also written to out_dir/summary.json).
+
+    adapters: {run_id: adapter_dir} on `model_cfg`, served by `backend_cfg` (one base load). An adapter
+    that did not learn (metrics.json improved=false beside it, or all-zero LoRA B weights) is not
+    generated: it is listed in summary["not_learned"] with summary["not_learned_reasons"][run_id].
+    extra_models: {name: ServedModel} scored on the same items (never excluded, never canaried).
+    eval_cfg: conf/eval keys (few_shot_k, few_shot_seed, probes, max_eval, select_by, canary, cache).
+    cache_path: the generation cache (default out_dir/generations.jsonl; eval_cfg cache=false: none).
+    """
+    from harness.canary import adapter_not_learned
+
+    ecfg = dict(eval_cfg or {})
+    task = task if isinstance(task, Task) else load_task(task)
+    out_dir = Path(out_dir)
+    not_learned: dict[str, str] = {}
+    learned: dict[str, Path] = {}
+    for name, path in adapters.items():
+        reason = adapter_not_learned(Path(path))
+        if reason:
+            not_learned[str(name)] = reason
+        else:
+            learned[str(name)] = Path(path)
+    if not_learned and not quiet:
+        for name, reason in not_learned.items():
+            print(f"note: adapter {name} did not learn ({reason}); reported, not scored", file=sys.stderr)
+
+    # group the models by (base, backend): each group is one backend process / one base load
+    groups: dict[str, dict] = {}
+
+    def group_for(mcfg: dict, bcfg: dict) -> dict:
+        gid = stable_hash({"m": mcfg, "b": bcfg}, 16)
+        return groups.setdefault(gid, {"model_cfg": mcfg, "backend_cfg": bcfg, "adapters": {}, "routes": {}})
+
+    main = group_for(dict(model_cfg), dict(backend_cfg))
+    for name, path in learned.items():
+        main["adapters"][name] = path
+        main["routes"][name] = name
+    kinds: dict[str, str] = {name: "adapter" for name in learned}
+    if baselines:
+        main["routes"][BASE] = BASE
+    all_adapter_paths: dict[str, Path | None] = dict(learned)
+    for name, sm in (extra_models or {}).items():
+        if name in kinds or name in (BASE, FEWSHOT):
+            raise UserError(f"model name {name!r} is used twice (adapters, extra models and baselines need distinct names)")
+        g = group_for(dict(sm.model_cfg), dict(sm.backend_cfg))
+        if sm.adapter is not None:
+            g["adapters"][name] = Path(sm.adapter)
+            g["routes"][name] = name
+        else:
+            g["routes"][name] = BASE
+        kinds[name] = sm.kind
+        all_adapter_paths[name] = sm.adapter
+
+    use_cache = ecfg.get("cache", True) is not False
+    cache_path = Path(cache_path) if cache_path else out_dir / GENERATIONS
+    canary = bool(ecfg.get("canary", True))
+    backends = [_group_backend(g, cache_path if use_cache else None, canary=canary) for g in groups.values() if g["routes"]]
+    routed = RoutedBackend({outer: (b, inner) for g, b in zip([g for g in groups.values() if g["routes"]], backends)
+                            for outer, inner in g["routes"].items()})
+    try:
+        return evaluate(out_dir, task, routed, all_adapter_paths,
+                        few_shot_k=ecfg.get("few_shot_k"), few_shot_seed=ecfg.get("few_shot_seed"),
+                        probes=ecfg.get("probes", "default"), max_eval=ecfg.get("max_eval"),
+                        select_by=ecfg.get("select_by", VAL_LOSS), baselines=baselines, kinds=kinds,
+                        not_learned=not_learned, progress=not quiet, identities=routed.identities(), force=force)
+    finally:
+        routed.close()
+
+
+def _group_backend(group: dict, cache_path: Path | None, *, canary: bool) -> Any:
+    """One group's backend: built on first use (then canaried), behind the generation cache."""
+    from harness.backends import make_backend
+    from harness.backends.base import ServeSpec, adapter_identity
+
+    mcfg, bcfg, adapters = group["model_cfg"], group["backend_cfg"], dict(group["adapters"])
+    kind = str(bcfg.get("kind", "hf"))
+
+    def build():
+        b = make_backend(bcfg, ServeSpec(mcfg, adapters))
+        if canary and adapters:
+            from harness.canary import check_adapters_applied
+
+            try:
+                check_adapters_applied(b, list(adapters))
+            except BaseException:
+                b.close()
+                raise
+        return b
+
+    if kind in _LOCAL_KINDS:
+        from harness.models import resolve_model
+
+        base_id = resolve_model(mcfg).identity
+        idents = {BASE: base_id, **{k: adapter_identity(base_id, p) for k, p in adapters.items()}}
+        inner: Any = LazyBackend(kind, build, idents)
+    else:
+        inner = build()  # remote identities (URL + served model) are the backend's to say
+    if cache_path is None:
+        return inner
+    from harness.backends.cache import CachedBackend
+
+    return CachedBackend(inner, cache_path)
+
+
+class LazyBackend:
+    """A backend that is built only when a request reaches it (all-cached re-scores load no model);
+    keys and identities are known up front."""
+
+    def __init__(self, name: str, factory: Callable[[], Any], identities: dict[str, str]):
+        self.name, self._factory, self._identities, self._built = name, factory, dict(identities), None
+
+    @property
+    def built(self) -> bool:
+        return self._built is not None
+
+    def get(self) -> Any:
+        if self._built is None:
+            self._built = self._factory()
+        return self._built
+
+    def model_keys(self) -> list[str]:
+        return list(self._identities)
+
+    def model_identity(self, key: str) -> str:
+        if key not in self._identities:
+            raise UserError(f"unknown model {key!r} (known: {', '.join(self._identities)})")
+        return self._identities[key]
+
+    def generate(self, requests, progress=None):
+        return self.get().generate(requests, progress=progress) if requests else []
+
+    def close(self) -> None:
+        if self._built is not None:
+            self._built.close()
+
+    def __getattr__(self, item: str) -> Any:  # optional extras (logits) of the real backend
+        if item.startswith("_"):
+            raise AttributeError(item)
+        return getattr(self.get(), item)
+
+
+class RoutedBackend:
+    """Several backends behind one name space: {model: (backend, its key there)}. evaluate() sends every
+    request in one generate() call; each backend gets its own requests in one call too."""
+
+    name = "routed"
+
+    def __init__(self, routes: dict[str, tuple[Any, str]]):
+        self.routes = dict(routes)
+        self._backends = list({id(b): b for b, _ in self.routes.values()}.values())
+        self.name = ",".join(dict.fromkeys(str(getattr(b, "name", "?")) for b in self._backends)) or "routed"
+
+    def model_keys(self) -> list[str]:
+        return list(self.routes)
+
+    def model_identity(self, key: str) -> str:
+        b, inner = self.routes[key]
+        return b.model_identity(inner)
+
+    def identities(self) -> dict[str, str]:
+        return {k: self.model_identity(k) for k in self.routes}
+
+    @property
+    def hits(self) -> int | None:
+        return _sum_attr(self._backends, "hits")
+
+    @property
+    def misses(self) -> int | None:
+        return _sum_attr(self._backends, "misses")
+
+    def generate(self, requests, progress=None):
+        out: list[Completion | None] = [None] * len(requests)
+        for b in self._backends:
+            idx = [i for i, r in enumerate(requests) if self.routes[r.model_key][0] is b]
+            if not idx:
+                continue
+            sub = [Request(self.routes[requests[i].model_key][1], requests[i].messages, requests[i].params) for i in idx]
+            for i, c in zip(idx, b.generate(sub, progress=progress)):
+                out[i] = c
+        return out
+
+    def close(self) -> None:
+        errors = []
+        for b in self._backends:
+            try:
+                b.close()
+            except Exception as exc:  # close every backend even if one fails
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def _sum_attr(objs: list, attr: str) -> int | None:
+    vals = [getattr(o, attr, None) for o in objs]
+    vals = [v for v in vals if isinstance(v, int)]
+    return sum(vals) if vals else None
+
+
+# ============================================================================ the released model (gate --against)
+
+
+def released_adapter(released: Path) -> tuple[Path, str]:
+    """(adapter dir, how it was found) for a previous sweep dir (its chosen adapter) or an exported adapter dir."""
+    released = Path(released)
+    if (released / "adapter_config.json").is_file() and (released / "adapter_model.safetensors").is_file():
+        return released, f"adapter dir {released}"
+    if (released / "sweep.json").is_file():
+        chosen = None
+        verdict = released / "report" / "verdict.json"
+        if verdict.is_file():
+            v = read_json(verdict)
+            chosen = v.get("chosen") or v.get("best")
+            if isinstance(chosen, dict):
+                chosen = chosen.get("run_id") or chosen.get("model")
+        if not chosen:
+            raise UserError(f"{verdict}: no chosen adapter recorded (run `harness report {released}` first)")
+        for r in read_json(released / "sweep.json").get("runs", []):
+            if r.get("run_id") == chosen:
+                run_dir = Path(r["run_dir"])
+                adir = (run_dir if run_dir.is_absolute() else released / run_dir) / "adapter"
+                if not (adir / "adapter_model.safetensors").is_file():
+                    raise UserError(f"{adir}: the released sweep's chosen adapter {chosen} is missing")
+                return adir, f"adapter {chosen} chosen in sweep {released}"
+        raise UserError(f"{released / 'sweep.json'}: the chosen adapter {chosen!r} is not among its runs")
+    raise UserError(f"{released}: neither a sweep dir (sweep.json) nor an adapter dir (adapter_config.json + "
+                    "adapter_model.safetensors)")
+
+
+def score_released(sweep_dir: Path, released: Path, cfg: dict, *, quiet: bool = True) -> None:
+    """Add the released model (model key "released") to SWEEP/scores: scored on the same eval items through
+    the same generation cache (only its own generations are new); updates scores.jsonl and summary.json.
+    `cfg` is the sweep's config dict (model, task, backend, eval), as `harness eval` resolves it."""
+    sweep_dir = Path(sweep_dir)
+    adapter, how = released_adapter(released)
+    adapters = {}
+    for r in read_json(sweep_dir / "sweep.json").get("runs", []):
+        if r.get("status") == "complete":
+            run_dir = Path(r["run_dir"])
+            adapters[str(r["run_id"])] = (run_dir if run_dir.is_absolute() else sweep_dir / run_dir) / "adapter"
+    tcfg = cfg["task"] if isinstance(cfg["task"], dict) else {"name": cfg["task"]}
+    summary = evaluate_models(
+        sweep_dir / "scores", tcfg.get("path") or tcfg["name"], cfg["model"], cfg.get("backend") or {"kind": "hf"},
+        adapters, eval_cfg=cfg.get("eval"),
+        extra_models={RELEASED: ServedModel(cfg["model"], cfg.get("backend") or {"kind": "hf"}, adapter, kind=RELEASED)},
+        quiet=quiet)
+    summary.pop("skipped", None)
+    summary["released"] = {"source": str(Path(released).resolve()), "adapter": str(adapter), "found": how}
+    write_json(sweep_dir / "scores" / SUMMARY, summary)
+    if not quiet:
+        print(json.dumps(summary["released"]), file=sys.stderr)
