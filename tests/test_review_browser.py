@@ -1,0 +1,211 @@
+"""review.html in a real headless Chromium, driven over the DevTools protocol (tests/cdp.py, stdlib only):
+filter to the discordant items, label three with the keyboard, download the labels, and feed the file to
+`harness judge calibrate` with a real local judge (the tiny model through the hf backend).
+Skips only when Chromium is not installed (apt-get install -y chromium)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cdp import CHROMIUM, Browser
+from review_fixture import CHOSEN, XSS, XSS_ROW, write_review_sweep
+
+from harness.judge import question_text
+from harness.report.review import blind_flip, write_review
+from harness.stats import mcnemar
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _problems(browser: Browser) -> list[dict]:
+    """Uncaught exceptions, console errors, CSP violations, alert() dialogs: none may happen."""
+    bad = []
+    for e in browser.events:
+        m, p = e["method"], e.get("params", {})
+        if m in ("Runtime.exceptionThrown", "Page.javascriptDialogOpening"):
+            bad.append(e)
+        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            bad.append(e)
+        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            bad.append(e)
+    return bad
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    return write_review_sweep(tmp_path_factory.mktemp("review-browser"))
+
+
+@pytest.fixture(scope="module")
+def page_path(sweep) -> Path:
+    return write_review(sweep, chosen=CHOSEN, primary=None)
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    with Browser(tmp_path / "profile") as b:
+        yield b
+
+
+def _scores(sweep: Path) -> dict[tuple[str, str], dict]:
+    rows = [json.loads(line) for line in (sweep / "scores" / "scores.jsonl").read_text().splitlines()]
+    return {(r["model"], r["sample_id"]): r for r in rows if r["split"] == "task"}
+
+
+def test_filter_label_download_calibrate(sweep, page_path, browser, tmp_path):
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads),
+                                                 "eventsEnabled": True})
+    page = browser.new_page()
+    page.goto(page_path.resolve().as_uri())
+    scores = _scores(sweep)
+    n_items = len({sid for _, sid in scores})
+    assert page.eval("document.getElementById('shown').textContent") == f"showing {n_items} of {n_items} items"
+
+    # the counts on the page are McNemar's b10/b01 for the chosen adapter vs few-shot (the default baseline)
+    ids = sorted(sid for m, sid in scores if m == CHOSEN)
+    a = [scores[(CHOSEN, s)]["metrics"]["all_fields_correct"] for s in ids]
+    b = [scores[("fewshot", s)]["metrics"]["all_fields_correct"] for s in ids]
+    mc = mcnemar(a, b)
+    assert int(page.eval("document.getElementById('disc-b10').textContent")) == mc["b10"]
+    assert int(page.eval("document.getElementById('disc-b01').textContent")) == mc["b01"]
+    n_disc = mc["b10"] + mc["b01"]
+    assert 3 <= n_disc < n_items
+
+    # one click: only the discordant items
+    page.click("#f-disc")
+    assert page.eval("document.getElementById('f-disc').getAttribute('aria-pressed')") == "true"
+    assert page.eval("document.getElementById('shown').textContent") == f"showing {n_disc} of {n_items} items"
+    shown_ids = page.eval("[...document.querySelectorAll('#list article.item')].map(e => e.dataset.id)")
+    assert len(shown_ids) == min(n_disc, 20)
+    for sid in shown_ids:
+        assert scores[(CHOSEN, sid)]["metrics"]["all_fields_correct"] != scores[("fewshot", sid)]["metrics"]["all_fields_correct"]
+
+    # label three of them with the keyboard: L opens the blind labeller; 4 scores output A; A, B, T label
+    page.key("l")
+    assert page.eval("document.getElementById('labeller').hidden") is False
+    assert CHOSEN not in page.eval("document.getElementById('lab-item').innerText"), "model names are hidden"
+    labelled, sides = [], []
+    for key in ("a", "b", "t"):
+        sid = page.eval("document.getElementById('lab-item').dataset.id")
+        sides.append([page.eval(f"document.querySelector('#side-{s} pre').textContent") for s in "AB"])
+        if key == "a":
+            page.key("4")
+        labelled.append(sid)
+        page.key(key)
+    assert labelled == shown_ids[:3] and len(set(labelled)) == 3
+    assert page.eval("document.getElementById('n-labels').textContent") == "3"
+
+    page.key("Escape")
+    page.click("#download")
+    done = browser.wait_event("Browser.downloadProgress", lambda e: e["params"].get("state") == "completed")
+    path = Path(done["params"]["filePath"])
+    assert path.parent == downloads and path.name.startswith("labels-demo-") and path.suffix == ".jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["sample_id"] for r in rows] == labelled
+    assert [r["label"] for r in rows] == [1, 2, 0]
+    assert [r["score_1"] for r in rows] == [4, None, None]
+    for r, (shown_a, shown_b) in zip(rows, sides):
+        assert {r["model_1"], r["model_2"]} == {CHOSEN, "fewshot"}
+        assert r["id"] == f"{r['sample_id']}:{r['model_1']}:{r['model_2']}" and r["task"] == "demo"
+        # output_1 is exactly the output shown as A, which is model_1's output in scores.jsonl
+        assert (r["output_1"], r["output_2"]) == (shown_a, shown_b)
+        assert r["output_1"] == scores[(r["model_1"], r["sample_id"])]["output"]
+        assert r["output_2"] == scores[(r["model_2"], r["sample_id"])]["output"]
+        base = scores[("base", r["sample_id"])]
+        assert r["question"] == question_text(base["prompt"]) and r["reference"] == base["reference"]
+        # the blind order is the page's fixed per-item shuffle: the baseline is A exactly when blind_flip says so
+        assert r["model_1"] == ("fewshot" if blind_flip("demo-clear_win", "demo", r["sample_id"]) else CHOSEN)
+
+    # labels survive a reload (browser storage keyed by sweep + task)
+    page.goto("", reload=True)
+    assert page.eval("document.getElementById('n-labels').textContent") == "3"
+    assert _problems(browser) == []
+
+    # the downloaded file is what `harness judge calibrate --data` reads: a real local judge over the 3 labels
+    out = tmp_path / "calibration"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "judge", "calibrate", "--data", str(path), "--out",
+                           str(out), "judge.model=tiny_random", "judge.retries=0", "judge.gen.max_new_tokens=8",
+                           "judge.gen.logprobs=0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 3 labelled pairs" in proc.stdout and "kappa" in proc.stdout and "accuracy" in proc.stdout, proc.stdout
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["n"] == 3 and cal["source"] == "task" and cal["task"] == "demo"
+    assert cal["accuracy"] is not None and 0 <= cal["accuracy"] <= 1 and "kappa" in cal
+    assert cal["pointwise"]["n"] == 1  # the one output scored with the 4 key
+    judged = [json.loads(line) for line in (out / "judge.jsonl").read_text().splitlines()]
+    assert len([j for j in judged if j.get("kind") == "calibration"]) == 3
+
+
+def test_outputs_are_text_not_markup(sweep, page_path, browser):
+    page = browser.new_page()
+    page.goto(page_path.resolve().as_uri())
+    page.eval("(() => { const s = document.getElementById('diff'); s.value = 'none';"
+              " s.dispatchEvent(new Event('change')); })()")
+    model, sid = XSS_ROW
+    text = page.eval(f"[...document.querySelectorAll('article.item')].find(e => e.dataset.id === {json.dumps(sid)})"
+                     ".querySelector('.col pre').textContent")
+    assert text == XSS, "the output is shown literally"
+    assert page.eval("document.querySelectorAll('#list img, #list script').length") == 0
+    assert _problems(browser) == [], "no alert() dialog, no exception"
+
+
+def test_search_sort_and_judge_filter(sweep, page_path, browser):
+    page = browser.new_page()
+    page.goto(page_path.resolve().as_uri())
+    page.click("#f-judge")  # the fixture's judge disagrees with itself on demo-001, -005 and -009 (vs few-shot)
+    ids = page.eval("[...document.querySelectorAll('#list article.item')].map(e => e.dataset.id)")
+    assert ids == ["demo-001", "demo-005", "demo-009"]
+    card = page.eval("document.querySelector('#list article.item .judge').innerText")
+    assert "the two orders disagree" in card and "names the city" in card and "shorter" in card
+    page.click("#f-judge")
+    page.eval("(() => { const s = document.getElementById('search'); s.value = 'upstream overloaded';"
+              " s.dispatchEvent(new Event('input')); })()")
+    assert page.eval("[...document.querySelectorAll('#list article.item')].map(e => e.dataset.id)") == ["demo-005"]
+    assert "error: HTTP 500" in page.eval("document.querySelector('#list .error').textContent")
+    page.eval("(() => { const s = document.getElementById('search'); s.value = '';"
+              " s.dispatchEvent(new Event('input'));"
+              " const o = document.getElementById('sort'); o.value = 'lendiff'; o.dispatchEvent(new Event('change')); })()")
+    first = page.eval("document.querySelector('#list article.item').dataset.id")
+    scores = _scores(sweep)
+    gap = {sid: abs(len(scores[(CHOSEN, sid)]["output"]) - len(scores[("fewshot", sid)]["output"]))
+           for m, sid in scores if m == CHOSEN}
+    assert gap[first] == max(gap.values())
+    assert _problems(browser) == []
+
+
+def test_large_sweep_renders_fast(tmp_path, browser):
+    """500 items x 14 models: the first page and a filter click each render in well under a few seconds."""
+    sweep = tmp_path / "big"
+    (sweep / "scores").mkdir(parents=True)
+    models = ["base", "fewshot"] + [f"run{k:02d}" for k in range(12)]
+    (sweep / "sweep.json").write_text(json.dumps({"name": "big", "task": "t", "runs": [
+        {"run_id": m, "hparams": {"lora.r": 4 * (1 + k % 4), "train.lr": [1e-4, 2e-4, 5e-4][k // 4]}}
+        for k, m in enumerate(models[2:])]}))
+    lines = [json.dumps({"model": m, "split": "task", "sample_id": f"s{k:03d}", "knowledge": k % 3 == 0,
+                         "prompt": [{"role": "user", "content": f"question {k}"}],
+                         "output": f"the answer to {k} is {(k * (j + 1)) % 11} " * 8, "reference": f"the answer to {k} is 5 " * 8,
+                         "metrics": {"em": float((k * (j + 1)) % 11 == 5)}})
+             for k in range(500) for j, m in enumerate(models)]
+    (sweep / "scores" / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    path = write_review(sweep, chosen="run00", primary="em")
+    page = browser.new_page()
+    t0 = time.perf_counter()
+    page.goto(path.resolve().as_uri())
+    load_s = time.perf_counter() - t0
+    assert page.eval("document.querySelectorAll('#list article.item').length") == 20  # paginated
+    t0 = time.perf_counter()
+    page.click("#f-know")
+    page.eval("window.scrollTo(0, document.body.scrollHeight)")  # lazy diffs of the whole page
+    filter_s = time.perf_counter() - t0
+    assert page.eval("document.getElementById('shown').textContent") == "showing 167 of 500 items"
+    assert page.eval("document.querySelectorAll('#list ins, #list del').length") > 0
+    assert load_s < 10 and filter_s < 5, (load_s, filter_s)  # generous: the machine is shared
+    assert _problems(browser) == []
