@@ -379,11 +379,16 @@ def test_combine_orders_table():
 
 # ----------------------------------------------------------------------------- calibration
 
-def test_cohen_kappa_known_values():
-    assert J.cohen_kappa([1, 2, 1, 2], [1, 2, 1, 2]) == pytest.approx(1.0)
-    assert J.cohen_kappa([1, 1, 2, 2], [1, 2, 1, 2]) == pytest.approx(0.0)
-    assert J.cohen_kappa([2, 1, 2, 1], [1, 2, 1, 2]) == pytest.approx(-1.0)
-    assert J.cohen_kappa([1, 1], [1, 1]) is None
+def test_defined_kappa_uses_stats_and_refuses_the_undefined_case():
+    """harness.stats.cohen_kappa's values; but one category overall (undefined) is None, not stats' 1.0."""
+    from harness.stats import cohen_kappa
+
+    assert J.defined_kappa([1, 2, 1, 2], [1, 2, 1, 2]) == pytest.approx(1.0)
+    assert J.defined_kappa([1, 1, 2, 2], [1, 2, 1, 2]) == pytest.approx(0.0)
+    assert J.defined_kappa([2, 1, 2, 1], [1, 2, 1, 2]) == pytest.approx(-1.0)
+    assert J.defined_kappa(["tie", 1, 2, 1], [1, 1, 2, 2]) == pytest.approx(cohen_kappa(["tie", 1, 2, 1], [1, 1, 2, 2]))
+    assert cohen_kappa([1, 1], [1, 1]) == 1.0 and J.defined_kappa([1, 1], [1, 1]) is None
+    assert J.defined_kappa([], []) is None
 
 
 # 10 hand-made items. The scripted judge prefers the candidate containing "PICK"; "BIAS" in the
@@ -426,21 +431,28 @@ def test_calibration_known_kappa(tmp_path):
     be = ScriptedBackend(_pick_judge)
     cfg = {"min_kappa": 0.4, "gen": {"logprobs": 0}}
     cal = J.calibrate(data, cfg, tmp_path / "out", backend=be, log=lambda s: None)
-    assert cal["n"] == 10
+    assert cal["n"] == 10 and cal["source"] == "generic" and cal["task"] is None
     assert cal["accuracy"] == pytest.approx(0.7)
     assert cal["kappa"] == pytest.approx(0.25 / 0.55)
     assert cal["position_consistency"] == pytest.approx(0.9)
     assert cal["length_bias"] == pytest.approx(0.5) and cal["length_bias_n"] == 4
-    assert cal["reliable"] is True and cal["ties"] == 1 and cal["missing"] == 0
+    assert cal["ties"] == 1 and cal["missing"] == 0 and cal["human_ties"] == 0
+    # kappa 0.45 >= 0.4, but on 10 labels its CI reaches below 0: not evidence, and more labels are asked for
+    lo, hi = cal["kappa_ci"]
+    assert lo < 0 < cal["kappa"] < hi and cal["reliable"] is False and cal["labels_needed"] > 50
     stored = read_json(tmp_path / "out" / "calibration.json")
     assert stored["kappa"] == pytest.approx(cal["kappa"]) and stored["judge_model"] == "fake-judge"
     summ = read_json(tmp_path / "out" / "judge_summary.json")
-    assert summ["calibration"]["kappa"] == pytest.approx(cal["kappa"])
+    assert summ["calibration"]["kappa"] == pytest.approx(cal["kappa"]) and summ["status"] == "ok"
     assert summ["cost"]["calls"] == 20 and summ["cost"]["new"] == 20
-    # a stricter threshold flips reliability
-    cal2 = J.calibrate(data, {"min_kappa": 0.5, "gen": {"logprobs": 0}}, tmp_path / "out2", backend=ScriptedBackend(_pick_judge),
+    # the same judge on 4x the labels: same kappa, a CI above 0 -> reliable at 0.4; a stricter threshold flips it
+    data.write_text(json.dumps(_labelled() * 4))
+    cal4 = J.calibrate(data, cfg, tmp_path / "out4", backend=ScriptedBackend(_pick_judge), log=lambda s: None)
+    assert cal4["kappa"] == pytest.approx(cal["kappa"]) and cal4["kappa_ci"][0] > 0
+    assert cal4["reliable"] is True and cal4["labels_needed"] < cal["labels_needed"]
+    cal5 = J.calibrate(data, {**cfg, "min_kappa": 0.5}, tmp_path / "out5", backend=ScriptedBackend(_pick_judge),
                        log=lambda s: None)
-    assert cal2["reliable"] is False
+    assert cal5["reliable"] is False
 
 
 def test_calibration_missing_counts_as_tie(tmp_path):
@@ -457,17 +469,17 @@ def test_load_labelled_errors(tmp_path):
     p.write_text(json.dumps({"input": "q", "output_1": "a", "output_2": "b", "label": 1}) + "\n"
                  + json.dumps({"input": "q", "output_1": "a", "output_2": "b", "label": 3}) + "\n")
     with pytest.raises(UserError, match=re.escape(f"{p}:2: key 'label'")):
-        J.load_labelled(p)
+        J.load_labels(p)
     p.write_text(json.dumps([{"input": "q", "output_1": "a", "label": 1}]))
     with pytest.raises(UserError, match="key 'output_2'"):
-        J.load_labelled(p)
+        J.load_labels(p)
     with pytest.raises(UserError, match="not found"):
-        J.load_labelled(tmp_path / "nope.json")
+        J.load_labels(tmp_path / "nope.json")
 
 
 def test_llmbar_oracle_and_always_A(shared_data, tmp_path):
     path = shared_data / "llmbar" / "LLMBar" / "Natural" / "dataset.json"
-    items = J.load_labelled(path, limit=30)
+    items = J.load_labels(path, limit=30)
     assert len(items) == 30 and {it["label"] for it in items} == {1, 2}
     gold = {J.escape_delimiters(it["output_1"][:4000]): it["label"] == 1 for it in items}
     gold.update({J.escape_delimiters(it["output_2"][:4000]): it["label"] == 2 for it in items})
@@ -530,7 +542,12 @@ def test_run_judge_summary_and_cache_reuse(tmp_path):
     pw = {(p["a"], p["b"]): p for p in s["pairwise"]}
     assert set(pw) == {("run1", "base"), ("run1", "fewshot")}
     assert pw[("run1", "base")] == {"a": "run1", "b": "base", "wins": 3, "losses": 0, "ties": 0, "missing": 0,
-                                    "position_consistency": 1.0, "n": 3}
+                                    "inconsistent": 0, "position_consistency": 1.0, "n": 3,
+                                    "win_rate": 1.0, "win_rate_ci": [1.0, 1.0],
+                                    # every length difference is the same (" GOOD"): length explains nothing
+                                    "lc_win_rate": 1.0, "lc_win_rate_ci": [1.0, 1.0], "length_coef": None,
+                                    "length_p": None, "length_explained": False}
+    assert s["status"] == "ok" and s["error"] is None
     cost = s["cost"]
     assert cost["calls"] == 3 * 3 + 2 * 3 * 2 and cost["new"] == cost["calls"] and cost["cached"] == 0
     assert cost["prompt_tokens"] == 100 * cost["new"]
@@ -559,14 +576,16 @@ def test_run_judge_summary_and_cache_reuse(tmp_path):
 def test_run_judge_explicit_pairs_and_calibration_loaded(tmp_path):
     scores = _scores_dir(tmp_path, n=2)
     data = tmp_path / "cal.json"
-    data.write_text(json.dumps(_labelled()))
+    data.write_text(json.dumps(_labelled() * 4))
     J.calibrate(data, {"gen": {"logprobs": 0}}, tmp_path / "cal", backend=ScriptedBackend(_pick_judge), log=lambda s: None)
     cfg = {"rubric": None, "calibration": str(tmp_path / "cal"), "min_kappa": 0.4, "gen": {"logprobs": 0}}
     s = J.run_judge(scores, cfg, pairs=[("fewshot", "base")], backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
     assert s["pointwise"] == {} and [(p["a"], p["b"]) for p in s["pairwise"]] == [("fewshot", "base")]
     cal = s["calibration"]
     assert cal["kappa"] == pytest.approx(0.25 / 0.55) and cal["reliable"] is True and cal["min_kappa"] == 0.4
-    assert {"kappa", "accuracy", "position_consistency", "length_bias", "n", "reliable", "min_kappa"} <= set(cal)
+    assert cal["source"] == "generic" and cal["path"] == str(tmp_path / "cal" / "calibration.json")
+    assert {"source", "path", "n", "accuracy", "kappa", "kappa_ci", "position_consistency", "length_bias", "reliable",
+            "labels_needed"} <= set(cal)
     s = J.run_judge(scores, {**cfg, "min_kappa": 0.6}, pairs=[], backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
     assert s["calibration"]["reliable"] is False
     # calibrated with another judge model -> not reliable for this one
@@ -574,6 +593,58 @@ def test_run_judge_explicit_pairs_and_calibration_loaded(tmp_path):
     assert s["calibration"]["matches_judge"] is False and s["calibration"]["reliable"] is False
     with pytest.raises(UserError, match="no task outputs for model 'nope'"):
         J.run_judge(scores, cfg, pairs=[("nope", "base")], backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
+
+
+def _review_labels(scores: Path, task: str, n: int, human) -> list[dict]:
+    """Labels as review.html writes them (.notes/labels_format.md): run1 vs base, shown in alternating order."""
+    rows = {(r["model"], r["sample_id"]): r for r in read_jsonl(scores / "scores.jsonl") if r["split"] == "task"}
+    out = []
+    for i in range(n):
+        sid = f"s{i}"
+        shown = ["run1", "base"] if i % 2 else ["base", "run1"]
+        out.append({"id": f"{sid}:{shown[0]}:{shown[1]}", "task": task, "sample_id": sid,
+                    "question": J.question_text(rows[("base", sid)]["prompt"]), "reference": rows[("base", sid)]["reference"],
+                    "output_1": rows[(shown[0], sid)]["output"], "output_2": rows[(shown[1], sid)]["output"],
+                    "model_1": shown[0], "model_2": shown[1], "label": human(i, shown)})
+    return out
+
+
+def test_task_calibration_from_review_labels_beats_generic_and_reuses_the_sweep_cache(tmp_path):
+    scores = _scores_dir(tmp_path, n=8)
+    sweep = scores.parent
+    (sweep / "sweep.json").write_text(json.dumps({"task": "demo"}))
+    generic = tmp_path / "generic"
+    (tmp_path / "g.json").write_text(json.dumps(_labelled() * 4))
+    J.calibrate(tmp_path / "g.json", {"gen": {"logprobs": 0}}, generic, backend=ScriptedBackend(_pick_judge),
+                log=lambda s: None)
+    cfg = {"rubric": None, "calibration": str(generic), "gen": {"logprobs": 0}}
+    be = ScriptedBackend(_sweep_judge)
+    J.run_judge(scores, cfg, pairs=[("run1", "base")], backend=be, log=lambda x: None)
+    paid = len(be.requests)
+    # the person agrees with the judge (run1 better) on 6 items, prefers base on s1 and calls s3 a tie
+    human = lambda i, shown: {1: shown.index("base") + 1, 3: 0}.get(i, shown.index("run1") + 1)  # noqa: E731
+    labels = tmp_path / "labels-demo.jsonl"
+    labels.write_text("".join(json.dumps(x) + "\n" for x in _review_labels(scores, "demo", 8, human)))
+    be2 = ScriptedBackend(_sweep_judge)
+    logs = []
+    cal = J.calibrate(labels, cfg, sweep_dir=sweep, backend=be2, log=logs.append)
+    assert be2.generate_calls == 0 and paid == 16  # every verdict came from the sweep's judge cache
+    assert cal["source"] == "task" and cal["task"] == "demo" and cal["n"] == 8 and cal["human_ties"] == 1
+    assert cal["accuracy"] == pytest.approx(6 / 8) and cal["missing"] == 0
+    judged = [2 if i % 2 == 0 else 1 for i in range(8)]  # the judge always picks run1: output_2 on even items
+    gold = [2, 2, 2, "tie", 2, 1, 2, 1]                   # run1's position, except s1 (base = output_2) and s3 (tie)
+    assert cal["kappa"] == pytest.approx(J.defined_kappa(judged, gold))
+    assert cal["labels_needed"] > 0 and any("more pairs" in line for line in logs)
+    assert (sweep / "scores" / "judge_calibration" / "calibration.json").is_file()
+    # run_judge now uses the task calibration, not the generic one
+    s = J.run_judge(scores, cfg, pairs=[("run1", "base")], backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
+    assert s["calibration"]["source"] == "task" and s["calibration"]["kappa"] == pytest.approx(cal["kappa"])
+    # a task calibration made for another task is not used for this sweep's judge while a generic one exists
+    (sweep / "sweep.json").write_text(json.dumps({"task": "other"}))
+    s = J.run_judge(scores, cfg, pairs=[], backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
+    assert s["calibration"]["source"] == "generic" and s["calibration"]["reliable"] is True
+    with pytest.raises(UserError, match="labels are for task 'demo'"):
+        J.calibrate(labels, cfg, sweep_dir=sweep, backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
 
 
 def test_run_judge_disabled_and_missing_scores(tmp_path):
@@ -631,15 +702,19 @@ def test_end_to_end_tiny_model_judge(tmp_path):
 
     assert s["judge_model"] == resolve_model(TINY_CFG).identity and len(s["pairwise"]) == 1
     for m in ("base", "fewshot", "run1"):
-        p = s["pointwise"][m]
-        assert p["n"] == 2 and p["missing"] + (0 if p["mean"] is None else 2) >= 2
+        assert s["pointwise"][m] == {"mean": None, "weighted_mean": None, "n": 2, "missing": 2}
     for p in s["pairwise"]:
-        assert p["n"] == 2 and p["wins"] + p["losses"] + p["ties"] + p["missing"] == 2
+        assert (p["n"], p["missing"], p["wins"] + p["losses"] + p["ties"]) == (2, 2, 0)
+        assert p["win_rate"] is None and p["lc_win_rate"] is None and p["length_explained"] is False
     assert s["cost"]["new"] > 0 and s["cost"]["completion_tokens"] > 0
     rows = list(read_jsonl(scores / "judge.jsonl"))
+    assert len(rows) == 3 * 2 + 2
     for r in rows:
-        if r["kind"] == "pointwise" and r["missing"]:
-            assert r["score"] is None and r["attempts"] == 2
+        if r["kind"] == "pointwise":
+            assert r["missing"] and r["score"] is None and r["attempts"] == 2 and r["error"]
+        else:  # both orders asked twice (retries=1), each with the reason it was not read
+            assert r["verdict"] is None and r["missing"]
+            assert all(r[o]["attempts"] == 2 and r[o]["error"] and len(r[o]["raw"]) == 2 for o in ("order_ab", "order_ba"))
     s2 = J.run_judge(scores, cfg, pairs=pairs, model_cfg=dict(TINY_CFG), log=lambda x: None)
     assert s2["cost"]["new"] == 0 and s2["cost"]["cached"] == s["cost"]["calls"]
     assert s2["pointwise"] == s["pointwise"]

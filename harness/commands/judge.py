@@ -1,8 +1,14 @@
 """`harness judge`: LLM-as-judge over a sweep, calibration against gold labels, rubric checks.
 
   harness judge run SWEEP_DIR [--judge conf/judge/x.yaml | judge=NAME] [judge.key=value ...]
-  harness judge calibrate --data FILE --out DIR [--judge ...] [--limit N] [judge.key=value ...]
+  harness judge calibrate --data LABELS --sweep SWEEP_DIR [--judge ...] [judge.key=value ...]   (task-specific)
+  harness judge calibrate --data FILE --out DIR [--judge ...] [--limit N] [judge.key=value ...]   (generic)
   harness judge rubrics [NAME|FILE ...]
+
+LABELS: the JSONL that report/review.html downloads (one {"id", "question", "output_1", "output_2",
+"label": 1|2|0, "task", ...} per line) or LLMBar's dataset.json. With --sweep, the calibration is written to
+SWEEP/scores/judge_calibration/ where `harness judge run` and the sweep find it (a task calibration beats
+the generic judge.calibration).
 """
 from __future__ import annotations
 
@@ -10,24 +16,27 @@ import argparse
 import json
 from pathlib import Path
 
+from harness.cli import ArgumentParser
 from harness.io import UserError
 
 USAGE = __doc__
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness judge", description="LLM-as-judge: run, calibrate, rubrics",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=USAGE)
-    sub = p.add_subparsers(dest="cmd")
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="harness judge", description="LLM-as-judge: run, calibrate, rubrics",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=USAGE)
+    sub = p.add_subparsers(dest="cmd", parser_class=ArgumentParser)
     r = sub.add_parser("run", aliases=["score"], help="judge a sweep's outputs (pointwise + pairwise)")
     r.add_argument("sweep_dir", help="sweeps/<name> (or its scores/ dir)")
     r.add_argument("--judge", default=None, help="conf/judge/<name>.yaml path or name (default: local)")
     r.add_argument("--pair", action="append", default=None, metavar="A:B",
                    help="a pair to compare (repeatable; default: every adapter vs base and vs fewshot)")
     r.add_argument("overrides", nargs="*", help="judge=NAME, judge.key=value ...")
-    c = sub.add_parser("calibrate", help="measure judge agreement with gold pairwise labels (LLMBar format)")
-    c.add_argument("--data", required=True, help="JSON array or JSONL of {input, output_1, output_2, label: 1|2}")
-    c.add_argument("--out", required=True, help="output dir (calibration.json, judge.jsonl, judge_summary.json)")
+    c = sub.add_parser("calibrate", help="measure judge agreement with human labels (review.html download or LLMBar)")
+    c.add_argument("--data", required=True, help="JSONL (or JSON array) of {id, question, output_1, output_2, label: 1|2|0}")
+    c.add_argument("--sweep", default=None, help="the sweep the labels are from: task-specific calibration, written to "
+                                                 "SWEEP/scores/judge_calibration/")
+    c.add_argument("--out", default=None, help="output dir (calibration.json, judge.jsonl, judge_summary.json)")
     c.add_argument("--judge", default=None, help="conf/judge/<name>.yaml path or name (default: local)")
     c.add_argument("--limit", type=int, default=None, help="use the first N items")
     c.add_argument("overrides", nargs="*", help="judge=NAME, judge.key=value ...")
@@ -55,7 +64,11 @@ def main(argv: list[str]) -> int:
     if args.cmd == "calibrate":
         if args.limit is not None and args.limit < 1:
             raise UserError(f"--limit must be >= 1 (got {args.limit})")
-        J.calibrate(args.data, cfg, args.out, limit=args.limit, log=print)
+        if args.out is None and args.sweep is None:
+            raise UserError("harness judge calibrate: give --sweep SWEEP_DIR (task-specific) or --out DIR (generic)")
+        if args.sweep is not None and not Path(args.sweep).is_dir():
+            raise UserError(f"{args.sweep}: --sweep: no such sweep directory")
+        J.calibrate(args.data, cfg, args.out, limit=args.limit, sweep_dir=args.sweep, log=print)
         return 0
     # run
     d = Path(args.sweep_dir)
@@ -71,7 +84,9 @@ def main(argv: list[str]) -> int:
             a, b = s.split(":", 1)
             pairs.append((a, b))
     cfg["enabled"] = True
-    summary = J.run_judge(scores, cfg, pairs=pairs, log=print)
-    print(f"wrote {scores / 'judge_summary.json'}")
+    try:
+        summary = J.run_judge(scores, cfg, pairs=pairs, log=print)
+    finally:
+        print(f"wrote {scores / 'judge_summary.json'}")
     print(json.dumps(summary["cost"], sort_keys=True))
     return 0
