@@ -181,7 +181,7 @@ def _make_run(root: Path, run_id: str, adapter_src: Path, task_yaml: Path, statu
     shutil.copytree(adapter_src, rd / "adapter")
     cfg = {"model": dict(TINY_CFG), "task": {"name": "t", "path": str(task_yaml)}, "lora": {"r": 4},
            "train": {"epochs": 1}, "backend": {"kind": "hf", "batch_size": 8, "device": "cpu"},
-           "eval": {"few_shot_k": 2, "few_shot_seed": 0, "probes": "default", "max_eval": None, "cache": False}}
+           "eval": {"few_shot_k": 2, "few_shot_seed": 0, "probes": "default", "max_eval": None}}
     (rd / "config.yaml").write_text(yaml.safe_dump(cfg))
     (rd / "status.json").write_text(json.dumps({"status": status, "error": None}))
     (rd / "manifest.json").write_text(json.dumps({"run_id": run_id}))
@@ -212,41 +212,40 @@ def test_end_to_end_hf_tiny(tmp_path, tiny_adapters, probe_file, capsys):
     outs = {m: [r["output"] for r in rows if r["model"] == m and r["split"] == "task"] for m in ("base", "a1", "a2")}
     assert outs["a1"] != outs["base"] or outs["a2"] != outs["base"]
     assert "skipping 1 incomplete" in capsys.readouterr().err
-    # re-run: instant, no backend built
-    import harness.backends.base as bb
+    # re-run: instant, no backend built (the spy sits where the evaluation path builds backends)
+    import harness.backends as hb
 
     called = []
-    orig = bb.make_backend
-    bb.make_backend = lambda *a, **k: called.append(1) or orig(*a, **k)
+    orig = hb.make_backend
+    hb.make_backend = lambda *a, **k: called.append(1) or orig(*a, **k)
     try:
         assert main(argv) == 0
+        assert called == [] and "skipped" in capsys.readouterr().out
+        assert main(argv + ["--force"]) == 0  # forced: re-scored from the generation cache, still no model load
+        assert called == [] and "written" in capsys.readouterr().out
     finally:
-        bb.make_backend = orig
-    assert called == [] and "skipped" in capsys.readouterr().out
+        hb.make_backend = orig
 
 
-def test_eval_run_dir_with_fake_backend(tmp_path, probe_file, monkeypatch, capsys):
+def test_eval_run_dir(tmp_path, probe_file, tiny_adapters, monkeypatch, capsys):
     """A single run dir: config.yaml drives task/model/backend; overrides apply; output in <run>/scores."""
-    import harness.backends.base as bb
+    import harness.backends as hb
     from harness.cli import main
 
-    task_yaml = write_task(tmp_path / "evalsets", n=4)
-    fake_adapter = tmp_path / "fake_adapter"
-    fake_adapter.mkdir()
-    (fake_adapter / "adapter_config.json").write_text("{}")
-    (fake_adapter / "adapter_model.safetensors").write_bytes(b"not really weights")
-    rd = _make_run(tmp_path, "a1", fake_adapter, task_yaml)
+    task_yaml = write_task(tmp_path / "evalsets", n=4, overrides={"generation": {"max_new_tokens": 4}})
+    rd = _make_run(tmp_path, "a1", tiny_adapters["a1"], task_yaml)
     seen = {}
+    orig = hb.make_backend
 
-    def fake_make_backend(cfg, spec):
-        seen["cfg"], seen["adapters"] = cfg, dict(spec.adapters)
-        return FakeBackend(keys=("base", "a1"))
+    def spy(cfg, spec):
+        seen["cfg"], seen["adapters"] = dict(cfg), dict(spec.adapters)
+        return orig(cfg, spec)
 
-    monkeypatch.setattr(bb, "make_backend", fake_make_backend)
+    monkeypatch.setattr(hb, "make_backend", spy)
     assert main(["eval", str(rd), f"eval.probes={probe_file}", "eval.max_eval=2", "eval.few_shot_k=0",
                  "backend.batch_size=3", "--no-progress"]) == 0
     s = read_json(rd / "scores" / "summary.json")
-    assert set(s["models"]) == {"base", "a1"} and s["models"]["a1"]["n"] == 2
+    assert set(s["models"]) == {"base", "a1"} and s["models"]["a1"]["n"] == 2 and s["n_probes"] == 3
     assert seen["cfg"]["batch_size"] == 3 and seen["adapters"] == {"a1": rd / "adapter"}
     assert "field_accuracy" in capsys.readouterr().out
 

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
 import yaml
 
 from harness.io import UserError, read_json
@@ -18,27 +15,49 @@ A sweep dir (with sweep.json): every complete run is scored; output in <sweep>/s
 A run dir (with config.yaml): that run's adapter; output in <run>/scores/.
 Settings come from the run's config.yaml (model, task, backend, eval); override with KEY=VALUE,
 e.g. eval.max_eval=20 eval.few_shot_k=0 eval.probes=null backend.batch_size=8 task.name=other.
-Re-running with unchanged inputs returns at once; generations are cached on disk (eval.cache)."""
+Re-running with unchanged inputs returns at once; generations are cached in the scores dir
+(scores/generations.jsonl, the same cache the sweep uses).
 
+A directory's config.yaml never enables remote code or passes server flags by itself: its
+model.trust_remote_code, backend.engine_kwargs and backend.extra_args are ignored (with a note)
+unless you give them on this command line."""
 
-def _set(cfg: dict, dotted: str, value: Any) -> None:
-    cur = cfg
-    parts = dotted.split(".")
-    for p in parts[:-1]:
-        if not isinstance(cur.get(p), dict):
-            cur[p] = {}
-        cur = cur[p]
-    cur[parts[-1]] = value
+# keys of a run/sweep snapshot that run code or pass flags to a server: only the current user may set them
+UNTRUSTED_KEYS = (("model", "trust_remote_code"), ("backend", "engine_kwargs"), ("backend", "extra_args"))
 
 
 def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
-    cfg = copy.deepcopy(cfg)
+    """KEY=VALUE overrides (Hydra/OmegaConf dotlist syntax; a leading + or ++ is accepted) on a config dict."""
+    from omegaconf import OmegaConf
+
+    items = []
     for o in overrides:
         if "=" not in o:
             raise UserError(f"expected KEY=VALUE override, got {o!r}")
-        k, v = o.split("=", 1)
-        _set(cfg, k.lstrip("+"), yaml.safe_load(v) if v != "" else None)
-    return cfg
+        items.append(o.lstrip("+"))
+    try:
+        merged = OmegaConf.merge(OmegaConf.create(cfg), OmegaConf.from_dotlist(items))
+        return OmegaConf.to_container(merged, resolve=False)
+    except Exception as exc:  # omegaconf's grammar errors
+        raise UserError(f"override: {exc}".replace("\n", " ")) from None
+
+
+def untrusted_snapshot(cfg: dict, overrides: list[str], source: Path) -> tuple[dict, list[str]]:
+    """The snapshot config without what only the current user may turn on (remote code, engine/server flags),
+    and one note per setting that the snapshot asked for and this command line did not give."""
+    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
+    cfg = json.loads(json.dumps(cfg))  # deep copy of plain data
+    notes = []
+    for section, key in UNTRUSTED_KEYS:
+        sec = cfg.get(section)
+        if not isinstance(sec, dict) or key not in sec:
+            continue
+        value = sec.pop(key)
+        if f"{section}.{key}" not in given and value not in (None, False, [], {}, ""):
+            notes.append(f"note: {source}/config.yaml asks for {section}.{key}={json.dumps(value)}; ignored "
+                         f"(a run or sweep directory never enables it by itself: pass {section}.{key}=... yourself "
+                         f"if you trust it)")
+    return cfg, notes
 
 
 def _read_cfg(run_dir: Path) -> dict:
@@ -48,7 +67,9 @@ def _read_cfg(run_dir: Path) -> dict:
     try:
         cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        raise UserError(f"{p}: invalid YAML ({exc})") from None
+        raise UserError(f"{p}: invalid YAML ({exc})".replace("\n", " ")) from None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{p}: expected a mapping of config sections")
     for k in ("model", "task"):
         if k not in cfg:
             raise UserError(f"{p}: {k}: missing")
@@ -56,7 +77,7 @@ def _read_cfg(run_dir: Path) -> dict:
 
 
 def resolve_target(path: Path) -> tuple[dict, dict[str, Path], Path]:
-    """(config, {run_id: adapter_dir}, scores dir) for a sweep dir or a run dir."""
+    """(config as stored, {run_id: adapter_dir}, scores dir) for a sweep dir or a run dir."""
     from harness.runs import load_run
 
     path = Path(path)
@@ -90,76 +111,64 @@ def resolve_target(path: Path) -> tuple[dict, dict[str, Path], Path]:
     raise UserError(f"{path}: neither a sweep dir (sweep.json) nor a run dir (config.yaml)")
 
 
-def run_eval(cfg: dict, adapters: dict[str, Path], out_dir: Path, *, progress: bool = True, force: bool = False) -> dict:
-    """Evaluate `adapters` under a run/sweep config dict; builds the backend only when needed."""
-    from harness.backends.base import BASE, ServeSpec, adapter_identity, make_backend
-    from harness.evaluate import evaluate
-    from harness.models import cache_root, resolve_model
-    from harness.tasks import load_task
+def load_target(path: Path, overrides: list[str], *, log=print) -> tuple[dict, dict[str, Path], Path]:
+    """resolve_target + the trust policy + the user's overrides: what eval/export/gate run on a directory."""
+    cfg, adapters, out_dir = resolve_target(Path(path))
+    cfg, notes = untrusted_snapshot(cfg, overrides, Path(path))
+    for n in notes:
+        log(n)
+    return apply_overrides(cfg, overrides), adapters, out_dir
 
+
+def task_ref(cfg: dict) -> str:
     tcfg = cfg.get("task") or {}
     if isinstance(tcfg, str):
-        tcfg = {"name": tcfg}
-    task = load_task(tcfg.get("path") or tcfg.get("name"))
-    ecfg = cfg.get("eval") or {}
-    bcfg = dict(cfg.get("backend") or {"kind": "hf"})
-    model_cfg = cfg["model"]
+        return tcfg
+    return str(tcfg.get("path") or tcfg.get("name"))
 
-    spec = resolve_model(model_cfg)
-    identities = {BASE: spec.identity}
-    identities.update({k: adapter_identity(spec.identity, p) for k, p in adapters.items()})
 
-    def factory():
-        b = make_backend(bcfg, ServeSpec(model_cfg, dict(adapters)))
-        if ecfg.get("cache", True):
-            from harness.backends.cache import CachedBackend
+def run_eval(cfg: dict, adapters: dict[str, Path], out_dir: Path, *, progress: bool = True, force: bool = False) -> dict:
+    """Evaluate `adapters` under a run/sweep config dict through the one evaluation path."""
+    from harness.evaluate import evaluate_models
 
-            b = CachedBackend(b, cache_root() / "completions" / f"{bcfg.get('kind', 'hf')}.jsonl")
-        return b
-
-    holder: dict = {}
-
-    def lazy():
-        holder["b"] = factory()
-        return holder["b"]
-
-    try:
-        return evaluate(out_dir, task, lazy, dict(adapters),
-                        few_shot_k=ecfg.get("few_shot_k"), few_shot_seed=ecfg.get("few_shot_seed"),
-                        probes=ecfg.get("probes", "default"), max_eval=ecfg.get("max_eval"),
-                        progress=progress, identities=identities, force=force)
-    finally:
-        if "b" in holder:
-            holder["b"].close()
+    return evaluate_models(out_dir, task_ref(cfg), cfg["model"], dict(cfg.get("backend") or {"kind": "hf"}),
+                           dict(adapters), eval_cfg=cfg.get("eval") or {}, force=force, quiet=not progress)
 
 
 def format_summary(summary: dict) -> str:
     pm = summary["primary_metric"]
     lines = [f"task {summary['task']} v{summary['task_version']}  primary: {pm}  "
              f"(eval n={summary.get('n_eval')}, probes n={summary.get('n_probes')})",
-             f"{'model':<28} {pm:>14} {'form':>6} {'knowl':>6} {'probes':>7}"]
+             f"{'model':<28} {pm:>14} {'form':>6} {'knowl':>6} {'probes':>7} {'errors':>6}"]
 
     def f(x):
         return "   -  " if x is None else f"{x:6.3f}"
 
     for name, m in summary["models"].items():
         lines.append(f"{name:<28} {f(m['metrics'].get(pm)):>14} {f(m['knowledge']['form'])} "
-                     f"{f(m['knowledge']['knowledge'])} {f(m['probes'].get('all')):>7}")
+                     f"{f(m['knowledge']['knowledge'])} {f(m['probes'].get('all')):>7} {m.get('errors', 0):>6}")
+    for run_id, reason in (summary.get("not_learned_reasons") or {}).items():
+        lines.append(f"{run_id:<28} did not learn: {reason}")
+    if summary.get("errors"):
+        lines.append(f"{summary['errors']} request(s) failed in the backend: counted as errors, not scored; "
+                     "re-run to retry them")
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="harness eval", description=DESCRIPTION,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from harness.cli import ArgumentParser
+
+    ap = ArgumentParser(prog="harness eval", description=DESCRIPTION,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("target", help="a sweep dir (sweep.json) or a run dir (config.yaml)")
     ap.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides (eval.max_eval=20, backend.batch_size=8)")
     ap.add_argument("--force", action="store_true", help="re-score even when the inputs are unchanged")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # KEY=VALUE overrides may come after the flags too
 
-    cfg, adapters, out_dir = resolve_target(Path(args.target))
-    cfg = apply_overrides(cfg, args.overrides)
+    cfg, adapters, out_dir = load_target(Path(args.target), args.overrides,
+                                         log=lambda m: print(m, file=sys.stderr))
     summary = run_eval(cfg, adapters, out_dir, progress=not args.no_progress, force=args.force)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -167,4 +176,4 @@ def main(argv: list[str]) -> int:
         print(format_summary(summary))
         state = "up to date (skipped)" if summary.get("skipped") else "written"
         print(f"{out_dir / 'scores.jsonl'}, {out_dir / 'summary.json'}: {state}")
-    return 0
+    return 1 if summary.get("errors") else 0
