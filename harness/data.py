@@ -320,16 +320,17 @@ def read_examples(path: str | Path) -> tuple[list[Example], list[Problem]]:
 
 
 def load_examples(path: str | Path) -> list[Example]:
-    """Like read_examples, but raises UserError (exit 1) listing the first errors if there are any."""
+    """Like read_examples, but bad input is a UserError (exit 2) naming the first error's FILE:LINE; a file
+    with no usable examples is an error too."""
     if not Path(path).is_file():
         raise UserError(f"{path}: file not found")
     examples, problems = read_examples(path)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        shown = "\n".join(str(p) for p in errors[:10])
-        more = f"\n... and {len(errors) - 10} more errors" if len(errors) > 10 else ""
-        raise UserError(f"{len(errors)} error(s) in {path} (run `harness data check {path}`):\n{shown}{more}",
-                        exit_code=1)
+        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+        raise UserError(f"{errors[0]}{more}; run `harness data check {path}` for all of them")
+    if not examples:
+        raise UserError(f"{path}:1: error: no examples (the file is empty)")
     return examples
 
 
@@ -503,27 +504,13 @@ def percentile(values: Sequence[int], q: float) -> int:
     return int(s[i])
 
 
-def load_model_cfg(name: str) -> dict | None:
-    """conf/model/<name>.yaml as a dict (None for 'none'); a path to a YAML file also works."""
-    if name in (None, "", "none"):
-        return None
-    import yaml
-
-    p = Path(name)
-    if not (p.suffix in (".yaml", ".yml") and p.is_file()):
-        p = Path(__file__).resolve().parents[1] / "conf" / "model" / f"{name}.yaml"
-    if not p.is_file():
-        raise UserError(f"unknown model {name!r}: no {p} (use tiny_random, smollm2_135m, none or a YAML path)")
-    cfg = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(cfg, dict):
-        raise UserError(f"{p}: expected a mapping")
-    return cfg
-
-
 def load_tokenizer_for(name: str) -> tuple[Any, int] | tuple[None, None]:
-    cfg = load_model_cfg(name)
-    if cfg is None:
+    """The tokenizer and max length of a conf/model name or YAML path; (None, None) for 'none'."""
+    if name in (None, "", "none"):
         return None, None
+    from harness.config import resolve_model_cfg
+
+    cfg = resolve_model_cfg(name)
     from harness.models import load_tokenizer, resolve_model
 
     spec = resolve_model(cfg)
@@ -634,6 +621,18 @@ def _format_consistency(rep: FileReport, r: _Reader) -> None:
                         r.add(ln, "warning", f"target JSON keys {list(keys)} differ from the usual {list(top)}")
 
 
+def _unique_eval_ids(r: _Reader) -> None:
+    """Eval scores are paired by sample id: a repeated id (given, or derived from identical content) is an error."""
+    r.problems = [p for p in r.problems if not p.message.startswith("duplicate id ")]
+    first: dict[str, int] = {}
+    for ex in r.examples:
+        if ex.id in first:
+            r.add(ex.line, "error", f"duplicate sample id {ex.id!r} (first at line {first[ex.id]}): eval items are "
+                                    "paired by id, give each item its own id")
+        else:
+            first[ex.id] = ex.line
+
+
 def check_files(
     train: str | Path,
     eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI flag
@@ -655,6 +654,11 @@ def check_files(
         if path is None:
             continue
         r = _read(path)
+        if not r.examples and not any(p.line == 0 for p in r.problems):
+            r.add(1, "error", "no usable examples" + (" (the file is empty)" if not r.n_records
+                                                      else ": every record has an error"))
+        if role == "eval":
+            _unique_eval_ids(r)
         rep = FileReport(str(path), role, r.majority, dict(r.formats), r.n_lines, r.n_records, len(r.examples))
         # Tokens.
         if tokenizer is not None and r.examples:

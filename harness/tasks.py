@@ -12,6 +12,7 @@
     primary_metric: field_accuracy
     few_shot: {k: 3, seed: 0}
     knowledge_field: knowledge                                     # meta key marking knowledge-needing eval items
+    target: 0.9                                                    # optional: the primary metric's acceptance level
 
 Every validation error names the file, line and key, e.g.
 "evalsets/x/task.yaml:14: metrics[2].name: unknown metric 'foo' (known: ...)".
@@ -24,16 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import harness
 from harness.backends.base import GenParams
+from harness.config import repo_root
 from harness.example import Example
-from harness.io import UserError, sha256_file
+from harness.io import UserError, check_safe_name, key_str, load_yaml_with_lines, sha256_file
 from harness.metrics import METRICS, metric_outputs, validate_spec
 
 TASK_FILE = "task.yaml"
 REQUIRED = ("name", "data", "metrics", "primary_metric")
 KNOWN = REQUIRED + ("version", "description", "system_prompt", "prompt_template", "generation", "json_schema",
-                    "few_shot", "knowledge_field", "tags")
+                    "few_shot", "knowledge_field", "tags", "target")
 SPLITS = ("train", "val", "eval")
 
 
@@ -54,6 +55,7 @@ class Task:
     few_shot_k: int = 3
     few_shot_seed: int = 0
     knowledge_field: str = "knowledge"
+    target: float | None = None  # acceptance level for the primary metric (None: judge relative gains only)
     raw: dict = field(default_factory=dict)
 
     @property
@@ -70,7 +72,12 @@ class Task:
         p = self.data.get(split)
         if p is None:
             return []
-        return load_examples(p)
+        examples = load_examples(p)
+        if not examples:
+            raise UserError(f"{_display(p)}: the {split} split has no examples")
+        if split != "train":
+            check_unique_ids(examples, split)
+        return examples
 
     def metric_names(self) -> list[str]:
         out: list[str] = []
@@ -86,49 +93,36 @@ class Task:
         files = {s: sha256_file(p) if p else None for s, p in self.data.items()}
         if self.json_schema_path:
             files["json_schema"] = sha256_file(self.json_schema_path)
-        return {"name": self.name, "version": self.version, "config": self.raw, "files": files}
+        config = {k: v for k, v in self.raw.items() if k != "target"}  # the target judges scores, it does not change them
+        return {"name": self.name, "version": self.version, "config": config, "files": files}
 
 
 # --------------------------------------------------------------------------- data reading
 
 
 def load_examples(path: str | os.PathLike) -> list[Example]:
-    """Read a split with harness.data.load_examples when available, else a minimal chat-JSONL reader."""
-    try:
-        from harness.data import load_examples as _load  # type: ignore
-    except ImportError:
-        _load = None
-    if _load is not None:
-        return list(_load(Path(path)))
-    return _read_messages_jsonl(Path(path))
+    """Read a split with THE data reader (any supported format; errors name FILE:LINE)."""
+    from harness.data import load_examples as read_split
+
+    return read_split(Path(path))
 
 
-def _read_messages_jsonl(path: Path) -> list[Example]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{i}: invalid JSON ({exc.msg})") from None
-            msgs = rec.get("messages") if isinstance(rec, dict) else None
-            if not isinstance(msgs, list) or not msgs or not all(
-                    isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                    and isinstance(m.get("content"), str) for m in msgs):
-                raise UserError(f"{path}:{i}: expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}")
-            meta = {k: v for k, v in rec.items() if k not in ("messages", "id")}
-            out.append(Example(tuple(dict(role=m["role"], content=m["content"]) for m in msgs),
-                               id=str(rec.get("id") or ""), source=str(path), line=i, meta=meta))
-    return out
+def check_unique_ids(examples: list[Example], split: str) -> None:
+    """Scores are paired by sample id: two eval/val items with one id would silently collapse."""
+    first: dict[str, Example] = {}
+    for ex in examples:
+        prev = first.setdefault(ex.id, ex)
+        if prev is not ex:
+            raise UserError(f"{ex.source}:{ex.line}: duplicate sample id {ex.id!r} in the {split} split (first at "
+                            f"line {prev.line}; items without an id get one from their content); paired "
+                            "comparisons need one item per id")
 
 
 # --------------------------------------------------------------------------- locating tasks
 
 
 def default_search_dirs() -> list[Path]:
-    dirs = [Path(harness.__file__).resolve().parents[1] / "evalsets", Path.cwd() / "evalsets"]
+    dirs = [repo_root() / "evalsets", Path.cwd() / "evalsets"]
     out: list[Path] = []
     for d in dirs:
         if d.resolve() not in [x.resolve() for x in out]:
@@ -175,46 +169,6 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-class _Lines:
-    """Line numbers of keys in a YAML file (best effort) so errors point at the right line."""
-
-    def __init__(self, text: str):
-        import yaml
-
-        self.lines: dict[tuple, int] = {}
-        try:
-            node = yaml.compose(text)
-        except Exception:
-            node = None
-        if node is not None:
-            self._walk(node, ())
-
-    def _walk(self, node: Any, path: tuple) -> None:
-        import yaml
-
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                key = path + (k.value,)
-                self.lines[key] = k.start_mark.line + 1
-                self._walk(v, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                self._walk(v, path + (i,))
-
-    def get(self, path: tuple) -> int:
-        while path and path not in self.lines:
-            path = path[:-1]
-        return self.lines.get(path, 1)
-
-
-def _keystr(path: tuple) -> str:
-    s = ""
-    for p in path:
-        s += f"[{p}]" if isinstance(p, int) else (("." if s else "") + str(p))
-    return s
-
-
 def load_task(name_or_path: str | os.PathLike, search_dirs: list[Path] | None = None) -> Task:
     """Load and validate a task by name (evalsets/<name>/task.yaml) or by path to a yaml / task folder."""
     path = find_task_file(name_or_path, search_dirs)
@@ -222,22 +176,13 @@ def load_task(name_or_path: str | os.PathLike, search_dirs: list[Path] | None = 
 
 
 def _parse(path: Path) -> Task:
-    import yaml
-
     disp = _display(path)
-    text = path.read_text(encoding="utf-8")
-    lines = _Lines(text)
+    raw, lines = load_yaml_with_lines(path, disp)
 
     def fail(keypath: tuple, msg: str):
-        key = _keystr(keypath)
+        key = key_str(keypath)
         raise UserError(f"{disp}:{lines.get(keypath)}: {key + ': ' if key else ''}{msg}")
 
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise UserError(f"{disp}:{line}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
     if not isinstance(raw, dict):
         fail((), "expected a mapping of task settings")
     for k in raw:
@@ -250,6 +195,7 @@ def _parse(path: Path) -> Task:
     name = raw["name"]
     if not isinstance(name, str):
         fail(("name",), "must be a string")
+    check_safe_name(name, f"{disp}:{lines.get(('name',))}: name")  # it becomes a directory name and a model key
 
     # data
     data_raw = raw["data"]
@@ -354,13 +300,19 @@ def _parse(path: Path) -> Task:
     if not isinstance(seed, int) or isinstance(seed, bool):
         fail(("few_shot", "seed"), "must be an integer")
 
+    target = raw.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                               or not 0.0 <= float(target) <= 1.0):
+        fail(("target",), f"must be a number in [0, 1] (the primary metric's acceptance level), got {target!r}")
+
     version = raw.get("version", 0)
     return Task(
         name=name, version=str(version), path=path, data=data, metrics=metrics, primary_metric=primary,
         description=(raw.get("description") or "").strip(), system_prompt=raw.get("system_prompt"),
         prompt_template=template, gen=gen, json_schema=schema, json_schema_path=schema_path,
         few_shot_k=k, few_shot_seed=seed,
-        knowledge_field=raw.get("knowledge_field", "knowledge") or "", raw=raw,
+        knowledge_field=raw.get("knowledge_field", "knowledge") or "",
+        target=None if target is None else float(target), raw=raw,
     )
 
 

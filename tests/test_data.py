@@ -179,8 +179,34 @@ def test_load_examples_raises_user_error(tmp_path):
     path = write_lines(tmp_path / "t.jsonl", [msgs("q", "a"), "{oops"])
     with pytest.raises(UserError) as ei:
         load_examples(path)
-    assert f"{path}:2: error: bad JSON" in str(ei.value) and ei.value.exit_code == 1
+    assert str(ei.value).startswith(f"{path}:2: error: bad JSON") and ei.value.exit_code == 2
+    assert "\n" not in str(ei.value)  # one line on stderr
     assert len(load_examples(write_lines(tmp_path / "ok.jsonl", [msgs("q", "a")]))) == 1
+    (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"empty\.jsonl:1: error: no examples"):
+        load_examples(tmp_path / "empty.jsonl")
+
+
+def test_empty_file_or_no_usable_examples_fails_data_check(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    rep = check_files(empty)
+    assert rep.exit_code == 1 and "no usable examples (the file is empty)" in str(rep.errors[0])
+    junk = write_lines(tmp_path / "junk.jsonl", ["{oops", '{"text": "no known format"}'])
+    rep = check_files(junk)
+    assert rep.files[0].examples == 0 and any("every record has an error" in p.message for p in rep.errors)
+
+
+def test_duplicate_ids_in_an_eval_set_are_errors_in_train_warnings(tmp_path):
+    rows = [{"id": "a", **msgs("q1", "x")}, {"id": "b", **msgs("q2", "y")}, {"id": "a", **msgs("q3", "z")}]
+    path = write_lines(tmp_path / "ev.jsonl", rows + [msgs("same", "s"), msgs("same", "s")])
+    train = write_lines(tmp_path / "tr.jsonl", [msgs(f"train question {i}", "t") for i in range(3)])
+    rep = check_files(train, path)
+    errs = [str(p) for p in rep.errors]
+    assert any(e.startswith(f"{path}:3: error: duplicate sample id 'a' (first at line 1)") for e in errs), errs
+    assert any(e.startswith(f"{path}:5: error: duplicate sample id") for e in errs), errs
+    rep = check_files(path)  # as a training file, a repeated id is only a warning
+    assert not rep.errors and any("duplicate id 'a'" in p.message for p in rep.warnings)
 
 
 def test_problem_str():

@@ -18,14 +18,11 @@ from typing import Any
 from harness.io import UserError, write_json
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # never sys.exit from inside harness.cli.main
-        raise UserError(f"{self.prog}: {message}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="harness data", description="Validate and clean training/eval data.")
-    sub = p.add_subparsers(dest="action", metavar="{check,prepare}", parser_class=_Parser)
+    from harness.cli import ArgumentParser
+
+    p = ArgumentParser(prog="harness data", description="Validate and clean training/eval data.")
+    sub = p.add_subparsers(dest="action", metavar="{check,prepare}", parser_class=ArgumentParser)
 
     def common(sp, default_model: str) -> None:
         sp.add_argument("train", help="training JSONL (messages, ShareGPT, Alpaca or prompt/completion)")
@@ -56,22 +53,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _task_prompts(task: str | None) -> tuple[str | None, str]:
+    """The task's system prompt and template (read by THE task reader, tasks.load_task)."""
     if not task:
         return None, "{prompt}"
-    import yaml
+    from harness.tasks import load_task
 
-    p = Path(task)
-    if p.is_dir():
-        p = p / "task.yaml"
-    if not p.is_file():
-        p = Path(__file__).resolve().parents[2] / "evalsets" / task / "task.yaml"
-    if not p.is_file():
-        raise UserError(f"task {task!r} not found (evalsets/{task}/task.yaml or a path to a task.yaml)")
-    try:
-        cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: invalid YAML: {exc}") from None
-    return cfg.get("system_prompt") or None, cfg.get("prompt_template") or "{prompt}"
+    t = load_task(task)
+    return t.system_prompt or None, t.prompt_template
 
 
 def _files_exist(*paths: str | None) -> None:
