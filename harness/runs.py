@@ -3,7 +3,7 @@
 <run_dir>/
   config.yaml     resolved config (secrets redacted)
   manifest.json   run_id, base model id+hash, data hashes, package versions, git commit, seed, device
-  status.json     {"status": "running"|"complete"|"failed", "error": str|None}
+  status.json     {"status": "running"|"complete"|"pruned"|"failed"|"interrupted", "error": str|None}
   metrics.json    best_val_loss, best_step, train_time_s, tokens_per_s, peak_mem_mb, trainable_params, adapter_bytes, ...
   curves.json     {"train": [{"step", "loss"}], "val": [{"step", "loss"}]}
   curves.png
@@ -52,6 +52,34 @@ def write_status(run_dir: Path, status: str, error: str | None = None, **extra: 
     write_json(Path(run_dir) / STATUS, {"status": status, "error": error, **extra})
 
 
+_SHORT = {"lora.r": "r", "lora.alpha": "a", "train.lr": "lr", "train.epochs": "e", "lora.dropout": "do",
+          "seed": "s", "train.batch_size": "bs", "lora.target_modules": "tm"}
+
+
+def display_name(hparams: dict[str, Any], keys: list[str] | None = None) -> str:
+    """A person-readable adapter name from its hyperparameters, e.g. `r16-lr2e-4-e2`.
+
+    `keys` limits the name to the axes that vary in a sweep (so two runs differ in their names);
+    alpha is left out when it is the default 2r. Run ids (hashes) stay the machine keys."""
+    keys = list(hparams) if keys is None else [k for k in keys if k in hparams]
+    parts = []
+    for k in keys:
+        v = hparams[k]
+        if k == "lora.alpha" and "lora.r" in hparams and v == 2 * hparams["lora.r"]:
+            continue
+        short = _SHORT.get(k, k.rsplit(".", 1)[-1])
+        if isinstance(v, float):
+            if v and (abs(v) < 1e-2 or abs(v) >= 1e4):
+                mant, exp = f"{v:.2e}".split("e")
+                txt = f"{mant.rstrip('0').rstrip('.')}e{int(exp)}"
+            else:
+                txt = f"{v:g}"
+        else:
+            txt = str(v)
+        parts.append(f"{short}{txt}")
+    return "-".join(parts) or "adapter"
+
+
 def load_run(run_dir: str | Path) -> RunInfo:
     import yaml
 
@@ -61,7 +89,3 @@ def load_run(run_dir: str | Path) -> RunInfo:
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     return RunInfo(run_dir, manifest.get("run_id", run_dir.name), st.get("status", "missing"), metrics, manifest, cfg or {}, st.get("error"))
-
-
-def is_complete(run_dir: str | Path) -> bool:
-    return load_run(run_dir).complete
