@@ -145,9 +145,29 @@ def test_invalid_yaml(tmp_path):
 
 def test_bad_data_line(tmp_path):
     p = write_task(tmp_path)
-    (p.parent / "eval.jsonl").write_text('{"messages": [{"role": "user", "content": "x"}]}\nnot json\n')
-    with pytest.raises(UserError, match=r"eval.jsonl:2"):
+    (p.parent / "eval.jsonl").write_text('{"messages": [{"role": "user", "content": "x"}, '
+                                         '{"role": "assistant", "content": "y"}]}\nnot json\n')
+    with pytest.raises(UserError, match=r"eval.jsonl:2: error: bad JSON") as ei:
         load_task(p).load_split("eval")
+    assert ei.value.exit_code == 2 and "\n" not in str(ei.value)
+
+
+def test_empty_split_and_duplicate_eval_ids_are_errors(tmp_path):
+    p = write_task(tmp_path)
+    row = '{"id": "%s", "messages": [{"role": "user", "content": "%s"}, {"role": "assistant", "content": "y"}]}\n'
+    (p.parent / "eval.jsonl").write_text(row % ("a", "q1") + row % ("b", "q2") + row % ("a", "q3"))
+    with pytest.raises(UserError, match=r"eval.jsonl:3: duplicate sample id 'a' in the eval split \(first at line 1"):
+        load_task(p).load_split("eval")
+    (p.parent / "eval.jsonl").write_text("")
+    with pytest.raises(UserError, match=r"eval.jsonl:1: error: no examples"):
+        load_task(p).load_split("eval")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "x=y", ""])
+def test_unsafe_task_names_are_refused_with_file_and_line(tmp_path, name):
+    p = write_task(tmp_path, overrides={"name": name})
+    with pytest.raises(UserError, match=r"task.yaml:1: name"):
+        load_task(p)
 
 
 # ----------------------------------------------------------------------------- few-shot
