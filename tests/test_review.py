@@ -43,7 +43,7 @@ def test_written_where_the_report_links_it(sweep, page):
     path, _, data = page
     assert path == sweep / "report" / "review.html"
     assert data["primary"] == "all_fields_correct" and data["metrics"][0] == "all_fields_correct"
-    assert data["chosen"] == CHOSEN
+    assert data["chosen"] == CHOSEN and data["adapter"] == CHOSEN
     # baselines first, then the chosen adapter, then the other adapters; the failed run has no outputs
     assert [m["key"] for m in data["models"]] == ["base", "fewshot", CHOSEN, "r4-lr0.0002", "r4-lr0.001"]
 
@@ -171,9 +171,10 @@ def test_names_from_sweep_and_given_names(sweep, page):
     assert given["primary"] == "field_f1" and given["discordant"][f"{CHOSEN}|base"]["binary"] is False
 
 
-def test_chosen_none_picks_an_adapter(sweep):
-    data = review_data(sweep, chosen=None, primary=None)
-    assert data["chosen"] in data["adapters"]
+def test_without_a_chosen_adapter_the_first_is_compared_and_none_is_marked(sweep):
+    for chosen in (None, "r8-lr0.001"):  # r8-lr0.001 failed: it has no outputs
+        data = review_data(sweep, chosen=chosen, primary=None)
+        assert data["chosen"] is None and data["adapter"] == data["adapters"][0]
 
 
 def test_blind_order_is_fixed_and_shuffled(page):
@@ -222,3 +223,24 @@ def test_large_sweep_stays_a_sane_size(tmp_path):
     outputs = sum(len(o["text"]) for it in data["items"] for o in it["outputs"].values())
     assert path.stat().st_size < 1.6 * outputs + 200_000, (path.stat().st_size, outputs)
     assert len({m["name"] for m in data["models"]}) == 14
+
+
+def test_counts_equal_what_the_report_shows(tmp_path):
+    """The report writes review.html next to report.html, for the adapter its decision chose, and each discordant
+    count on the page is the report's own a_only / b_only (McNemar's b10 / b01) for that pair."""
+    from harness.report import write_report
+
+    sweep = write_review_sweep(tmp_path)
+    res = write_report(sweep, plots=False)
+    assert res["review_html"] == sweep / "report" / "review.html"
+    data = _embedded(res["review_html"].read_text(encoding="utf-8"))
+    assert data["chosen"] == res["decision"].chosen
+    comparisons = json.loads((sweep / "report" / "analysis.json").read_text())["comparisons"]
+    checked = 0
+    for b in data["baselines"]:
+        for a in data["adapters"]:
+            c = comparisons[b][a][data["primary"]]
+            shown = data["discordant"][f"{a}|{b}"]
+            assert (shown["b10"], shown["b01"], shown["n"]) == (c["a_only"], c["b_only"], c["n"]), (a, b)
+            checked += 1
+    assert checked == 6

@@ -178,6 +178,15 @@ def test_search_sort_and_judge_filter(sweep, page_path, browser):
     gap = {sid: abs(len(scores[(CHOSEN, sid)]["output"]) - len(scores[("fewshot", sid)]["output"]))
            for m, sid in scores if m == CHOSEN}
     assert gap[first] == max(gap.values())
+    # another baseline: the counts follow (McNemar vs base)
+    page.eval("(() => { const s = document.getElementById('baseline'); s.value = 'base';"
+              " s.dispatchEvent(new Event('change')); })()")
+    ids = sorted(sid for m, sid in scores if m == CHOSEN)
+    mc = mcnemar([scores[(CHOSEN, s)]["metrics"]["all_fields_correct"] for s in ids],
+                 [scores[("base", s)]["metrics"]["all_fields_correct"] for s in ids])
+    assert int(page.eval("document.getElementById('disc-b10').textContent")) == mc["b10"]
+    assert int(page.eval("document.getElementById('disc-b01').textContent")) == mc["b01"]
+    assert page.eval("document.querySelector('#f-disc .n').textContent") == f"({mc['b10'] + mc['b01']})"
     assert _problems(browser) == []
 
 

@@ -36,7 +36,8 @@ def write_review(sweep_dir: Path, *, chosen: str | None, primary: str | None, na
                  out_path: Path | None = None) -> Path:
     """Write SWEEP/report/review.html (or out_path) and return its path.
 
-    chosen: the adapter the decision picked (None: the first adapter; the page can switch adapters).
+    chosen: the adapter the decision picked, marked and compared first (None or unscored: the first adapter is
+        compared, none is marked); the page can switch to any adapter and either baseline.
     primary: the primary metric (None: summary.json's primary_metric, else the first metric).
     names: run_id -> person-readable name (None: sweep.json's names, else runs.display_name over the swept axes).
     """
@@ -207,7 +208,7 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
         primary = metrics[0] if metrics else None
     if primary is not None:
         metrics = [primary] + [m for m in metrics if m != primary]
-    chosen = chosen if chosen in adapters else (adapters[0] if adapters else None)
+    chosen = chosen if chosen in adapters else None
 
     run_names = adapter_names(meta, names)
     model_info = [{"key": m, "name": BASELINE_NAMES.get(m) or run_names.get(m, m),
@@ -265,6 +266,7 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
         })
     return {
         "sweep": sweep_name, "task": task, "primary": primary, "metrics": metrics, "chosen": chosen,
+        "adapter": chosen or (adapters[0] if adapters else None),  # the one compared with a baseline at first
         "models": model_info, "adapters": adapters, "baselines": baselines,
         "discordant": {k: {kk: vv for kk, vv in d.items() if kk != "items"} for k, d in disc.items()},
         "judge_ran": bool(judge_pair or judge_point),

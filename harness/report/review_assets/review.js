@@ -23,7 +23,7 @@
   }
 
   var state = {
-    adapter: D.chosen,
+    adapter: D.adapter,
     baseline: D.baselines.indexOf("fewshot") >= 0 ? "fewshot" : (D.baselines[0] || null),
     filters: { disc: false, fail: false, err: false, know: false, judge: false, unlab: false },
     search: "", sort: "order", diff: "reference", pairOnly: false, page: 0,
@@ -346,28 +346,39 @@
       $("f-" + f).querySelector(".n").textContent = "(" + D.items.filter(TESTS[f]).length + ")";
     });
   }
-  function refresh() { renderCounts(); showStore(); if (state.mode === "label") renderLabeller(); else renderList(); }
+  function refresh() {   // a change of pair or filters ends labelling: the queue was built for the old ones
+    if (state.mode === "label") { leaveLabel(); return; }
+    renderCounts(); showStore(); renderList();
+  }
 
   // ------------------------------------------------------------------ label view (blind A/B)
+  function labelable(it) {  // both outputs present and not failed requests: a label says which TEXT is better
+    var a = it.outputs[state.adapter], b = it.outputs[state.baseline];
+    return !!(a && b && !a.error && !b.error);
+  }
   function enterLabel() {
     if (!state.adapter || !state.baseline) { flash("labelling needs an adapter and a baseline"); return; }
-    var vis = visible();
-    if (!vis.length) { flash("no items to label with these filters"); return; }
+    var vis = visible(), queue = vis.filter(function (i) { return labelable(D.items[i]); });
+    if (!queue.length) { flash("no items to label with these filters"); return; }
     state.mode = "label";
-    state.queue = vis;   // frozen: labelling does not reshuffle the list under the person
+    state.queue = queue;   // frozen: labelling does not reshuffle the list under the person
+    state.skipped = vis.length - queue.length;
     state.cursor = 0;
     $("list").hidden = true; document.querySelector(".pager").hidden = true; $("labeller").hidden = false;
+    $("label-mode").textContent = "Back to the list (Esc)";
     renderLabeller();
   }
   function leaveLabel() {
     state.mode = "browse";
     $("list").hidden = false; document.querySelector(".pager").hidden = false; $("labeller").hidden = true;
+    $("label-mode").textContent = "Label these items (L)";
     refresh();
   }
   function renderLabeller() {
     var it = D.items[state.queue[state.cursor]], box = $("lab-item"), pair = shownPair(it), lab = labelOf(it);
     var done = state.queue.filter(function (i) { return hasContent(labelOf(D.items[i])); }).length;
-    $("lab-pos").textContent = "Item " + (state.cursor + 1) + " of " + state.queue.length + " (" + done + " labelled here, " + nLabels() + " in all) \u00b7 " + it.id + (it.knowledge ? " \u00b7 knowledge item" : "");
+    $("lab-pos").textContent = "Item " + (state.cursor + 1) + " of " + state.queue.length + " (" + done + " labelled here, " + nLabels() + " in all) \u00b7 " + it.id + (it.knowledge ? " \u00b7 knowledge item" : "") +
+      (state.skipped ? " \u00b7 " + state.skipped + " shown item(s) left out: an output is missing or its request failed" : "");
     box.textContent = "";
     box.dataset.id = it.id;
     box.appendChild(el("div", "label", "prompt"));
@@ -435,8 +446,8 @@
       state.page = 0; refresh();
     });
   });
-  $("search").addEventListener("input", function (e) { state.search = e.target.value; state.page = 0; if (state.mode === "browse") renderList(); });
-  $("sort").addEventListener("change", function (e) { state.sort = e.target.value; state.page = 0; if (state.mode === "browse") renderList(); });
+  $("search").addEventListener("input", function (e) { state.search = e.target.value; state.page = 0; refresh(); });
+  $("sort").addEventListener("change", function (e) { state.sort = e.target.value; state.page = 0; refresh(); });
   $("diff").addEventListener("change", function (e) { state.diff = e.target.value; if (state.mode === "browse") renderList(); });
   $("pair-only").addEventListener("change", function (e) { state.pairOnly = e.target.checked; if (state.mode === "browse") renderList(); });
   $("prev").addEventListener("click", function () { state.page--; renderList(); window.scrollTo(0, 0); });
