@@ -128,14 +128,6 @@ def regex_match(output: str, *, pattern: str, flags: str | Sequence[str] | int |
 _NUM_RX = re.compile(r"[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-−]?\.\d+")
 
 
-def parse_number(text: str) -> float | None:
-    """The number in a short string: '1,234' -> 1234, '$5' -> 5, '-3.5' -> -3.5, '−2' -> -2."""
-    m = _NUM_RX.findall(text or "")
-    if not m:
-        return None
-    return _to_float(m[-1])
-
-
 def _to_float(tok: str) -> float | None:
     tok = tok.replace("−", "-").replace("$", "").replace(",", "").replace(" ", "")
     try:
@@ -191,11 +183,38 @@ _FENCE_RX = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n?(.*?)\n?[ \t]*```", 
 _DECODER = json.JSONDecoder()
 
 
+MAX_JSON_DEPTH = 100  # deeper outputs are invalid JSON (Python's parser would recurse out, and slowly)
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when [ / { outside JSON strings nest deeper than `limit` anywhere in `text` (one linear scan)."""
+    depth, in_str, escaped = 0, False, False
+    for ch in text:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return False
+
+
 def extract_json(output: str) -> JsonParse:
     """Parse a model's JSON answer; see the module docstring for the rules."""
     text = (output or "").strip().lstrip("\ufeff")
     if not text:
         return JsonParse(error="empty output")
+    if json_depth_exceeds(text):
+        return JsonParse(error=f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels")
     res = JsonParse()
     m = _FENCE_RX.search(text)
     if m and (m.group(1) == "" or m.group(1).lower() in ("json", "jsonc", "json5")):

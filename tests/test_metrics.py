@@ -353,3 +353,21 @@ def test_validate_spec_ok_and_outputs():
 
 def test_mean_values_skips_none():
     assert M.mean_values([{"a": 1.0, "b": None}, {"a": 0.0, "b": None}]) == {"a": 0.5, "b": None}
+
+
+@pytest.mark.parametrize("output", ["[" * 5000, "[" * 5000 + "]" * 5000, '{"a": ' + "[" * 3000 + "]" * 3000 + "}",
+                                    "```json\n" + "{" * 4000 + "\n```"], ids=["open", "closed", "in-field", "fenced"])
+def test_deeply_nested_json_output_scores_as_invalid_json_not_none(output):
+    """No RecursionError and no None (which would silently drop the item from paired comparisons)."""
+    specs = [{"name": "json_valid"}, {"name": "schema_valid"}, {"name": "field_accuracy", "fields": ["a"]},
+             {"name": "all_fields_correct"}]
+    values, details = M.score_sample(output, '{"a": 1}', specs, schema={"type": "object"})
+    assert values["json_valid"] == 0.0 and values["schema_valid"] == 0.0
+    assert values["field_accuracy"] == 0.0 and values["all_fields_correct"] == 0.0
+    assert "nested deeper than" in details["json_valid"]
+
+
+def test_nesting_inside_json_strings_and_moderate_depth_still_parse():
+    assert M.json_valid('{"a": "' + "[" * 5000 + '"}') == 1.0
+    assert M.json_valid("[" * 50 + "]" * 50) == 1.0
+    assert M.json_depth_exceeds('"\\"[[["', limit=1) is False and M.json_depth_exceeds("[[", limit=1) is True
