@@ -4,6 +4,7 @@ Each command module owns its own argument parsing so stages stay independent.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -19,6 +20,17 @@ COMMANDS = {
     "gate": "Exit non-zero when a sweep misses its thresholds (for CI)",
     "export": "Export a run as adapter, merged model or GGUF",
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The one argument parser of every `harness` command: a usage error raises UserError (one line on
+    stderr, exit 2, no traceback) instead of argparse's sys.exit. Use parser_class=ArgumentParser for
+    subparsers too."""
+
+    def error(self, message: str):  # never sys.exit from inside harness.cli.main
+        from harness.io import UserError
+
+        raise UserError(f"{self.prog}: {message}")
 
 
 def _usage() -> str:
@@ -46,15 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from harness.io import UserError
 
-    module = importlib.import_module(f"harness.commands.{cmd.replace('-', '_')}")
+    from harness.config import redact_text
+
     try:
+        module = importlib.import_module(f"harness.commands.{cmd.replace('-', '_')}")
         rc = module.main(rest)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: completed work is saved; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception:  # a bug: keep the traceback for the report, never a credential inside it
+        import traceback
+
+        print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
     return int(rc or 0)
 
 

@@ -1,9 +1,9 @@
 """harness tasks [--validate PATH] [--metrics]: list task definitions, or validate one task.yaml."""
 from __future__ import annotations
 
-import argparse
 import sys
 
+from harness.cli import ArgumentParser
 from harness.io import UserError
 
 
@@ -15,11 +15,14 @@ def _count_lines(path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="harness tasks", description="List task definitions (evalsets/<task>/task.yaml) "
+    ap = ArgumentParser(prog="harness tasks", description="List task definitions (evalsets/<task>/task.yaml) "
                                  "with version, split sizes and metrics; exit 2 naming file and key when one is broken.")
     ap.add_argument("--validate", metavar="PATH", help="validate one task (a task.yaml, its folder, or a task name)")
     ap.add_argument("--metrics", action="store_true", help="list the available metrics and their options")
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
 
     from harness.tasks import list_task_files, load_task
 
