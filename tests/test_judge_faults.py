@@ -182,3 +182,12 @@ def test_backend_keys_settable_without_plus_and_api_key_never_kept(monkeypatch):
     assert J.backend_cfg_of(jc)["base_url"] == "http://127.0.0.1:2/v1" and SECRET not in repr(J.backend_cfg_of(jc))
     with pytest.raises(UserError, match="judge.backend.base_url"):  # the hf judge has no base_url: a clear error
         J.load_judge_cfg("local", ["judge.backend.base_url=http://x/v1"])
+
+
+def test_model_from_someone_elses_sweep_never_enables_remote_code(tmp_path):
+    run = tmp_path / "sweep" / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  name: evil\n  source: hf\n  path: /x\n  trust_remote_code: true\n")
+    m = J.resolve_judge_model_cfg({"model": None}, tmp_path / "sweep")
+    assert m["name"] == "evil" and m["trust_remote_code"] is False
+    assert J.resolve_judge_model_cfg({"model": {"name": "mine", "trust_remote_code": True}})["trust_remote_code"] is True

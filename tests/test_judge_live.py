@@ -99,3 +99,60 @@ def test_judge_recovers_from_server_restart_mid_run(llamacpp_judge_cfg, tmp_path
     assert firsts(rows) == firsts(ref_rows)
     assert cal["missing"] == ref["missing"] and cal["accuracy"] == ref["accuracy"]
     print(f"judge run with a server restart: {cost['calls']} calls, wall {wall:.1f}s")
+
+
+def test_judge_endpoint_down_then_back_on_a_real_server(llamacpp_judge_cfg, tmp_path):
+    """judge=openai pointing at a real llama.cpp server on 127.0.0.1: server down -> status "unavailable",
+    JudgeUnavailable (exit 2) and the summary written; server killed in the middle of a run -> "partial", the
+    verdicts it gave are cached; server back on the same port -> a re-run finishes and pays only for the rest."""
+    from harness import judge as J
+    from harness.io import read_json, read_jsonl
+
+    from test_judge import _scores_dir
+
+    scores = _scores_dir(tmp_path, n=3)
+    srv = J.make_judge_backend(llamacpp_judge_cfg)  # a llama.cpp server serving the tiny model as "base"
+    try:
+        url = srv.server.urls[BASE]
+        cfg = {"enabled": True, "model": BASE, "rubric": "helpfulness", "max_items": 3, "retries": 0, "chunk_size": 2,
+               "gen": {"max_new_tokens": 8, "temperature": 0.0, "seed": 0, "logprobs": 0},
+               "backend": {"kind": "openai", "base_url": url, "max_retries": 1, "backoff_base_s": 0.05,
+                           "backoff_max_s": 0.1, "timeout_s": 30, "concurrency": 1}}
+        srv.server.kill(BASE)
+        with pytest.raises(J.JudgeUnavailable) as ei:
+            J.run_judge(scores, cfg, log=lambda s: None)
+        assert ei.value.exit_code == 2
+        s = read_json(scores / "judge_summary.json")
+        assert s["status"] == "unavailable" and url.split("//")[1].split("/")[0] in s["error"]
+        assert all(p["missing"] == p["n"] == 3 for p in s["pointwise"].values())
+
+        srv.server.restart(BASE)
+        be = J.make_judge_backend(cfg)
+        inner, calls = be.generate, {"n": 0}
+
+        def generate(requests, progress=None):  # the server dies after the first chunk of requests
+            calls["n"] += 1
+            if calls["n"] == 2:
+                srv.server.kill(BASE)
+            return inner(requests, progress)
+
+        be.generate = generate
+        try:
+            with pytest.raises(J.JudgeUnavailable):
+                J.run_judge(scores, cfg, backend=be, log=lambda s: None)
+        finally:
+            be.close()
+        s = read_json(scores / "judge_summary.json")
+        assert s["status"] == "partial" and s["cost"]["new"] == 2
+        cached = list(read_jsonl(scores / "judge_cache.jsonl"))
+        assert len(cached) == 2
+
+        srv.server.restart(BASE)
+        s = J.run_judge(scores, cfg, log=lambda s: None)
+        n_requests = 3 * 3 + 2 * 3 * 2  # pointwise for 3 models + 2 pairs in both orders, 3 items each
+        assert s["status"] == "ok" and s["cost"]["cached"] == 2 and s["cost"]["new"] == n_requests - 2
+        assert s["cost"]["errors"] == 0
+        # the tiny random model writes no valid verdict: every item is missing, and counted as such
+        assert all(p["missing"] == p["n"] == 3 for p in s["pointwise"].values())
+    finally:
+        srv.close()

@@ -54,7 +54,7 @@ from harness.judge.prompting import (REMINDER, delimit, escape_delimiters, fill_
 from harness.judge.rubrics import SYSTEM_PROMPT, Rubric, list_rubrics, load_rubric, rubric_from_dict, rubric_path
 from harness.judge.run import JudgeUnavailable, default_pairs, pairwise_summary, run_judge
 from harness.judge.settings import (DEFAULT_MIN_KAPPA, SMALL_JUDGE_NOTE, backend_cfg_of, judge_from_cfg, load_judge_cfg,
-                                    make_judge_backend, plain_cfg, resolve_judge_model_cfg)
+                                    make_judge_backend, plain_cfg, resolve_judge_model_cfg, snapshot_model_cfg)
 
 __all__ = [
     "CostStats", "DEFAULT_MIN_KAPPA", "Judge", "JudgeClient", "JudgeUnavailable", "REMINDER", "Rubric",
@@ -65,5 +65,5 @@ __all__ = [
     "load_calibration", "load_judge_cfg", "load_labels", "load_rubric", "make_judge_backend", "map_back",
     "pairwise_messages", "pairwise_summary", "pairwise_tally", "parse_pairwise", "parse_pointwise", "plain_cfg",
     "pointwise_messages", "pointwise_metrics", "question_text", "resolve_judge_model_cfg", "rubric_from_dict",
-    "rubric_path", "run_judge", "system_text", "weighted_score",
+    "rubric_path", "run_judge", "snapshot_model_cfg", "system_text", "weighted_score",
 ]

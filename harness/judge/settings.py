@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.backends.base import BASE
-from harness.config import compose, conf_dir
+from harness.config import compose, conf_dir, resolve_model_cfg
 from harness.io import UserError, read_json
 from harness.judge.client import JudgeClient
 from harness.judge.core import Judge, default_gen
@@ -111,22 +111,14 @@ def _take_api_key(cfg: dict) -> dict:
 
 
 def resolve_judge_model_cfg(judge_cfg: dict, sweep_dir: Path | None = None) -> dict:
-    """The judge's model config: judge.model as a dict / conf/model name / YAML path / (openai backend) the served
-    model name, or (null) the sweep's base model."""
-    model_dir = conf_dir() / "model"
+    """The judge's model config: judge.model through harness.config.resolve_model_cfg (a mapping, a conf/model
+    name, a YAML path) or, for the openai backend, an endpoint's model name; null = the sweep's base model."""
     m = judge_cfg.get("model")
-    if isinstance(m, dict):
-        return dict(m)
-    if isinstance(m, str) and m:
-        p = Path(m)
-        if p.suffix in (".yaml", ".yml") and p.is_file():
-            return dict(load_yaml(p))
-        p = model_dir / f"{m}.yaml"
-        if not p.is_file() and backend_cfg_of(judge_cfg).get("kind") == "openai":
-            return {"name": m, "served_name": m}  # an endpoint's model name (gpt-4o-mini, a vLLM served name)
-        if not p.is_file():
-            raise UserError(f"{p}: judge.model {m!r} is neither a conf/model name nor a YAML file")
-        return dict(load_yaml(p))
+    if isinstance(m, str) and m and backend_cfg_of(judge_cfg).get("kind") == "openai" \
+            and not (conf_dir() / "model" / f"{m}.yaml").is_file() and Path(m).suffix not in (".yaml", ".yml"):
+        return {"name": m, "served_name": m}  # e.g. gpt-4o-mini, or the name a vLLM / llama.cpp server serves
+    if m:
+        return resolve_model_cfg(m)
     if sweep_dir is not None:
         sweep_dir = Path(sweep_dir)
         for cfg_path in sorted(sweep_dir.glob("runs/*/config.yaml")):
@@ -135,15 +127,21 @@ def resolve_judge_model_cfg(judge_cfg: dict, sweep_dir: Path | None = None) -> d
             except UserError:
                 continue
             if isinstance(c.get("model"), dict):
-                return dict(c["model"])
+                return snapshot_model_cfg(c["model"])
         sj = sweep_dir / "sweep.json"
         if sj.is_file():
             name = (read_json(sj) or {}).get("model")
             if isinstance(name, dict):
-                return dict(name)
-            if isinstance(name, str) and (model_dir / f"{name}.yaml").is_file():
-                return dict(load_yaml(model_dir / f"{name}.yaml"))
-    return dict(load_yaml(model_dir / "smollm2_135m.yaml"))
+                return snapshot_model_cfg(name)
+            if isinstance(name, str) and (conf_dir() / "model" / f"{name}.yaml").is_file():
+                return resolve_model_cfg(name)
+    return resolve_model_cfg("smollm2_135m")
+
+
+def snapshot_model_cfg(model: dict) -> dict:
+    """A model config read from a sweep directory, possibly someone else's (#12): it never turns on remote code;
+    only the current user's command line can (judge.model=... with trust_remote_code)."""
+    return {**model, "trust_remote_code": False} if model.get("trust_remote_code") else dict(model)
 
 
 def backend_cfg_of(judge_cfg: dict) -> dict:
