@@ -84,3 +84,77 @@ def test_composed_config_round_trips_through_dump_yaml():
     assert back["judge"]["gen"]["max_new_tokens"] == cfg["judge"]["gen"]["max_new_tokens"]
     assert back["backend"]["api_key_env"] == "OPENAI_API_KEY"
     assert back["backend"]["api_key"] == REDACTED
+
+
+# --------------------------------------------------------------------------- validate_cfg, resolve_model_cfg
+
+from harness.config import resolve_model_cfg, validate_cfg  # noqa: E402
+from harness.io import UserError  # noqa: E402
+
+
+def _validate(overrides):
+    ov = ["model=tiny_random", *overrides]
+    validate_cfg(to_dict(compose(ov)), ov)
+
+
+def test_default_configs_validate():
+    _validate([])
+    _validate(["judge=local", "backend=llamacpp"])
+    _validate(["judge=openai", "backend=openai", "eval.probes=null"])
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("model.dtype=fp64", "model.dtype: unknown value 'fp64'"),
+    ("train.batch_size=0", "train.batch_size: must be >= 1, got 0 (command line)"),
+    ("train.lr=abc", "train.lr: must be a number, got 'abc'"),
+    ("train.lr_scheduler=cosinus", "train.lr_scheduler: unknown value 'cosinus'"),
+    ("lora.r=0", "lora.r: must be >= 1"),
+    ("backend.kind=tensorrt", "backend.kind: unknown backend 'tensorrt' (known: hf, llamacpp, openai, vllm)"),
+    ("++backend.bogus_option=1", "backend.bogus_option: unknown option for the hf backend"),
+    ("judge.max_items=lots", "judge.max_items: must be an integer, got 'lots'"),
+    ("++judge.backend.nonsense=1", "judge.backend.nonsense: unknown option"),
+    ("eval.probes=no_such_set", "eval.probes: "),
+    ("++eval.select_by=bleu", "eval.select_by: 'bleu' is neither val_loss nor a metric of task 'demo'"),
+    ("task.name=no_such_task", "task: unknown task 'no_such_task'"),
+    ("model.source=s3", "model.source: unknown value 's3'"),
+])
+def test_bad_values_name_their_key(override, needle):
+    extra = ["judge=local"] if override.startswith(("judge.", "++judge.")) else []
+    with pytest.raises(UserError) as info:
+        _validate(extra + [override])
+    assert needle in str(info.value), str(info.value)
+
+
+def test_missing_model_path_is_named(tmp_path):
+    with pytest.raises(UserError, match=r"model.path: not found: /definitely/not/here"):
+        validate_cfg(to_dict(compose(["model=hf", "model.path=/definitely/not/here"])))
+    with pytest.raises(UserError, match=r"model.path: required for model.source=hf"):
+        validate_cfg(to_dict(compose(["model=hf"])) | {"model": {"source": "hf", "path": "???"}})
+    validate_cfg(to_dict(compose(["model=hf", "model.path=HuggingFaceTB/SmolLM2-135M-Instruct"])))  # a hub id
+
+
+def test_unknown_metric_in_the_task_is_reported_with_file_and_line(tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    row = '{"messages": [{"role": "user", "content": "q%d"}, {"role": "assistant", "content": "a"}]}\n'
+    (d / "eval.jsonl").write_text("".join(row % i for i in range(3)))
+    (d / "task.yaml").write_text("name: t\ndata: {eval: eval.jsonl}\nmetrics:\n  - name: exact_match\n"
+                                 "  - name: blue_score\nprimary_metric: exact_match\n")
+    with pytest.raises(UserError, match=r"task.yaml:5: metrics\[1\].name: unknown metric 'blue_score'"):
+        _validate([f"task.path={d / 'task.yaml'}"])
+
+
+def test_resolve_model_cfg_is_the_one_resolver(tmp_path):
+    assert resolve_model_cfg("tiny_random")["source"] == "tiny_random"
+    assert resolve_model_cfg({"name": "x", "source": "hf"}) == {"name": "x", "source": "hf"}
+    p = tmp_path / "m.yaml"
+    p.write_text("name: mine\nsource: tiny_random\n")
+    assert resolve_model_cfg(str(p))["name"] == "mine"
+    with pytest.raises(UserError, match=r"unknown model 'nope' \(known: .*tiny_random"):
+        resolve_model_cfg("nope")
+    p.write_text("- a list\n")
+    with pytest.raises(UserError, match=r"m\.yaml:1: expected a mapping"):
+        resolve_model_cfg(str(p))
+    p.write_text("name: [\n")
+    with pytest.raises(UserError, match=r"m\.yaml:\d+: invalid YAML"):
+        resolve_model_cfg(str(p))
