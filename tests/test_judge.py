@@ -464,17 +464,86 @@ def test_calibration_missing_counts_as_tie(tmp_path):
     assert cal["reliable"] is False
 
 
-def test_load_labelled_errors(tmp_path):
-    p = tmp_path / "bad.jsonl"
-    p.write_text(json.dumps({"input": "q", "output_1": "a", "output_2": "b", "label": 1}) + "\n"
-                 + json.dumps({"input": "q", "output_1": "a", "output_2": "b", "label": 3}) + "\n")
-    with pytest.raises(UserError, match=re.escape(f"{p}:2: key 'label'")):
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_load_labels_reads_the_review_page_format(tmp_path):
+    """.notes/labels_format.md: ties (0), pointwise-only rows, re-labelling (a later row with the same id wins)."""
+    pair = {"id": "s1:run1:base", "task": "demo", "sample_id": "s1", "question": "Q?", "reference": "R",
+            "output_1": "o1", "output_2": "o2", "model_1": "run1", "model_2": "base", "label": 1, "score_1": 4,
+            "score_2": None, "time": "2026-01-01T00:00:00Z"}
+    p = _jsonl(tmp_path / "labels.jsonl", [pair, {**pair, "id": "s2:run1:base", "sample_id": "s2", "label": 0}, "",
+                                          {"id": "s3:run1", "task": "demo", "question": "Q3", "output_1": "o", "score_1": 2},
+                                          {**pair, "label": 2}])
+    items = J.load_labels(p)
+    assert [it["id"] for it in items] == ["s2:run1:base", "s3:run1", "s1:run1:base"]
+    assert [it["label"] for it in items] == [0, None, 2] and items[1]["output_2"] is None
+    assert items[2]["input"] == "Q?" and items[2]["reference"] == "R" and items[2]["score_1"] == 4
+    assert items[0]["task"] == "demo" and items[2]["model_1"] == "run1"
+    assert len(J.load_labels(p, limit=2)) == 2
+
+
+@pytest.mark.parametrize("row,key", [
+    ({"input": "q", "output_1": "a", "output_2": "b", "label": 3}, "label"),
+    ({"input": "q", "output_1": "a", "output_2": "b", "label": True}, "label"),
+    ({"input": "q", "output_1": "a", "label": 1}, "output_2"),
+    ({"output_1": "a", "output_2": "b", "label": 1}, "question"),
+    ({"input": "q", "output_1": 5, "output_2": "b", "label": 1}, "output_1"),
+    ({"input": "q", "output_1": "a"}, "label"),                       # neither a comparison nor a score
+    ({"input": "q", "output_1": "a", "score_1": "4"}, "score_1"),
+    ({"input": "q", "output_1": "a", "score_1": 4, "score_2": 3}, "score_2"),
+    ({"input": "q", "output_1": "a", "output_2": "b", "label": 1, "task": ["x"]}, "task"),
+])
+def test_load_labels_errors_name_file_line_and_key(tmp_path, row, key):
+    ok = {"input": "q", "output_1": "a", "output_2": "b", "label": 1}
+    p = _jsonl(tmp_path / "bad.jsonl", [ok, row])
+    with pytest.raises(UserError, match=re.escape(f"{p}:2: key '{key}'")):
         J.load_labels(p)
+
+
+def test_load_labels_file_errors(tmp_path):
+    p = tmp_path / "bad.json"
     p.write_text(json.dumps([{"input": "q", "output_1": "a", "label": 1}]))
-    with pytest.raises(UserError, match="key 'output_2'"):
+    with pytest.raises(UserError, match=re.escape(f"{p}: item 0: key 'output_2'")):
         J.load_labels(p)
     with pytest.raises(UserError, match="not found"):
         J.load_labels(tmp_path / "nope.json")
+    with pytest.raises(UserError, match=re.escape(f"{p}:1: invalid JSON line")):
+        J.load_labels(_jsonl(p, ['{"input": "q", "output_1": "a", "output_2": "b", "label": 1']))  # torn line
+    with pytest.raises(UserError, match="nested too deeply|invalid JSON"):
+        J.load_labels(_jsonl(p, ["[" * 100000]))
+    with pytest.raises(UserError, match="several tasks"):
+        J.load_labels(_jsonl(p, [{"input": "q", "output_1": "a", "output_2": "b", "label": 1, "task": t, "id": t}
+                                 for t in ("a", "b")]))
+    with pytest.raises(UserError, match="no labelled items"):
+        J.load_labels(_jsonl(p, [""]))
+    p.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(UserError, match="not UTF-8"):
+        J.load_labels(p)
+
+
+def test_pointwise_calibration_from_human_scores(tmp_path):
+    """Scores a person gave (score_1/score_2) vs the judge's pointwise scores: exact, within one, kappa."""
+    rows = []
+    for i in range(6):
+        rows.append({"id": f"s{i}", "question": f"q{i}", "output_1": f"answer {i} GOOD", "output_2": f"answer {i}",
+                     "label": 1, "score_1": 5 if i < 4 else 4, "score_2": 2 if i < 3 else 3})
+    p = _jsonl(tmp_path / "labels.jsonl", rows)
+    be = ScriptedBackend(_sweep_judge)  # pointwise: 5 with GOOD, else 2; pairwise: the GOOD one
+    cal = J.calibrate(p, {"rubric": "helpfulness", "gen": {"logprobs": 0}}, tmp_path / "out", backend=be,
+                      log=lambda s: None)
+    assert cal["accuracy"] == 1.0 and cal["n"] == 6
+    pt = cal["pointwise"]
+    # judge: 5 x6 for output_1, 2 x6 for output_2; person: 5,5,5,5,4,4 and 2,2,2,3,3,3
+    assert pt["n"] == 12 and pt["missing"] == 0
+    assert pt["exact"] == pytest.approx(7 / 12) and pt["within_1"] == pytest.approx(1.0)
+    assert pt["mae"] == pytest.approx(5 / 12)
+    assert pt["kappa"] == pytest.approx(J.defined_kappa([5] * 6 + [2] * 6, [5, 5, 5, 5, 4, 4, 2, 2, 2, 3, 3, 3]))
+    with pytest.raises(UserError, match="outside the rubric helpfulness's scale"):
+        J.calibrate(_jsonl(tmp_path / "b.jsonl", [{**rows[0], "score_1": 9}]), {"rubric": "helpfulness"},
+                    tmp_path / "o2", backend=be, log=lambda s: None)
 
 
 def test_llmbar_oracle_and_always_A(shared_data, tmp_path):
@@ -681,6 +750,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]
     assert main(["judge", "run", str(tmp_path)]) == 2
+    capsys.readouterr()
+    labels = _jsonl(tmp_path / "l.jsonl", [{"input": "q", "output_1": "a", "output_2": "b", "label": 1}])
+    for argv, msg in ((["--data", str(labels)], "give --sweep"), (["--data", str(labels), "--sweep", str(tmp_path / "x")],
+                                                                    "no such sweep directory"),
+                      (["--data", str(labels), "--out", str(tmp_path), "--bogus"], "unrecognized arguments")):
+        assert main(["judge", "calibrate", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
     assert main(["judge", "rubrics"]) == 0
     assert "helpfulness" in capsys.readouterr().out
 
