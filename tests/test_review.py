@@ -244,3 +244,36 @@ def test_counts_equal_what_the_report_shows(tmp_path):
             assert (shown["b10"], shown["b01"], shown["n"]) == (c["a_only"], c["b_only"], c["n"]), (a, b)
             checked += 1
     assert checked == 6
+
+
+def test_reads_what_the_real_judge_writes(tmp_path):
+    """judge.jsonl as harness.judge.run_judge writes it (a real local judge: the tiny model, hf backend)."""
+    from harness.judge import load_judge_cfg, run_judge
+
+    sweep = write_review_sweep(tmp_path, judge=False)
+    cfg = load_judge_cfg("local", ["judge.model=tiny_random", "judge.rubric=null", "judge.max_items=2",
+                                   "judge.retries=0", "judge.gen.max_new_tokens=8", "judge.gen.logprobs=0"])
+    run_judge(sweep / "scores", cfg, pairs=[(CHOSEN, "fewshot")], log=lambda s: None)
+    written = [json.loads(line) for line in (sweep / "scores" / "judge.jsonl").read_text().splitlines()]
+    data = review_data(sweep, chosen=CHOSEN, primary=None)
+    judged = {it["id"]: it["judge"] for it in data["items"] if it["judge"]}
+    assert sorted(judged) == sorted(r["sample_id"] for r in written) and len(judged) == 2
+    for sid, (j,) in judged.items():
+        row = next(r for r in written if r["sample_id"] == sid)
+        assert (j["a"], j["b"], j["consistent"]) == (CHOSEN, "fewshot", row["consistent"])
+        assert [o["first"] for o in j["orders"]] == [CHOSEN, "fewshot"]
+        for o, raw in zip(j["orders"], (row["order_ab"], row["order_ba"])):
+            assert o["reason"] == raw["reason"] and o["winner"] == raw["winner"]
+            if raw["winner"] is None:  # a tiny random judge rarely answers in the strict format: say why
+                assert o["preferred"] is None and o["error"]
+
+
+def test_sweep_and_task_names_are_escaped_in_the_title(tmp_path):
+    sweep = write_review_sweep(tmp_path, judge=False)
+    meta = json.loads((sweep / "sweep.json").read_text())
+    meta.update(name='<img src=x onerror="alert(3)">', task="t&<b>")
+    (sweep / "sweep.json").write_text(json.dumps(meta))
+    html = write_review(sweep, chosen=CHOSEN, primary=None).read_text(encoding="utf-8")
+    assert "<img" not in html and "<b>" not in html
+    assert "<title>Review: &lt;img src=x onerror=&quot;alert(3)&quot;&gt; · t&amp;&lt;b&gt;</title>" in html
+    assert _embedded(html)["storage_key"] == 'lora-harness-review:<img src=x onerror="alert(3)">:t&<b>'

@@ -126,7 +126,7 @@ def _judge_rows(path: Path) -> tuple[list[dict], list[dict]]:
                 else:
                     preferred = None
                 orders.append({"first": first, "winner": winner, "preferred": preferred,
-                               "reason": o.get("reason"), "error": o.get("error")})
+                               "reason": o.get("reason"), "error": o.get("backend_error") or o.get("error")})
             verdict = r.get("verdict")
             verdict = {"x": a, "y": b}.get(verdict, verdict)
             pairwise.append({"sample_id": sid, "a": a, "b": b, "verdict": verdict,
