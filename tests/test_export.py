@@ -80,16 +80,16 @@ def tiny_run(tiny_spec, tmp_path):
 
 def test_merge_equivalence_tiny(tiny_spec, tiny_run):
     """merged logits == base + adapter (unmerged PeftModel) in fp32, and the adapter really changes the logits."""
-    from harness.export import check_run, load_check_items, merge_adapter, prompt_logits, _verification_prompts
+    from harness.export import check_run, merge_adapter, prompt_logits, run_task, task_messages, _verification_prompts
     from harness.models import load_model, load_tokenizer
 
     info = check_run(tiny_run)
-    items = load_check_items(info.config, 3).items
-    assert len(items) == 3
-    res = merge_adapter(info, tiny_spec, items=items, log=lambda m: None)
+    messages = task_messages(run_task(info), 3)
+    assert len(messages) == 3 and messages[0][0] == {"role": "system", "content": DEMO_TASK["system_prompt"]}
+    res = merge_adapter(info, tiny_spec, messages=messages, log=lambda m: None)
     assert res.max_abs_diff < 1e-4 and res.n_prompts == 3
     tok = load_tokenizer(tiny_spec)
-    prompts = _verification_prompts(tok, items)
+    prompts = _verification_prompts(tok, messages)
     merged = prompt_logits(res.model, tok, prompts)
     base = prompt_logits(load_model(tiny_spec, device="cpu", dtype="float32"), tok, prompts)
     # independent reference: a fresh unmerged PeftModel
@@ -184,7 +184,7 @@ def test_export_merged(tiny_spec, tiny_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from harness.commands.export import main
-    from harness.export import _verification_prompts, load_check_items, load_peft_fp32, prompt_logits
+    from harness.export import _verification_prompts, load_peft_fp32, prompt_logits, run_task, task_messages
     from harness.models import load_tokenizer
     from harness.runs import load_run
 
@@ -197,7 +197,7 @@ def test_export_merged(tiny_spec, tiny_run, tmp_path):
     assert m["merge"]["note"] is None
     # the standalone model (no peft) reproduces base+adapter
     tok = load_tokenizer(tiny_spec)
-    prompts = _verification_prompts(tok, load_check_items(load_run(tiny_run).config, 3).items)
+    prompts = _verification_prompts(tok, task_messages(run_task(load_run(tiny_run)), 3))
     merged = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
     a = prompt_logits(merged, tok, prompts)
     b = prompt_logits(load_peft_fp32(tiny_spec, tiny_run / "adapter"), tok, prompts)
@@ -283,70 +283,128 @@ def test_refuses_base_mismatch(tiny_spec, tiny_run):
         run_spec(check_run(tiny_run))
 
 
-def test_compare_outputs_rule():
-    from harness.export import compare_outputs
+@pytest.fixture(scope="module")
+def conv():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'lora-harness[llamacpp]')")
+    from harness.gguf import converter_dir
 
-    r = compare_outputs(['{"a": 1}', '{"a": 2}', "no"], ['{"a": 1}', "nope", "no"], tolerance=0.1)
-    assert r["n"] == 3 and abs(r["adapter_json_valid_rate"] - 2 / 3) < 1e-9 and abs(r["gguf_json_valid_rate"] - 1 / 3) < 1e-9
-    assert abs(r["exact_match_rate"] - 2 / 3) < 1e-9 and r["passed"] is False
-    assert compare_outputs(['{"a": 1}'], [' {"a": 1}\n'])["passed"] is True
-
-
-def _fake_gguf(monkeypatch, gguf_texts):
-    """Stub llama.cpp out: conversion writes a fake file, generation returns `gguf_texts(n)`."""
-    import harness.export as ex
-    import harness.gguf as hg
-
-    def convert(model_dir, out_file, outtype="f16"):
-        assert Path(model_dir).is_absolute() and Path(out_file).is_absolute()  # the real converter changes cwd
-        assert (Path(model_dir) / "config.json").is_file() and (Path(model_dir) / "model.safetensors").is_file()
-        Path(out_file).write_bytes(b"GGUF" + outtype.encode())
-        Path(str(out_file) + ".json").write_text("{}")  # the real converter leaves cache metadata beside
-        return Path(out_file)
-
-    def quantize(i, o, q):
-        Path(o).write_bytes(Path(i).read_bytes() + q.encode())
-        return Path(o)
-
-    monkeypatch.setattr(hg, "convert_hf_to_gguf", convert)
-    monkeypatch.setattr(hg, "quantize_gguf", quantize)
-    monkeypatch.setattr(ex, "hf_generate", lambda m, t, prompts, n=128: ['{"name": "A", "age": 1}'] * len(prompts))
-    monkeypatch.setattr(ex, "llamacpp_generate", lambda f, prompts, n, **k: gguf_texts(len(prompts)))
+    try:
+        return converter_dir()
+    except UserError as e:
+        pytest.skip(str(e))
 
 
-@pytest.mark.parametrize("quant", ["q8_0", "q4_k_m"])
-def test_gguf_pipeline_stubbed(tiny_spec, tiny_run, tmp_path, monkeypatch, quant):
-    """The gguf export's plumbing (merge, convert, check, manifest) with llama.cpp stubbed out."""
-    pytest.importorskip("harness.gguf")
-    _fake_gguf(monkeypatch, lambda n: ['{"name": "A", "age": 1}'] * (n - 1) + ["oops"])
+@pytest.fixture()
+def echo_run(tiny_spec, tiny_adapters, tmp_path):
+    """A run on a NON-JSON task (exact_match) whose references are the adapter's own greedy outputs (so the
+    adapter scores 1.0), produced through the same evaluation path the export check uses."""
+    from harness.evaluate import ServedModel, evaluate_models
+    from harness.io import read_jsonl
+
+    root = tmp_path / "echo_task"
+    root.mkdir()
+    rows = [{"messages": [{"role": "user", "content": f"Say something about item {i}."},
+                          {"role": "assistant", "content": "placeholder"}]} for i in range(6)]
+    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = {"name": "echo", "version": "1", "system_prompt": "Be brief.", "data": {"eval": "eval.jsonl"},
+            "metrics": [{"name": "exact_match"}], "primary_metric": "exact_match",
+            "generation": {"max_new_tokens": 6, "temperature": 0.0}}
+    (root / "task.yaml").write_text(yaml.safe_dump(task))
+    hf = {"kind": "hf", "device": "cpu", "batch_size": 8}
+    evaluate_models(tmp_path / "ref", root / "task.yaml", TINY_CFG, hf, {}, baselines=False,
+                    extra_models={"adapter": ServedModel(TINY_CFG, hf, tiny_adapters["a1"])},
+                    eval_cfg={"probes": None, "few_shot_k": 0, "canary": False}, quiet=True)
+    outs = [r["output"] for r in read_jsonl(tmp_path / "ref" / "scores.jsonl")]
+    assert len(outs) == 6 and all(o.strip() for o in outs)
+    for r, o in zip(rows, outs):
+        r["messages"][1]["content"] = o
+    (root / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return make_run(tmp_path, tiny_spec, TINY_CFG, adapter=tiny_adapters["a1"], task_path=root / "task.yaml")
+
+
+def test_gguf_export_checks_task_metric_and_writes_modelfile(conv, echo_run, tmp_path):
+    """Real llama.cpp on the tiny model, f32 GGUF (lossless): adapter, merged and GGUF agree on the task's own
+    metric; the shipped GGUF is the checked one (sha256); a Modelfile; no copy left in the converter cache."""
     from harness.cli import main as cli_main
+    from harness.gguf import gguf_cache_dir
 
-    monkeypatch.chdir(tmp_path)
+    before = set(gguf_cache_dir().glob("merged-*")) if gguf_cache_dir().is_dir() else set()
     out = tmp_path / "g"
-    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--quant", quant, "--out", "g",
-                     "--check-items", "5", "--tolerance", "0.2"]) == 0
+    assert cli_main(["export", str(echo_run), "--format", "gguf", "--quant", "f32", "--out", str(out),
+                     "--tolerance", "0"]) == 0
     m = read_json(out / "export_manifest.json")
-    assert m["gguf_file"] == f"run-test.{quant}.gguf" and (out / m["gguf_file"]).read_bytes().startswith(b"GGUF")
-    assert not list(out.glob("*.gguf.json")) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    gg = out / m["gguf_file"]
+    assert m["gguf_file"] == "run-test.f32.gguf" and sha256_file(gg) == m["gguf_sha256"] == m["gguf_check"]["gguf_sha256"]
     chk = read_json(out / "gguf_check.json")
-    assert chk["n"] == 5 and chk["adapter_json_valid_rate"] == 1.0 and abs(chk["gguf_json_valid_rate"] - 0.8) < 1e-9
-    assert chk["passed"] is True and chk["tolerance"] == 0.2 and abs(chk["exact_match_rate"] - 0.8) < 1e-9
-    assert m["gguf_check"]["passed"] is True and len(chk["items"]) == 5
+    assert chk["primary_metric"] == "exact_match" and chk["n"] == 6 and chk["passed"] is True
+    assert chk["means"] == {"adapter": 1.0, "merged": 1.0, "gguf": 1.0} and chk["flips"] == []
+    c = chk["comparisons"]["gguf_vs_adapter"]
+    assert c["diff"] == 0.0 and c["n"] == 6 and c["test"].startswith("McNemar")
+    assert set(chk["comparisons"]) == {"merged_vs_adapter", "gguf_vs_adapter", "gguf_vs_merged"}
+    text = (out / "Modelfile").read_text()
+    assert f"FROM ./{m['gguf_file']}" in text and 'SYSTEM """Be brief."""' in text and "TEMPLATE" in text
+    assert m["modelfile"]["written"] is True
+    after = set(gguf_cache_dir().glob("merged-*")) if gguf_cache_dir().is_dir() else set()
+    assert after <= before and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_gguf_check_failure_exits_1_and_leaves_no_dir(tiny_spec, tiny_run, tmp_path, monkeypatch):
-    pytest.importorskip("harness.gguf")
-    _fake_gguf(monkeypatch, lambda n: ["not json"] * n)
+def test_gguf_check_fails_when_the_gguf_misbehaves(conv, echo_run, tmp_path, monkeypatch, capsys):
+    """The GGUF is built from the wrong weights (the base model, as a broken pipeline would): on a non-JSON task the
+    old JSON-validity check compared 0 with 0 and passed; the task's own metric catches it, lists the flipped
+    items, exits 1 and exports nothing."""
+    import harness.gguf as hg
     from harness.cli import main as cli_main
+    from harness.models import resolve_model
 
+    real = hg.convert_hf_to_gguf
+    base_dir = resolve_model(TINY_CFG).path
+
+    def wrong_weights(model_dir, out_file=None, outtype="f16"):
+        return real(base_dir, out_file, outtype) if Path(model_dir).name == "merged" else real(model_dir, out_file, outtype)
+
+    monkeypatch.setattr(hg, "convert_hf_to_gguf", wrong_weights)
     out = tmp_path / "g"
-    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--out", str(out), "--check-items", "4"]) == 1
+    assert cli_main(["export", str(echo_run), "--format", "gguf", "--quant", "f32", "--out", str(out)]) == 1
     assert not out.exists()
+    err = capsys.readouterr().err
+    assert "GGUF behaviour check FAILED: exact_match: adapter 1.000, merged 1.000, GGUF" in err
     side = read_json(tmp_path / "g.gguf_check.failed.json")
-    assert side["gguf_json_valid_rate"] == 0.0 and side["adapter_json_valid_rate"] == 1.0 and not side["passed"]
-    # --no-check skips it
-    assert cli_main(["export", str(tiny_run), "--format", "gguf", "--out", str(out), "--no-check"]) == 0
-    assert read_json(out / "export_manifest.json")["gguf_check"] == {"skipped": True, "passed": True}
+    assert side["passed"] is False and side["means"]["adapter"] == 1.0 and side["means"]["gguf"] < 0.9
+    assert side["n_flips"] == len(side["flips"]) >= 1
+    flip = side["flips"][0]
+    assert flip["adapter"] == 1.0 and flip["gguf"] == 0.0 and flip["outputs"]["gguf"] != flip["outputs"]["adapter"]
+    # --no-check ships it without the check (the user's explicit choice), still with a Modelfile
+    assert cli_main(["export", str(echo_run), "--format", "gguf", "--quant", "f32", "--out", str(out), "--no-check"]) == 0
+    m = read_json(out / "export_manifest.json")
+    assert m["gguf_check"] == {"skipped": True, "passed": True} and (out / "Modelfile").is_file()
+
+
+def test_run_dir_never_enables_remote_code(tiny_spec, tmp_path, capsys):
+    from harness.export import export_run
+
+    run = make_run(tmp_path, tiny_spec, {**TINY_CFG, "trust_remote_code": True})
+    m = export_run(run, "adapter", tmp_path / "a", log=print)
+    assert "asks for model.trust_remote_code=true; ignored" in capsys.readouterr().out
+    assert m["format"] == "adapter"
+
+
+def test_adapter_export_holds_no_secrets(tiny_spec, tmp_path):
+    from harness.export import export_run
+
+    key = "sk-test" + "A1b2C3d4E5f6G7h8I9j0K1l2"
+    run = make_run(tmp_path, tiny_spec, TINY_CFG)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["judge"] = {"backend": {"kind": "openai", "api_key": key, "base_url": f"https://user:{key}@host/v1"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    man = read_json(run / "manifest.json")
+    man["command"] = f"harness train ++judge.backend.api_key={key} lora.r=4"
+    write_json(run / "manifest.json", man)
+    out = tmp_path / "shared"
+    export_run(run, "adapter", out, log=lambda m: None)
+    for p in out.rglob("*"):
+        if p.is_file():
+            assert key.encode() not in p.read_bytes(), p
+    assert "lora.r=4" in read_json(out / "run" / "manifest.json")["command"]
 
 
 def _train_short(spec, tmp: Path, task_path: Path, steps: int = 30) -> tuple[Path, str]:
@@ -418,15 +476,14 @@ def test_export_gguf_smollm2(smol_spec, tmp_path):
     from harness.cli import main as cli_main
 
     out = tmp_path / "gguf_out"
-    rc = cli_main(["export", str(run), "--format", "gguf", "--quant", "q8_0", "--out", str(out),
-                   "--check-items", "6", "--max-new-tokens", "24"])
+    rc = cli_main(["export", str(run), "--format", "gguf", "--quant", "q8_0", "--out", str(out), "--check-items", "6"])
     assert rc == 0
     m = read_json(out / "export_manifest.json")
     gg = out / m["gguf_file"]
-    assert gg.is_file() and gg.read_bytes()[:4] == b"GGUF"
+    assert gg.is_file() and gg.read_bytes()[:4] == b"GGUF" and sha256_file(gg) == m["gguf_sha256"]
     chk = read_json(out / "gguf_check.json")
-    assert chk["n"] == 6 and chk["passed"]
-    assert chk["adapter_json_valid_rate"] >= 0.5, "the short-trained adapter should have learned the JSON format"
-    assert chk["gguf_json_valid_rate"] >= chk["adapter_json_valid_rate"] - 0.1
-    assert m["tool_versions"]["llama_cpp"]
-    print(json.dumps({k: v for k, v in chk.items() if k != "items"}))
+    assert chk["n"] == 6 and chk["passed"] and chk["primary_metric"] == "json_valid"
+    assert chk["means"]["adapter"] >= 0.5, "the short-trained adapter should have learned the JSON format"
+    assert chk["means"]["gguf"] >= chk["means"]["adapter"] - 0.1
+    assert m["tool_versions"]["llama_cpp"] and (out / "Modelfile").is_file()
+    print(json.dumps({k: v for k, v in chk.items() if k not in ("flips", "models")}))
