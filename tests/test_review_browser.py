@@ -157,6 +157,40 @@ def test_outputs_are_text_not_markup(sweep, page_path, browser):
     assert _problems(browser) == [], "no alert() dialog, no exception"
 
 
+DIFF_PARTS = """(() => [...document.querySelectorAll('#list pre.out')].filter(p => p.querySelector('ins, del')).map(p => {
+    const keep = skip => [...p.childNodes].filter(c => c.nodeName !== skip && c.nodeName !== 'DIV')
+                                         .map(c => c.textContent).join('');
+    const art = p.closest('article'), col = p.closest('.col');
+    return {id: art.dataset.id, head: col.querySelector('.head').firstChild.textContent,
+            output: keep('DEL'), against: keep('INS')};
+}))()"""
+
+
+SCROLL_THROUGH = """(async () => { for (let y = 0; y < document.body.scrollHeight; y += 500) {
+    window.scrollTo(0, y); await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0))); } })()"""
+
+
+def test_diffs_rebuild_both_texts(sweep, page_path, browser):
+    """Dropping the deletions gives the output, dropping the insertions gives the reference (or the baseline)."""
+    page = browser.new_page()
+    page.goto(page_path.resolve().as_uri())
+    scores = _scores(sweep)
+    name_to_model = {"base (zero-shot)": "base", "few-shot prompt": "fewshot", "r8-lr2e-4": CHOSEN,
+                     "r4-lr2e-4": "r4-lr0.0002", "r4-lr1e-3": "r4-lr0.001"}
+    for against in ("reference", "baseline"):
+        page.eval(f"(() => {{ const s = document.getElementById('diff'); s.value = '{against}';"
+                  " s.dispatchEvent(new Event('change')); })()")
+        page.eval(SCROLL_THROUGH)  # diffs are computed when a card comes into view
+        parts = page.eval(DIFF_PARTS)
+        assert len(parts) >= 40, against
+        for d in parts:
+            row = scores[(name_to_model[d["head"]], d["id"])]
+            assert d["output"] == row["output"]
+            want = row["reference"] if against == "reference" else scores[("fewshot", d["id"])]["output"]
+            assert d["against"] == want, (against, d)
+    assert _problems(browser) == []
+
+
 def test_search_sort_and_judge_filter(sweep, page_path, browser):
     page = browser.new_page()
     page.goto(page_path.resolve().as_uri())

@@ -4,7 +4,8 @@
   "use strict";
   var D = JSON.parse(document.getElementById("review-data").textContent);
   var PAGE = 20;           // items rendered per page (large sweeps stay fast)
-  var MAX_EDITS = 600;     // character diffs with more edits than this are skipped (noise, and slow)
+  var MAX_EDITS = 600;     // diffs with more edits than this are skipped (noise, and slow)
+  var LONG_TEXT = 4000;    // characters (both texts together) above which the diff is by words
   var NAME = {};
   D.models.forEach(function (m) { NAME[m.key] = m.name; });
   var P = 0;               // the primary metric is metrics[0]
@@ -157,6 +158,7 @@
     var suf = 0;
     while (suf < n0 - pre && suf < m0 - pre && a[n0 - 1 - suf] === b[m0 - 1 - suf]) suf++;
     var A = a.slice(pre, n0 - suf), B = b.slice(pre, m0 - suf), N = A.length, M = B.length;
+    if (Math.abs(N - M) > MAX_EDITS) return null;   // at least that many edits: no need to search
     var ops = [];
     if (pre) ops.push([0, a.slice(0, pre)]);
     if (N === 0 && M > 0) ops.push([1, B]);
@@ -209,10 +211,32 @@
     flush();
     return out;
   }
+  // Word diff for texts too different for a character diff: each distinct word (or run of spaces, or
+  // punctuation mark) becomes one private-use character, the character diff runs on those, and maps back.
+  function diffWords(a, b) {
+    var code = {}, words = [], next = 0xE000;
+    function enc(s) {
+      return (s.match(/\s+|[\w\u00C0-\uFFFF]+|[^\w\s]/g) || []).map(function (w) {
+        if (!(w in code)) { if (next > 0xF8FF) throw new Error("too many words"); code[w] = String.fromCharCode(next++); words.push(w); }
+        return code[w];
+      }).join("");
+    }
+    var ops;
+    try { ops = diffChars(enc(a), enc(b)); } catch (e) { return null; }
+    if (!ops) return null;
+    return ops.map(function (op) {
+      var t = "";
+      for (var i = 0; i < op[1].length; i++) t += words[op[1].charCodeAt(i) - 0xE000];
+      return [op[0], t];
+    });
+  }
   function renderDiff(pre, against, text) {
-    var ops = diffChars(against, text);
+    var long = against.length + text.length > LONG_TEXT;   // long texts: straight to the (cheaper) word diff
+    var ops = long ? null : diffChars(against, text), words = false;
+    if (!ops) { ops = diffWords(against, text); words = true; }
     pre.textContent = "";
-    if (!ops) { pre.textContent = text; pre.appendChild(el("div", "note", "(diff skipped: more than " + MAX_EDITS + " character edits)")); return; }
+    if (!ops) { pre.textContent = text; pre.appendChild(el("div", "note", "(diff skipped: more than " + MAX_EDITS + " word edits)")); return; }
+    if (words) pre.title = "word diff (too many character edits for a character diff)";
     ops.forEach(function (op) {
       if (op[0] === 0) pre.appendChild(document.createTextNode(op[1]));
       else pre.appendChild(el(op[0] > 0 ? "ins" : "del", null, op[1]));
