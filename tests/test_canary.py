@@ -56,3 +56,28 @@ class IgnoringBackend:
 def test_backend_that_ignores_adapters():
     with pytest.raises(UserError, match=r"adapter 'x' is not applied: its outputs equal"):
         check_adapters_applied(IgnoringBackend(), ["x"])
+
+
+def test_adapter_not_learned(tiny_adapters, tmp_path):
+    """The reasons an adapter is the base model unchanged; a trained (random) adapter has none."""
+    import json
+    import shutil
+
+    from harness.canary import adapter_not_learned
+
+    assert adapter_not_learned(tiny_adapters["a1"]) is None
+    assert "LoRA B weight is zero" in adapter_not_learned(tiny_adapters["zero"])
+    run = tmp_path / "run"
+    shutil.copytree(tiny_adapters["a1"], run / "adapter")
+    (run / "metrics.json").write_text(json.dumps({"best_val_loss": 2.0, "improved": False}))
+    assert "improved=false" in adapter_not_learned(run / "adapter")
+    (run / "metrics.json").write_text(json.dumps({"best_val_loss": 1.0, "improved": True}))
+    assert adapter_not_learned(run / "adapter") is None
+    # no LoRA tensors at all is a configuration error for the canary, not "did not learn"
+    from safetensors.torch import save_file
+    import torch
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_file({"other.weight": torch.zeros(2)}, str(empty / "adapter_model.safetensors"))
+    assert adapter_not_learned(empty) is None
