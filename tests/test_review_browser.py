@@ -109,6 +109,8 @@ def test_filter_label_download_calibrate(sweep, page_path, browser, tmp_path):
     path = Path(done["params"]["filePath"])
     assert path.parent == downloads and path.name.startswith("labels-demo-") and path.suffix == ".jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    hint = page.eval("document.getElementById('next-step').textContent")
+    assert hint == f"harness judge calibrate --data {path.name} --sweep {sweep}"
     assert [r["sample_id"] for r in rows] == labelled
     assert [r["label"] for r in rows] == [1, 2, 0]
     assert [r["score_1"] for r in rows] == [4, None, None]
@@ -129,10 +131,11 @@ def test_filter_label_download_calibrate(sweep, page_path, browser, tmp_path):
     assert page.eval("document.getElementById('n-labels').textContent") == "3"
     assert _problems(browser) == []
 
-    # the downloaded file is what `harness judge calibrate --data` reads: a real local judge over the 3 labels
-    out = tmp_path / "calibration"
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "judge", "calibrate", "--data", str(path), "--out",
-                           str(out), "judge.model=tiny_random", "judge.retries=0", "judge.gen.max_new_tokens=8",
+    # the page said what to run next (hint); the downloaded file is what `harness judge calibrate --data` reads:
+    # a real local judge over the 3 labels, calibration stored in the sweep for this task
+    out = sweep / "scores" / "judge_calibration"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *hint.split()[1:4], str(path), *hint.split()[5:],
+                           "judge.model=tiny_random", "judge.retries=0", "judge.gen.max_new_tokens=8",
                            "judge.gen.logprobs=0"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 3 labelled pairs" in proc.stdout and "kappa" in proc.stdout and "accuracy" in proc.stdout, proc.stdout

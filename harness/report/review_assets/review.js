@@ -102,6 +102,12 @@
     a.click();
     setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
     flash("downloaded " + rows.length + " label(s) as " + a.download);
+    $("next-step").textContent = "harness judge calibrate --data " + a.download + " --sweep " + sweepDir();
+    $("next-step").parentNode.hidden = false;
+  }
+  function sweepDir() {   // where the page lives (SWEEP/report/review.html), known only at run time: the bytes stay fixed
+    var m = /^(.*)\/report\/[^\/]+$/.exec(location.protocol === "file:" ? decodeURIComponent(location.pathname) : "");
+    return m ? (/\s/.test(m[1]) ? JSON.stringify(m[1]) : m[1]) : "SWEEP_DIR";
   }
   function flash(msg) { $("shown").textContent = msg; }
 
