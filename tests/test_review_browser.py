@@ -255,3 +255,23 @@ def test_large_sweep_renders_fast(tmp_path, browser):
     assert page.eval("document.querySelectorAll('#list ins, #list del').length") > 0
     assert load_s < 10 and filter_s < 5, (load_s, filter_s)  # generous: the machine is shared
     assert _problems(browser) == []
+
+
+@pytest.mark.parametrize("models", [("base",), ("run1", "run2")], ids=["baseline-only", "no-baselines"])
+def test_sweeps_without_a_pair_still_render(tmp_path, browser, models):
+    """Every adapter failed (only base scored), or no baselines were scored: the outputs are still shown,
+    labelling says why it cannot start, nothing throws."""
+    sweep = tmp_path / "s"
+    (sweep / "scores").mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"name": "s", "task": "t", "runs": []}))
+    (sweep / "scores" / "scores.jsonl").write_text("".join(
+        json.dumps({"model": m, "sample_id": f"x{k}", "prompt": f"q{k}", "reference": "r", "output": f"{m} says {k}",
+                    "metrics": {"rouge": k / 4}}) + "\n" for k in range(4) for m in models))
+    page = browser.new_page()
+    page.goto(write_review(sweep, chosen=None, primary=None).resolve().as_uri())
+    assert page.eval("document.getElementById('shown').textContent") == "showing 4 of 4 items"
+    assert page.eval("document.querySelectorAll('#list .col').length") == 4 * len(models)
+    page.key("l")
+    assert page.eval("document.getElementById('labeller').hidden") is True
+    assert page.eval("document.getElementById('shown').textContent") == "labelling needs an adapter and a baseline"
+    assert _problems(browser) == []
