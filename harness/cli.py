@@ -33,6 +33,14 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+def _redact_process_argv() -> None:
+    """Whatever records sys.argv later (wandb metadata, run manifests, launchers' logs) sees credentials
+    masked; the command itself runs on the original arguments, which main() has already copied."""
+    from harness.config import redact_overrides
+
+    sys.argv[1:] = redact_overrides(sys.argv[1:])
+
+
 def _usage() -> str:
     lines = ["usage: harness <command> [args...]", "", "commands:"]
     lines += [f"  {name:<8} {desc}" for name, desc in COMMANDS.items()]
@@ -41,7 +49,10 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        argv = list(sys.argv[1:])
+        _redact_process_argv()
+    argv = list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
