@@ -117,13 +117,15 @@ def _recorded_base_identity(manifest: dict) -> str | None:
 
 def run_model_cfg(info: RunInfo, *, trust_remote_code: bool = False, log: Log = _stderr) -> dict:
     """The run's model config; a run directory never enables remote code by itself (only --trust-remote-code)."""
-    cfg = dict(info.config["model"])
-    asked = cfg.pop("trust_remote_code", False)
-    if asked and not trust_remote_code:
-        log(f"note: {info.run_dir}/config.yaml asks for model.trust_remote_code=true; ignored (a run directory never "
-            "enables it by itself: pass --trust-remote-code if you trust it)")
-    cfg["trust_remote_code"] = bool(trust_remote_code)
-    return cfg
+    from harness.targets import untrusted_snapshot
+
+    given = ["model.trust_remote_code=true"] if trust_remote_code else []
+    cfg, notes = untrusted_snapshot({"model": info.config["model"]}, given, info.run_dir)
+    for n in notes:
+        log(n.replace("pass model.trust_remote_code=... yourself", "pass --trust-remote-code"))
+    model = dict(cfg["model"])
+    model["trust_remote_code"] = bool(trust_remote_code)
+    return model
 
 
 def run_task(info: RunInfo):

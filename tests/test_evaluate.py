@@ -3,6 +3,7 @@ few-shot prompts, knowledge split; end to end with the real hf backend, tiny mod
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -40,8 +41,9 @@ class FakeBackend:
         out = []
         for r in requests:
             user = r.message_dicts()[-1]["content"]
-            if "question" in user:
-                i = int(user.rsplit(" ", 1)[1])
+            m = re.fullmatch(r"Q: (?:eval|train|val) question (\d+)", user)
+            if m:
+                i = int(m.group(1))
                 right = json.dumps({"a": i, "b": "x"})
                 if r.model_key == "good":
                     text = f"```json\n{right}\n```"
@@ -166,8 +168,12 @@ def test_no_probes_and_unknown_adapter(tmp_path, task):
 
 
 def test_default_probe_set_runs(tmp_path, task):
+    from harness.probes import load_probes
+
+    items = load_probes("default")
     s = evaluate(tmp_path / "s", task, FakeBackend(), {}, probes="default", progress=False)
-    assert s["n_probes"] >= 40 and set(s["models"]["base"]["probes"]) == {"ifeval", "arithmetic", "general", "all"}
+    assert s["n_probes"] == len(items) >= 40
+    assert set(s["models"]["base"]["probes"]) == {i["family"] for i in items} | {"all"}
 
 
 # ----------------------------------------------------------------------------- end to end: hf backend, tiny model
