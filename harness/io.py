@@ -107,19 +107,20 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
 
 
-def iter_jsonl(path: str | os.PathLike, strict: bool = True) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: str | os.PathLike, strict: bool = True, appended: bool = False) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each row of a JSONL file.
 
-    A last line without its newline that does not parse is a torn tail (a writer killed mid-append, even
-    inside a UTF-8 character): skipped, never an error. Any other bad line (invalid UTF-8 or JSON, not an
-    object) is a UserError naming FILE:LINE when `strict` (data must not be silently dropped), skipped when
-    not (caches, where a foreign line only costs a recomputation)."""
+    A bad line (invalid UTF-8 or JSON, absurd nesting, not an object) is a UserError naming FILE:LINE when
+    `strict` (data must not be silently dropped), skipped when not. For a file that is `appended` to (a
+    cache), a last line without its newline that does not parse is a torn tail - a writer killed mid-append,
+    even inside a UTF-8 character - and is skipped, never an error; files written whole (scores, probes)
+    have no such excuse."""
     with open(path, "rb") as fh:
         data = fh.read()
     lines = data.split(b"\n")
-    torn = lines.pop()  # b"" when the file ends with a newline
-    for n, raw in enumerate(lines + ([torn] if torn.strip() else []), 1):
-        is_tail = n == len(lines) + 1
+    tail = lines.pop()  # b"" when the file ends with a newline
+    has_tail = bool(tail.strip())
+    for n, raw in enumerate(lines + ([tail] if has_tail else []), 1):
         if not raw.strip():
             continue
         problem = None
@@ -135,15 +136,15 @@ def iter_jsonl(path: str | os.PathLike, strict: bool = True) -> Iterator[tuple[i
             problem = f"invalid JSON ({type(exc).__name__})"
         if problem is None:
             yield n, row
-        elif is_tail:
-            continue
+        elif appended and has_tail and n == len(lines) + 1:
+            continue  # torn tail of an append
         elif strict:
             raise UserError(f"{path}:{n}: {problem}")
 
 
-def read_jsonl(path: str | os.PathLike, strict: bool = True) -> Iterator[dict]:
-    """The objects of a JSONL file (see iter_jsonl: torn tail skipped, a bad line elsewhere is FILE:LINE)."""
-    for _, row in iter_jsonl(path, strict=strict):
+def read_jsonl(path: str | os.PathLike, strict: bool = True, appended: bool = False) -> Iterator[dict]:
+    """The objects of a JSONL file; see iter_jsonl (a bad line is FILE:LINE; `appended`: torn tail skipped)."""
+    for _, row in iter_jsonl(path, strict=strict, appended=appended):
         yield row
 
 

@@ -209,10 +209,16 @@ def test_file_lock_lets_one_process_convert_while_the_others_wait(tmp_path):
 def test_torn_tail_inside_a_utf8_character_is_skipped_and_cut_on_next_append(tmp_path):
     p = tmp_path / "cache.jsonl"
     p.write_bytes('{"k": 1}\n{"k": "é'.encode()[:-1])  # killed inside the 2-byte é
-    assert list(read_jsonl(p)) == [{"k": 1}]
+    assert list(read_jsonl(p, appended=True)) == [{"k": 1}]
+    with pytest.raises(UserError, match=r"cache\.jsonl:2: invalid UTF-8"):  # a file written whole has no excuse
+        list(read_jsonl(p))
     append_jsonl(p, [{"k": 2}])
     assert list(read_jsonl(p)) == [{"k": 1}, {"k": 2}]
     assert p.read_bytes().count(b"\n") == 2
+    p.write_bytes(b"[[[[[[[[[[")  # a lone garbage line: torn only if the file is appended to
+    assert list(read_jsonl(p, appended=True)) == []
+    with pytest.raises(UserError, match=r"cache\.jsonl:1: invalid JSON"):
+        list(read_jsonl(p))
 
 
 def test_bad_line_in_the_middle_is_an_error_naming_file_and_line(tmp_path):
@@ -221,6 +227,8 @@ def test_bad_line_in_the_middle_is_an_error_naming_file_and_line(tmp_path):
     with pytest.raises(UserError, match=r"scores\.jsonl:3: invalid JSON"):
         list(read_jsonl(p))
     assert [n for n, _ in iter_jsonl(p, strict=False)] == [1, 4]
+    with pytest.raises(UserError, match=r"scores\.jsonl:3"):  # a torn-looking middle line is still an error
+        list(read_jsonl(p, appended=True))
     p.write_bytes(b'{"a": 1}\n\xff\xfe\n{"a": 3}\n')
     with pytest.raises(UserError, match=r"scores\.jsonl:2: invalid UTF-8"):
         list(read_jsonl(p))
