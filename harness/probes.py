@@ -1,26 +1,36 @@
 """Forgetting probes: small general-ability items every model is checked on, base vs adapters.
 
-A probe set is evalsets/probes/<name>.jsonl, one item a line:
-  {"id": "ifeval-03", "family": "ifeval"|"arithmetic"|"general",
+A probe set is evalsets/probes/<name>.jsonl (written by evalsets/probes/make_probes.py), one item a line:
+  {"id": "ifeval-003", "family": "ifeval"|"arithmetic"|"general"|"reading",
+   "kind": "lowercase",                                   # optional sub-family, for information
    "messages": [{"role": "user", "content": "..."}],
-   "check": {"type": "word_count", "max": 20}            # or a list of checks (all must pass)
-  }
-`check_probe(item, output)` is 1.0 when every check passes, else 0.0 (IFEval "strict, prompt-level").
+   "check": {"type": "word_count", "max": 20},            # or a list of checks (all must pass)
+   "reference": "...",                                    # optional, shown in reports
+   "max_new_tokens": 32}                                  # optional generation budget of this item
+`check_probe(item, output)` is 1.0 when every check passes, else 0.0 (IFEval "strict, prompt-level");
+`probe_gen(item)` is the item's generation settings (greedy PROBE_GEN with its own max_new_tokens).
+Items are never selected on a model's outcome (a set the base passes entirely makes every flip look like
+forgetting). Forgetting is judged as non-inferiority; `probes_needed` and `probe_mde` size that judgement.
 Checkers are pure functions with keyword options; CHECKERS maps a check type to its function.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import math
 import re
 import unicodedata
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Callable
 
 from harness.backends.base import GenParams
-from harness.io import UserError, read_jsonl
+from harness.io import UserError, iter_jsonl
 from harness.metrics import extract_answer_number, extract_json
 
-FAMILIES = ("ifeval", "arithmetic", "general")
-PROBE_GEN = GenParams(max_new_tokens=96, temperature=0.0)
+FAMILIES = ("ifeval", "arithmetic", "general", "reading")
+PROBE_GEN = GenParams(max_new_tokens=96, temperature=0.0)  # for items without their own max_new_tokens
+MAX_NEW_TOKENS_LIMIT = 512
 
 
 def _words(text: str) -> list[str]:
@@ -93,8 +103,10 @@ def ends_with(output: str, *, phrase: str) -> bool:
 
 
 def starts_with(output: str, *, phrase: str) -> bool:
-    """The answer starts with `phrase` (case-insensitive)."""
-    return bool(_clean_end(output)) and _clean_end(output).startswith(_clean_end(phrase))
+    """The answer starts with `phrase` as whole words (case-insensitive): 'Yes, ...' passes 'Yes', 'Yesterday' not."""
+    text, head = _clean_end(output), _clean_end(phrase)
+    after = text[len(head):len(head) + 1]
+    return bool(text) and text.startswith(head) and not (head[-1:].isalnum() and after.isalnum())
 
 
 def no_comma(output: str) -> bool:
@@ -113,10 +125,37 @@ def contains_any(output: str, *, answers: list[str]) -> bool:
     return any(_contains_word(output, a) for a in answers)
 
 
+def json_keys(output: str, *, keys: list[str]) -> bool:
+    """The whole answer is one JSON object (a lone ```json fence accepted) that has every key in `keys`."""
+    p = extract_json(output)
+    return p.strict and isinstance(p.value, dict) and all(k in p.value for k in keys)
+
+
+def _squash(text: str) -> str:
+    return " ".join((text or "").split()).casefold()
+
+
+_OPEN_QUOTES, _CLOSE_QUOTES = "\"'“‘", "\"'”’"
+
+
+def equals(output: str, *, text: str) -> bool:
+    """The answer is `text` (case and runs of whitespace ignored; one pair of surrounding quotes allowed)."""
+    out = (output or "").strip()
+    if len(out) >= 2 and out[0] in _OPEN_QUOTES and out[-1] in _CLOSE_QUOTES:
+        out = out[1:-1]
+    return bool(out.strip()) and _squash(out) == _squash(text)
+
+
+def quoted(output: str) -> bool:
+    """The whole answer (surrounding whitespace ignored) is wrapped in double quotes ("..." or “...”), text inside."""
+    out = (output or "").strip()
+    return len(out) > 2 and out[0] in "\"“" and out[-1] in "\"”" and bool(out[1:-1].strip())
+
+
 CHECKERS: dict[str, Callable[..., bool]] = {
     f.__name__: f
     for f in (word_count, forbidden_words, required_keywords, json_only, bullet_count, lowercase, uppercase,
-              ends_with, starts_with, no_comma, numeric, contains_any)
+              ends_with, starts_with, no_comma, numeric, contains_any, json_keys, equals, quoted)
 }
 
 
@@ -135,20 +174,31 @@ def check_probe(item: dict, output: str) -> float:
     return float(all(run_check(c, output) for c in _checks(item)))
 
 
+def probe_gen(item: dict) -> GenParams:
+    """Generation settings of one probe item: greedy PROBE_GEN with the item's max_new_tokens when it has one.
+    Short budgets keep the probe run fast; the generator sizes each budget so that a compliant answer fits."""
+    n = item.get("max_new_tokens")
+    return PROBE_GEN if n is None else dataclasses.replace(PROBE_GEN, max_new_tokens=int(n))
+
+
 def validate_probe(item: Any) -> str | None:
     """A problem with a probe item, or None."""
-    import inspect
-
     if not isinstance(item, dict):
         return "must be an object"
     for k in ("id", "family", "messages", "check"):
         if k not in item:
             return f"{k}: required"
+    if not isinstance(item["id"], str) or not item["id"]:
+        return "id: must be a non-empty string"
     if item["family"] not in FAMILIES:
         return f"family: unknown {item['family']!r} (known: {', '.join(FAMILIES)})"
     msgs = item["messages"]
-    if not isinstance(msgs, list) or not msgs or msgs[-1].get("role") != "user":
+    if (not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) for m in msgs)
+            or msgs[-1].get("role") != "user"):
         return "messages: must be a non-empty chat ending with a user message"
+    n = item.get("max_new_tokens")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS_LIMIT):
+        return f"max_new_tokens: must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT}"
     checks = _checks(item)
     if not checks:
         return "check: required"
@@ -173,7 +223,7 @@ def probes_dir() -> Path:
 
 
 def load_probes(name_or_path: str | Path = "default") -> list[dict]:
-    """Probe items by set name (evalsets/probes/<name>.jsonl) or path; validated."""
+    """Probe items by set name (evalsets/probes/<name>.jsonl) or path; validated; a bad line is FILE:LINE."""
     p = Path(name_or_path)
     if not p.suffix:
         p = probes_dir() / f"{name_or_path}.jsonl"
@@ -183,7 +233,7 @@ def load_probes(name_or_path: str | Path = "default") -> list[dict]:
         raise UserError(f"{p}: probe set not found")
     items = []
     ids = set()
-    for i, item in enumerate(read_jsonl(p), 1):
+    for i, item in iter_jsonl(p, strict=True):  # written whole, never appended: any bad line is FILE:LINE
         problem = validate_probe(item)
         if problem:
             raise UserError(f"{p}:{i}: {problem}")
@@ -191,7 +241,59 @@ def load_probes(name_or_path: str | Path = "default") -> list[dict]:
             raise UserError(f"{p}:{i}: duplicate id {item['id']!r}")
         ids.add(item["id"])
         items.append(item)
+    if not items:
+        raise UserError(f"{p}: probe set is empty")
     return items
+
+
+# --------------------------------------------------------------------------- sizing (non-inferiority)
+
+
+def assumed_discordance(p_base: float) -> float:
+    """P(adapter and base disagree on an item) when the adapter is as good as the base and nothing was measured:
+    2 p (1 - p), the value if their pass/fail were independent at pass rate p. Conservative: an adapter agrees
+    with its own base more often. Pass the observed (b01 + b10) / n instead whenever paired results exist."""
+    p = min(max(float(p_base), 0.0), 1.0)
+    return 2.0 * p * (1.0 - p)
+
+
+def _z_sum(alpha: float, power: float) -> float:
+    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
+        raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
+    return NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+
+
+def _discordance(p_base: float, discordance: float | None) -> float:
+    d = assumed_discordance(p_base) if discordance is None else float(discordance)
+    if not 0.0 <= d <= 1.0:
+        raise ValueError(f"discordance must be in [0, 1], got {d}")
+    return d
+
+
+def probes_needed(p_base: float, margin: float, alpha: float = 0.05, power: float = 0.8, *,
+                  discordance: float | None = None, diff: float = 0.0) -> int:
+    """Paired probe items needed so that, if the adapter's true pass rate is the base's + `diff` (default equal),
+    the lower bound of the two-sided (1 - alpha) CI of (adapter - base) clears -margin with probability `power`.
+
+    Normal approximation for paired pass/fail (Nam 1997): an item's difference is -1, 0 or +1 with variance
+    discordance - diff^2, discordance = P(the models disagree on an item), by default assumed_discordance(p_base):
+        n = (z_{1-alpha/2} + z_power)^2 * (discordance - diff^2) / (margin + diff)^2
+    0 when the models cannot disagree; ValueError when diff <= -margin (non-inferiority is then false)."""
+    if not 0.0 < margin < 1.0:
+        raise ValueError(f"margin must be in (0, 1), got {margin}")
+    if diff <= -margin:
+        raise ValueError(f"diff {diff} is at or below -margin {-margin}: non-inferiority cannot be shown")
+    z, d = _z_sum(alpha, power), _discordance(p_base, discordance)
+    var = max(d - diff * diff, 0.0)
+    return 0 if var == 0.0 else math.ceil(z * z * var / (margin + diff) ** 2)
+
+
+def probe_mde(n: int, p_base: float, alpha: float = 0.05, power: float = 0.8, *,
+              discordance: float | None = None) -> float:
+    """Minimum detectable drop of n paired probe items: the smallest margin they show non-inferiority at (equal
+    true pass rates, same assumptions as probes_needed): (z_{1-alpha/2} + z_power) sqrt(discordance / n)."""
+    z, d = _z_sum(alpha, power), _discordance(p_base, discordance)
+    return math.inf if n < 1 else z * math.sqrt(d / n)
 
 
 # --------------------------------------------------------------------------- IFEval mapping

@@ -53,6 +53,23 @@ P = pytest.param
         P({"type": "ends_with", "phrase": "Woof"}, "", False, id="ends-empty"),
         P({"type": "starts_with", "phrase": "Yes"}, "Yes, the sun is a star.", True, id="starts-pass"),
         P({"type": "starts_with", "phrase": "Yes"}, "The sun is a star.", False, id="starts-fail"),
+        P({"type": "starts_with", "phrase": "Yes"}, "Yesterday it rained.", False, id="starts-whole-word"),
+        P({"type": "starts_with", "phrase": "Today"}, "  today, the sea is calm.", True, id="starts-case-space"),
+        P({"type": "json_keys", "keys": ["name", "color"]}, '{"name": "apple", "color": "red"}', True, id="jkeys-pass"),
+        P({"type": "json_keys", "keys": ["name", "color"]}, '```json\n{"name": "a", "color": "b", "x": 1}\n```', True,
+          id="jkeys-fence-extra-key"),
+        P({"type": "json_keys", "keys": ["name", "color"]}, '{"name": "apple"}', False, id="jkeys-missing-key"),
+        P({"type": "json_keys", "keys": ["name"]}, '["name"]', False, id="jkeys-not-object"),
+        P({"type": "json_keys", "keys": ["name"]}, 'Sure! {"name": "apple"}', False, id="jkeys-prose"),
+        P({"type": "equals", "text": "The old fox sits."}, "the old  fox sits.", True, id="equals-case-space"),
+        P({"type": "equals", "text": "The old fox sits."}, '"The old fox sits."', True, id="equals-quoted"),
+        P({"type": "equals", "text": "The old fox sits."}, "The old fox sits. Anything else?", False, id="equals-extra"),
+        P({"type": "equals", "text": "The old fox sits."}, "The old fox sits", False, id="equals-punctuation"),
+        P({"type": "equals", "text": "x"}, "", False, id="equals-empty"),
+        P({"type": "quoted"}, '"The sea is calm."', True, id="quoted-pass"),
+        P({"type": "quoted"}, "“The sea is calm.”", True, id="quoted-curly"),
+        P({"type": "quoted"}, 'The "sea" is calm.', False, id="quoted-inner-only"),
+        P({"type": "quoted"}, '""', False, id="quoted-empty-inside"),
         P({"type": "no_comma"}, "A tall green tree stands alone.", True, id="nocomma-pass"),
         P({"type": "no_comma"}, "A tall, green tree.", False, id="nocomma-fail"),
         P({"type": "no_comma"}, "一棵树，很高", False, id="nocomma-fullwidth"),
@@ -102,24 +119,6 @@ def test_bullet_bad_relation():
 )
 def test_validate_probe(item, problem):
     assert problem in PR.validate_probe(item)
-
-
-def test_default_probe_set_is_valid_and_balanced():
-    items = PR.load_probes("default")
-    assert 40 <= len(items) <= 70
-    fams = {f: sum(1 for it in items if it["family"] == f) for f in PR.FAMILIES}
-    assert all(n >= 8 for n in fams.values()), fams
-    assert len({it["id"] for it in items}) == len(items)
-
-
-def test_load_probes_errors(tmp_path):
-    bad = tmp_path / "p.jsonl"
-    bad.write_text(json.dumps({"id": "a", "family": "x", "messages": [{"role": "user", "content": "q"}],
-                               "check": {"type": "lowercase"}}) + "\n")
-    with pytest.raises(UserError, match=r"p.jsonl:1: family"):
-        PR.load_probes(bad)
-    with pytest.raises(UserError, match="probe set not found"):
-        PR.load_probes(tmp_path / "missing.jsonl")
 
 
 # ----------------------------------------------------------------------------- IFEval instructions from shared data
@@ -177,3 +176,299 @@ def test_checkers_on_ifeval_instructions(shared_data):
     assert mapped > 200
     assert seen_types == {"no_comma", "word_count", "forbidden_words", "required_keywords", "lowercase", "uppercase",
                           "bullet_count", "ends_with", "json_only"}
+
+
+# ----------------------------------------------------------------------------- probe files: loading and generation
+
+import importlib.util  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import re  # noqa: E402
+
+PROBES_DIR = PR.probes_dir()
+
+
+def _maker():
+    spec = importlib.util.spec_from_file_location("make_probes", PROBES_DIR / "make_probes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _line(item: dict) -> str:
+    return json.dumps(item) + "\n"
+
+
+GOOD = {"id": "a", "family": "general", "messages": [{"role": "user", "content": "q"}],
+        "check": {"type": "contains_any", "answers": ["x"]}}
+
+
+def test_load_probes_names_file_and_line_of_a_bad_item(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text(_line(GOOD) + _line({**GOOD, "id": "b", "family": "x"}))
+    with pytest.raises(UserError, match=r"p.jsonl:2: family"):
+        PR.load_probes(bad)
+
+
+def test_load_probes_bad_json_in_the_middle_is_an_error_not_skipped(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text(_line(GOOD) + '{"id": "b", "family": \n' + _line({**GOOD, "id": "c"}))
+    with pytest.raises(UserError, match=r"p.jsonl:2: invalid JSON"):
+        PR.load_probes(bad)
+
+
+def test_load_probes_duplicate_id(tmp_path):
+    bad = tmp_path / "p.jsonl"
+    bad.write_text(_line(GOOD) + "\n" + _line(GOOD))
+    with pytest.raises(UserError, match=r"p.jsonl:3: duplicate id 'a'"):
+        PR.load_probes(bad)
+
+
+def test_load_probes_missing_and_empty(tmp_path):
+    with pytest.raises(UserError, match="probe set not found"):
+        PR.load_probes(tmp_path / "missing.jsonl")
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(UserError, match="probe set is empty"):
+        PR.load_probes(tmp_path / "e.jsonl")
+
+
+@pytest.mark.parametrize("value", [0, -3, 513, 2.5, "16", True])
+def test_validate_probe_rejects_bad_max_new_tokens(value):
+    assert "max_new_tokens" in PR.validate_probe({**GOOD, "max_new_tokens": value})
+
+
+def test_probe_gen_uses_the_item_budget():
+    g = PR.probe_gen({**GOOD, "max_new_tokens": 12})
+    assert g.max_new_tokens == 12 and g.temperature == 0.0
+
+
+def test_probe_gen_default_without_a_budget():
+    assert PR.probe_gen(GOOD) == PR.PROBE_GEN
+
+
+def test_shipped_sets_equal_a_fresh_deterministic_build():
+    """default.jsonl/fast.jsonl are exactly the generator's output: nothing was hand-dropped (no selection)."""
+    mk = _maker()
+    assert mk.build() == mk.build()
+    for path, text in mk.outputs().items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: run make_probes.py"
+
+
+def test_default_set_size_and_families():
+    items = PR.load_probes("default")
+    fams = {f: sum(1 for it in items if it["family"] == f) for f in PR.FAMILIES}
+    assert len(items) >= 500 and all(n >= 120 for n in fams.values()), fams
+    assert all("base_pass" not in it for it in items)  # no model outcome recorded in (or used for) the set
+
+
+def test_fast_set_is_a_stratified_prefix_of_default():
+    default = {it["id"]: it for it in PR.load_probes("default")}
+    fast = PR.load_probes("fast")
+    assert all(default[it["id"]] == it for it in fast)
+    fams = {f: {it.get("kind") for it in fast if it["family"] == f} for f in PR.FAMILIES}
+    all_kinds = {f: {it.get("kind") for it in default.values() if it["family"] == f} for f in PR.FAMILIES}
+    assert fams == all_kinds  # every kind of every family is in the fast set
+    assert 100 <= len(fast) <= 200
+
+
+def test_every_item_has_a_short_budget():
+    for it in PR.load_probes("default"):
+        assert it["max_new_tokens"] <= 64, it["id"]
+
+
+def test_free_text_ifeval_items_have_a_word_cap_a_cut_answer_cannot_meet():
+    """Truncation must not turn a violation into a pass: a word cap with >= 2.5 tokens of budget per word."""
+    for it in PR.load_probes("default"):
+        if it["family"] != "ifeval" or it["kind"] in ("json", "repeat"):
+            continue
+        caps = [c["max"] for c in PR._checks(it) if c["type"] == "word_count" and "max" in c]
+        assert caps, it["id"]
+        assert it["max_new_tokens"] >= 2 * min(caps), it["id"]
+
+
+_ARITH_RX = [
+    (re.compile(r"^What is (\d+) \+ (\d+)\?"), lambda a, b: a + b),
+    (re.compile(r"^What is (\d+) - (\d+)\?"), lambda a, b: a - b),
+    (re.compile(r"^What is (\d+) times (\d+)\?"), lambda a, b: a * b),
+    (re.compile(r"^What is (\d+) divided by (\d+)\?"), lambda a, b: a / b),
+    (re.compile(r"has (\d+) \w+\. \w+ gives \w+ (\d+) more"), lambda a, b: a + b),
+    (re.compile(r"has (\d+) \w+ and gives (\d+) of them"), lambda a, b: a - b),
+    (re.compile(r"has (\d+) boxes with (\d+) \w+ in each"), lambda a, b: a * b),
+]
+
+
+def test_arithmetic_answers_recomputed_from_the_prompt():
+    items = [it for it in PR.load_probes("default") if it["family"] == "arithmetic"]
+    assert len(items) >= 120
+    for it in items:
+        q = it["messages"][-1]["content"]
+        got = [f(int(m.group(1)), int(m.group(2))) for rx, f in _ARITH_RX if (m := rx.search(q))]
+        assert len(got) == 1, q
+        assert got[0] == it["check"]["answer"] and float(got[0]).is_integer() and got[0] >= 0, q
+        assert PR.check_probe(it, f"{q.split('?')[0]}? {int(got[0])}") == 1.0
+        assert PR.check_probe(it, f"{int(got[0]) + 1}") == 0.0
+
+
+def test_general_references_pass_and_echoing_the_question_fails():
+    items = [it for it in PR.load_probes("default") if it["family"] == "general"]
+    assert len(items) >= 120
+    for it in items:
+        q = it["messages"][-1]["content"]
+        assert PR.check_probe(it, f"The answer is {it['reference']}.") == 1.0, it["id"]
+        assert PR.check_probe(it, q) == 0.0, it["id"]
+        assert PR.check_probe(it, "I do not know.") == 0.0, it["id"]
+
+
+def test_yes_no_items_are_balanced_and_exclusive():
+    items = [it for it in PR.load_probes("default") if it.get("kind") == "yes_no"]
+    refs = [it["reference"] for it in items]
+    assert refs.count("yes") >= 5 and refs.count("no") >= 5
+    for it in items:
+        assert PR.check_probe(it, "Yes and no.") == 0.0
+
+
+def test_reading_answer_passes_and_copying_the_passage_fails():
+    items = [it for it in PR.load_probes("default") if it["family"] == "reading"]
+    assert len(items) >= 120
+    for it in items:
+        passage, question = it["messages"][-1]["content"].split("\n")
+        assert it["reference"] in passage
+        assert PR.check_probe(it, f"{it['reference']}.") == 1.0, it["id"]
+        assert PR.check_probe(it, passage) == 0.0, it["id"]
+
+
+def _compliant(it: dict) -> str:
+    """A hand-built answer that follows the item's instruction (per kind, from its own parameters)."""
+    checks = {c["type"]: c for c in PR._checks(it)}
+    kind = it["kind"]
+    if kind == "lowercase":
+        return "it is calm and quiet here."
+    if kind == "uppercase":
+        return "IT IS CALM AND QUIET HERE."
+    if kind == "exact_words":
+        return " ".join(["calm"] * checks["word_count"]["min"])
+    if kind == "one_word":
+        return "Apple"
+    if kind == "starts_with":
+        return f"{checks['starts_with']['phrase']}, it is calm here."
+    if kind == "ends_with":
+        return f"It is calm here. {checks['ends_with']['phrase']}"
+    if kind == "keyword":
+        return f"It is {checks['required_keywords']['keywords'][0]} here."
+    if kind in ("forbidden", "no_comma"):
+        return "It is calm here."
+    if kind == "bullets":
+        return "\n".join(f"- thing{i}" for i in range(checks["bullet_count"]["n"]))
+    if kind == "json":
+        return json.dumps({k: "x" for k in checks["json_keys"]["keys"]})
+    if kind == "quoted":
+        return '"It is calm here."'
+    if kind == "repeat":
+        return it["reference"]
+    raise AssertionError(f"no compliant answer for kind {kind}")
+
+
+def _violating(it: dict) -> str:
+    checks = {c["type"]: c for c in PR._checks(it)}
+    long = " ".join(["calm"] * 30)
+    return {"lowercase": "It is Calm.", "uppercase": "IT IS Calm.", "exact_words": long, "one_word": "An apple",
+            "starts_with": "Well, it is calm.", "ends_with": "It is calm here.", "keyword": "It is calm.",
+            "forbidden": f"It is a {(checks.get('forbidden_words') or {'words': ['x']})['words'][0]}.",
+            "no_comma": "It is calm, here.", "bullets": "- one", "json": '{"other": 1}', "quoted": "It is calm.",
+            "repeat": "Sure: " + it["reference"]}[it["kind"]]
+
+
+def test_every_ifeval_item_passes_a_compliant_answer_and_fails_a_violation():
+    items = [it for it in PR.load_probes("default") if it["family"] == "ifeval"]
+    assert len(items) >= 120
+    for it in items:
+        assert PR.check_probe(it, _compliant(it)) == 1.0, (it["id"], _compliant(it))
+        assert PR.check_probe(it, _violating(it)) == 0.0, (it["id"], _violating(it))
+
+
+def test_compliant_answers_fit_their_budget_in_smollm2_tokens(smol_spec):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(smol_spec.path))
+    for it in PR.load_probes("default"):
+        answer = _compliant(it) if it["family"] == "ifeval" else f"The answer is {it['reference']}."
+        if it["family"] == "ifeval" and it["kind"] not in ("json", "repeat", "one_word", "exact_words", "bullets"):
+            cap = min(c["max"] for c in PR._checks(it) if c["type"] == "word_count")
+            filler = " ".join(["calm"] * (cap - len(PR._words(answer))))  # a compliant answer AT its word cap
+            if it["kind"] == "quoted":
+                answer = f'"{filler} {answer[1:]}'
+            elif it["kind"] == "starts_with":
+                answer = f"{answer} {filler}"
+            else:
+                answer = f"{filler} {answer}"
+            answer = answer.upper() if it["kind"] == "uppercase" else answer
+            assert len(PR._words(answer)) == cap and PR.check_probe(it, answer) == 1.0, (it["id"], answer)
+        assert len(tok(answer)["input_ids"]) < it["max_new_tokens"], (it["id"], answer)
+
+
+# ----------------------------------------------------------------------------- sample size for non-inferiority
+
+
+def test_probes_needed_textbook_value():
+    # (1.96 + 0.8416)^2 * 0.5 / 0.1^2 = 392.4 -> 393 (discordance 2 * 0.5 * 0.5 = 0.5)
+    assert PR.probes_needed(0.5, 0.10) == 393
+
+
+def test_probes_needed_uses_the_given_discordance():
+    assert PR.probes_needed(0.5, 0.10, discordance=0.2) == 157
+
+
+def test_probes_needed_smaller_margin_needs_more():
+    assert PR.probes_needed(0.7, 0.05) > PR.probes_needed(0.7, 0.10) > PR.probes_needed(0.7, 0.20)
+
+
+def test_probes_needed_more_power_needs_more():
+    assert PR.probes_needed(0.7, 0.10, power=0.9) > PR.probes_needed(0.7, 0.10, power=0.8)
+
+
+def test_probes_needed_stricter_alpha_needs_more():
+    assert PR.probes_needed(0.7, 0.10, alpha=0.01) > PR.probes_needed(0.7, 0.10, alpha=0.05)
+
+
+def test_probes_needed_is_zero_when_models_cannot_disagree():
+    assert PR.probes_needed(1.0, 0.10) == 0 and PR.probes_needed(0.4, 0.10, discordance=0.0) == 0
+
+
+def test_probes_needed_fewer_when_adapter_is_better():
+    assert PR.probes_needed(0.5, 0.10, diff=0.05) < PR.probes_needed(0.5, 0.10)
+
+
+def test_probes_needed_refuses_a_true_drop_beyond_the_margin():
+    with pytest.raises(ValueError, match="non-inferiority cannot be shown"):
+        PR.probes_needed(0.5, 0.10, diff=-0.10)
+
+
+@pytest.mark.parametrize("kw", [{"margin": 0.0}, {"margin": 1.2}, {"alpha": 0.0}, {"power": 1.0},
+                                {"discordance": 1.5}])
+def test_probes_needed_rejects_bad_arguments(kw):
+    args = {"p_base": 0.5, "margin": 0.1, **kw}
+    with pytest.raises(ValueError):
+        PR.probes_needed(**args)
+
+
+def test_probe_mde_is_the_inverse_of_probes_needed():
+    n = PR.probes_needed(0.6, 0.10)
+    assert PR.probe_mde(n, 0.6) <= 0.10 < PR.probe_mde(n - 1, 0.6)
+    assert PR.probe_mde(0, 0.6) == math.inf
+
+
+def test_probes_needed_reaches_its_power_in_simulation():
+    """Simulated paired outcomes at the computed n: the CI's lower bound clears -margin in about 80% of runs."""
+    d, margin = 0.3, 0.10
+    n = PR.probes_needed(0.5, margin, discordance=d)
+    rng = random.Random(0)
+    z, hits, reps = 1.959964, 0, 1500
+    for _ in range(reps):
+        diffs = []
+        for _ in range(n):
+            u = rng.random()
+            diffs.append(1 if u < d / 2 else -1 if u < d else 0)  # equal true pass rates, discordance d
+        mean = sum(diffs) / n
+        var = sum((x - mean) ** 2 for x in diffs) / (n - 1)
+        hits += mean - z * math.sqrt(var / n) > -margin
+    assert 0.76 <= hits / reps <= 0.84, (n, hits / reps)
