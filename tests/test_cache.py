@@ -151,3 +151,26 @@ def test_delegates_extras(tmp_path):
     c = CachedBackend(inner, tmp_path / "c.jsonl")
     assert c.name == "fake" and c.model_keys() == ["base", "a1"] and c.model_identity("a1") == "id-a1"
     assert c.logits("a1", []) == "L"
+
+
+class FlakyBackend(CountingBackend):
+    """Fails the requests whose prompt ends in 'bad' with an error completion (as a server's 5xx/overflow)."""
+
+    def generate(self, requests, progress=None):
+        self.calls += 1
+        self.requests += len(requests)
+        return [Completion.failure("HTTP 503: overloaded") if r.message_dicts()[-1]["content"].endswith("bad")
+                else Completion(text="ok", completion_tokens=1) for r in requests]
+
+
+def test_errors_are_returned_never_cached_and_retried(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    inner = FlakyBackend()
+    reqs = _reqs(2) + [Request("base", [{"role": "user", "content": "q-bad"}], GenParams())]
+    out = CachedBackend(inner, path).generate(reqs)
+    assert [c.error for c in out] == [None, None, "HTTP 503: overloaded"] and out[2].finish_reason == "error"
+    stored = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(stored) == 2 and all(r["completion"]["error"] is None for r in stored)
+    again = FlakyBackend()
+    out2 = CachedBackend(again, path).generate(reqs)
+    assert again.requests == 1 and out2[2].error and out2[0].cached and not out2[2].cached

@@ -141,5 +141,81 @@ def test_base_only_and_bad_adapter(tmp_path):
     assert b.model_keys() == [BASE]
     assert b.generate([_req(BASE, "hi", max_new_tokens=3)])[0].completion_tokens == 3
     (tmp_path / "bad").mkdir()
+    with pytest.raises(UserError, match="adapter_config.json"):
+        HFBackend(ServeSpec(TINY_CFG, {"bad": tmp_path / "bad"}), device="cpu")
+    (tmp_path / "bad" / "adapter_config.json").write_text("{}")
     with pytest.raises(UserError, match="safetensors"):
         HFBackend(ServeSpec(TINY_CFG, {"bad": tmp_path / "bad"}), device="cpu")
+    with pytest.raises(UserError, match="not allowed"):
+        HFBackend(ServeSpec(TINY_CFG, {"x=/etc": tmp_path / "bad"}), device="cpu")
+
+
+# ------------------------------------------------------------------ the prefix engine vs plain generate
+
+SYSTEM = {"role": "system", "content": "You label tickets. Answer with one JSON object with the keys product and "
+                                       "severity, nothing else. Be brief and exact."}
+SHOTS = [{"role": "user", "content": "the app crashes"}, {"role": "assistant", "content": '{"product": "app"}'},
+         {"role": "user", "content": "billing is wrong"}, {"role": "assistant", "content": '{"product": "billing"}'}]
+
+
+def _workload():
+    """Zero-shot and few-shot requests that share a system prompt (as the demo's), plus bare probes."""
+    tickets = [f"ticket {i}: " + "the portal is slow " * (i % 4) for i in range(7)]
+    msgs = [[SYSTEM, {"role": "user", "content": t}] for t in tickets]
+    msgs += [[SYSTEM, *SHOTS, {"role": "user", "content": t}] for t in tickets[:4]]
+    msgs += [[{"role": "user", "content": p}] for p in PROMPTS[:4]]
+    return msgs
+
+
+def test_prefix_engine_equals_generate_engine(tiny_adapters):
+    """Same greedy tokens, finish reasons and counts from both engines, for every key, with stops and EOS."""
+    from harness.backends.hf import HFBackend
+
+    spec = ServeSpec(TINY_CFG, {k: tiny_adapters[k] for k in ("a1", "a2")})
+    fast = HFBackend(spec, batch_size=4, device="cpu", engine="prefix")
+    plain = HFBackend(spec, batch_size=4, device="cpu", engine="generate")
+    msgs = _workload()
+    probe = plain.generate([Request("a1", msgs[0], GenParams(max_new_tokens=12))])[0].text
+    stop_word = probe[len(probe) // 2:len(probe) // 2 + 2]
+    assert stop_word.strip()
+    nl = fast.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
+    fast._eos_ids = plain._eos_ids = {*fast._eos_ids, nl}  # some rows end early: they must leave the batch
+    reqs = [Request(k, m, GenParams(max_new_tokens=12)) for m in msgs for k in (BASE, "a1", "a2")]
+    reqs += [Request("a1", m, GenParams(max_new_tokens=12, stop=(stop_word,))) for m in msgs]
+    a, b = fast.generate(reqs), plain.generate(reqs)
+    assert [(c.text, c.completion_tokens, c.finish_reason, c.prompt_tokens) for c in a] == \
+           [(c.text, c.completion_tokens, c.finish_reason, c.prompt_tokens) for c in b]
+    assert {c.finish_reason for c in a} == {"stop", "length"}  # both ways of ending were exercised
+    assert any(c.finish_reason == "stop" and c.completion_tokens < 12 for c in a[-len(msgs):])
+    # the few-shot rows really shared a prefix with each other and the zero-shot rows with theirs
+    from harness.backends.hf_decode import common_prefix
+
+    ids = [fast._prompt_ids(m) for m in msgs[7:11]]
+    assert common_prefix(ids) > 16
+
+
+def test_prompt_over_context_is_an_error_completion(backend):
+    """An over-long prompt is an error (not an empty answer to score); the other requests still run."""
+    long = "word " * (backend.max_context + 10)
+    out = backend.generate([_req(BASE, "hi", max_new_tokens=3), _req("a1", long), _req("a2", "hi", max_new_tokens=3)])
+    assert out[1].finish_reason == "error" and out[1].text == "" and "context" in out[1].error
+    assert out[0].error is None and out[0].completion_tokens == 3 and out[2].completion_tokens == 3
+
+
+def test_json_end_and_json_stop(backend):
+    from harness.backends.hf_decode import PrefixDecoder, Row, json_end
+
+    assert json_end('{"a": 1} and more') == 8
+    assert json_end('Sure: {"a": "}"}, ok') == len('Sure: {"a": "}"}')
+    assert json_end('{"a": [1, {"b": 2}]') is None  # not closed yet
+    assert json_end('```json\n{"a": 1}\n```\nbye') == len('```json\n{"a": 1}\n```')
+    assert json_end('```json\n{"a": 1}\n') is None  # fence still open
+    assert json_end("no json here") is None and json_end('{"s": "\\"}"}') == len('{"s": "\\"}"}')
+    tok = backend.tokenizer
+    dec = PrefixDecoder(None, tok, eos_ids={0}, pad_id=0, device="cpu", batch_size=1)
+    ids = tok('{"a": 1} trailing words', add_special_tokens=False)["input_ids"]
+    row = Row([1], "")
+    done = [dec._finished(row, ids[:n], ids[n - 1], [], True, 64) for n in range(1, len(ids) + 1)]
+    first = done.index(True)
+    assert tok.decode(ids[:first + 1]).startswith('{"a": 1}') and not any(done[:first])
+    assert row.cut == 8 and row.finish == "stop"

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness.backends.base import BASE, GenParams, Request, ServeSpec
-from harness.backends.openai_backend import BackendError, OpenAIBackend
-from harness.llama_server import free_port
+from harness.backends._process import free_port
+from harness.backends.base import BASE, BackendError, GenParams, Request, ServeSpec
+from harness.backends.openai_backend import OpenAIBackend
 
 SECRET = "sk-test-SECRET-0123456789abcdef"
 
@@ -25,8 +25,9 @@ SECRET = "sk-test-SECRET-0123456789abcdef"
 class Scripted(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port, script):
+    def __init__(self, port, script, models=None):
         self.script = list(script)  # status codes to answer in order; then 200 forever
+        self.models = models  # GET /v1/models entries (None: no such endpoint, 404)
         self.calls = []
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", port), Handler)
@@ -35,6 +36,19 @@ class Scripted(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
+
+    def do_GET(self):
+        srv: Scripted = self.server  # type: ignore[assignment]
+        if srv.models is None or not self.path.endswith("/models"):
+            self.send_error(404)
+            return
+        data = json.dumps({"object": "list", "data": [{"object": "model", "created": time.time(), **m}
+                                                      for m in srv.models]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", 0))
@@ -72,8 +86,8 @@ class Handler(BaseHTTPRequestHandler):
 def scripted():
     servers = []
 
-    def start(script=(), port=None):
-        s = Scripted(port or free_port(), script)
+    def start(script=(), port=None, models=None):
+        s = Scripted(port or free_port(), script, models)
         threading.Thread(target=s.serve_forever, daemon=True).start()
         servers.append(s)
         return s
@@ -116,19 +130,21 @@ def test_retries_on_429_and_5xx(scripted):
     assert out[0].text.startswith("echo:") and len(s.calls) == 4
 
 
-def test_clear_error_after_last_retry_and_no_secret(scripted, monkeypatch, caplog):
+def test_persistent_5xx_is_an_error_completion_without_secret(scripted, monkeypatch, caplog):
+    """5xx after the last retry: that request is an error (named URL, attempts, status), the others are answered."""
     monkeypatch.setenv("HARNESS_TEST_KEY", SECRET)
-    s = scripted([500] * 10)
-    b = _backend(s.server_port, max_retries=2)
+    s = scripted([500] * 3)
+    b = _backend(s.server_port, max_retries=2, concurrency=1)
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(BackendError) as ei:
-        b.generate([_req()])
-    msg = str(ei.value)
+    out = b.generate([_req(text="first"), _req(text="second")])
+    assert out[0].finish_reason == "error" and out[0].text == "" and out[0].error
+    msg = out[0].error
     assert f"127.0.0.1:{s.server_port}" in msg and "3 attempt" in msg and "HTTP 500" in msg
-    assert SECRET not in msg and SECRET not in repr(ei.value)
-    assert SECRET not in repr(b) and SECRET not in str(b)
+    assert out[1].error is None and out[1].text == "echo:served-base:second"
+    assert SECRET not in msg and SECRET not in repr(out[0])
+    assert SECRET not in repr(b) and SECRET not in str(b) and SECRET not in repr(vars(b))
     assert SECRET not in caplog.text
-    assert len(s.calls) == 3
+    assert len(s.calls) == 4
 
 
 def test_connection_refused_retries_then_error():
@@ -166,16 +182,61 @@ def test_unknown_key_and_4xx(scripted):
     with pytest.raises(BackendError, match="HTTP 404"):
         b.generate([_req()])
     out = b.generate([_req()])  # 400: that one request fails, the run goes on
-    assert out[0].finish_reason == "error" and out[0].text == ""
+    assert out[0].finish_reason == "error" and out[0].text == "" and "HTTP 400" in out[0].error
 
 
-def test_identity_is_url_independent(tmp_path):
+def test_identity_names_url_and_served_model(scripted):
+    """Two servers serving different models under one name never share an identity (so never cached answers)."""
     spec = ServeSpec(model_cfg={"name": "m", "served_name": "x"}, adapters={})
-    a = OpenAIBackend(spec, base_url="http://a:1/v1")
-    b = OpenAIBackend(spec, base_url="http://b:2/v1")
-    assert a.model_identity(BASE) == b.model_identity(BASE)
-    c = OpenAIBackend(ServeSpec(model_cfg={"served_name": "y"}), base_url="http://a:1/v1")
-    assert c.model_identity(BASE) != a.model_identity(BASE)
+    one = scripted(models=[{"id": "x", "root": "/models/llama-8b", "owned_by": "vllm"}])
+    two = scripted(models=[{"id": "x", "root": "/models/qwen-7b", "owned_by": "vllm"}])
+    a = OpenAIBackend(spec, base_url=f"http://127.0.0.1:{one.server_port}/v1", api_key_env="")
+    a_again = OpenAIBackend(spec, base_url=f"http://127.0.0.1:{one.server_port}/v1/", api_key_env="")
+    b = OpenAIBackend(spec, base_url=f"http://127.0.0.1:{two.server_port}/v1", api_key_env="")
+    assert a.model_identity(BASE) == a_again.model_identity(BASE)  # "created" changes per call: not used
+    assert a.model_identity(BASE) != b.model_identity(BASE)
+    assert a.reported_model(a.base_url, "x")["root"] == "/models/llama-8b"
+    # the same model moved to another server (same port reused by a server reporting the same): same answer set
+    one.models = [{"id": "x", "root": "/models/qwen-7b", "owned_by": "vllm"}]
+    fresh = OpenAIBackend(spec, base_url=f"http://127.0.0.1:{one.server_port}/v1", api_key_env="")
+    assert fresh.model_identity(BASE) != a.model_identity(BASE)
+    # a server without /models: identity from URL + name, still URL-specific
+    bare = scripted()
+    c = OpenAIBackend(spec, base_url=f"http://127.0.0.1:{bare.server_port}/v1", api_key_env="")
+    assert c.reported_model(c.base_url, "x") is None and c.model_identity(BASE) not in (a.model_identity(BASE),
+                                                                                         b.model_identity(BASE))
+    # nothing listening: cannot serve at all
+    dead = OpenAIBackend(spec, base_url=f"http://127.0.0.1:{free_port()}/v1", api_key_env="", max_retries=1,
+                         backoff_base_s=0.01, backoff_max_s=0.02)
+    with pytest.raises(BackendError, match="cannot list models"):
+        dead.model_identity(BASE)
+
+
+def test_literal_key_and_url_credentials_never_shown(scripted, caplog):
+    """api_key and user:pw@ in base_url are used for the requests but appear in no repr, error or log."""
+    caplog.set_level(logging.DEBUG)
+    s = scripted([400], models=[{"id": "served-base"}])
+    pw = "pw-SECRET-987654321"
+    url = f"http://alice:{pw}@127.0.0.1:{s.server_port}/v1"
+    b = _backend(s.server_port, base_url=url, api_key=SECRET, api_key_env="", concurrency=1)
+    assert b.base_url == f"http://127.0.0.1:{s.server_port}/v1"
+    out = b.generate([_req(text="one"), _req(text="two")])  # the first is rejected (400), the second answered
+    import base64
+
+    assert s.calls[0]["auth"] == "Basic " + base64.b64encode(f"alice:{pw}".encode()).decode()  # httpx: userinfo
+    assert out[0].finish_reason == "error" and out[1].text == "echo:served-base:two"
+    ident = b.model_identity(BASE)
+    clean = _backend(s.server_port, api_key_env="")
+    assert ident == clean.model_identity(BASE)  # credentials are not part of the identity
+    keyed = _backend(s.server_port, api_key=SECRET, api_key_env="")
+    keyed.generate([_req(text="three")])
+    assert s.calls[-1]["auth"] == f"Bearer {SECRET}"
+    for text in (repr(b), str(b), repr(vars(b)), out[0].error, caplog.text, ident):
+        assert SECRET not in text and pw not in text and "alice" not in text
+    with pytest.raises(BackendError) as ei:  # an error text that echoes the credentials is scrubbed
+        b._client(b.base_url)  # (client built with the credentials)
+        raise BackendError(b._scrub(f"boom {url} {SECRET}"))
+    assert SECRET not in str(ei.value) and pw not in str(ei.value)
 
 
 def test_make_backend_openai():
@@ -244,3 +305,14 @@ def test_real_server_outage_restart_and_giving_up(real_server):
     with pytest.raises(BackendError, match=real_server.base_url.replace(".", r"\.")):
         quick.generate([_req()])
     real_server.restart(BASE)
+
+
+@llamacpp
+def test_real_server_prompt_over_context_is_an_error_completion(real_server):
+    """A real llama.cpp server refusing a prompt longer than its context (n_ctx=512): an error, not an answer."""
+    b = OpenAIBackend(ServeSpec(model_cfg={"name": "tiny"}), base_url=real_server.base_url, api_key_env="",
+                      model_names={BASE: BASE}, concurrency=1, max_retries=1, backoff_base_s=0.05, backoff_max_s=0.1)
+    out = b.generate([_req(text="word " * 800), _req(text="hello")])
+    assert out[0].finish_reason == "error" and out[0].text == "" and out[0].error
+    assert real_server.base_url in out[0].error
+    assert out[1].error is None and out[1].completion_tokens > 0

@@ -1,17 +1,41 @@
-"""The backend interface every serving path implements.
+"""The backend interface every serving path implements (stdlib only: no concrete backend is imported here).
 
 A request names a model by key: "base" or an adapter name. Messages are chat messages
 (role/content); each backend renders them with the model's chat template, so the prompt
 format is the same one training used (harness.prompts).
+
+Failures: a request the backend could not answer (HTTP 4xx/5xx after retries, a prompt longer than
+the context, a timeout) comes back as an error completion (`Completion.failure(...)`: text "",
+finish_reason "error", `error` says why), never as an empty answer to be scored. A backend that
+cannot serve at all raises BackendError. Backends are built by harness.backends.registry.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 BASE = "base"
+_KEY_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+class BackendError(RuntimeError):
+    """A serving backend cannot serve at all (misconfigured, server down after retries, ...)."""
+
+
+def check_model_key(key: str, what: str = "adapter name") -> str:
+    """UserError unless `key` is safe as a server argument (`name=path`), a model alias and a file name."""
+    from harness.io import UserError
+
+    key = str(key)
+    if key == BASE:
+        raise UserError(f"{what} {key!r} is reserved for the base model")
+    if not _KEY_RX.fullmatch(key):
+        raise UserError(f"{what} {key[:80]!r} is not allowed: use letters, digits and . _ + - "
+                        "(at most 128, starting with a letter or digit)")
+    return key
 
 
 @dataclass(frozen=True)
@@ -22,6 +46,9 @@ class GenParams:
     stop: tuple[str, ...] = ()
     seed: int = 0
     logprobs: int = 0  # top-k log-probabilities per generated token; 0 = none
+    # Stop once the answer's first JSON value is complete (and a ``` fence around it closed). Opt-in per
+    # task: text after the JSON is then never generated, so a trailing-text deviation cannot show.
+    json_stop: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "GenParams":
@@ -39,6 +66,8 @@ class GenParams:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)
+        if not d["json_stop"]:  # keep the cache keys of settings written before this field existed
+            del d["json_stop"]
         return d
 
 
@@ -62,6 +91,13 @@ class Completion:
     # per generated token: {"token": str, "logprob": float, "top": {token: logprob}}
     logprobs: list[dict] | None = None
     cached: bool = False
+    error: str | None = None  # why this request failed (finish_reason "error"); never cached, never scored
+
+    @classmethod
+    def failure(cls, error: str, latency_s: float = 0.0, prompt_tokens: int = 0) -> "Completion":
+        """A request the backend could not answer: an error, not an empty answer."""
+        return cls(text="", finish_reason="error", error=str(error) or "error", latency_s=latency_s,
+                   prompt_tokens=prompt_tokens)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,6 +109,17 @@ class Completion:
 
 
 ProgressFn = Callable[[int], None]
+
+
+def cut_at_json_end(c: Completion, params: GenParams) -> Completion:
+    """For servers that cannot stop there themselves: end the text where GenParams.json_stop would have."""
+    if params.json_stop and not c.error:
+        from harness.backends.hf_decode import json_end
+
+        end = json_end(c.text)
+        if end is not None and end < len(c.text):
+            c.text, c.finish_reason = c.text[:end], "stop"
+    return c
 
 
 class Backend(Protocol):
@@ -102,29 +149,10 @@ class ServeSpec:
 
 
 def make_backend(backend_cfg: dict, spec: ServeSpec) -> Backend:
-    """Build the backend named in conf/backend/<name>.yaml (`kind` key); imports are lazy."""
-    kind = backend_cfg.get("kind", "hf")
-    if kind == "hf":
-        from harness.backends.hf import HFBackend
+    """Build the backend `backend_cfg["kind"]` names (harness.backends.registry holds the table)."""
+    from harness.backends.registry import make_backend as build
 
-        return HFBackend(spec, **_opts(backend_cfg))
-    if kind == "llamacpp":
-        from harness.backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(spec, **_opts(backend_cfg))
-    if kind == "openai":
-        from harness.backends.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(spec, **_opts(backend_cfg))
-    if kind == "vllm":
-        from harness.backends.vllm_backend import VLLMBackend
-
-        return VLLMBackend(spec, **_opts(backend_cfg))
-    raise ValueError(f"unknown backend kind {kind!r} (expected hf, llamacpp, openai or vllm)")
-
-
-def _opts(cfg: dict) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in ("kind", "name")}
+    return build(backend_cfg, spec)
 
 
 class ServedAdapters:
@@ -136,6 +164,18 @@ class ServedAdapters:
 
     def model_keys(self) -> list[str]:
         return [BASE, *self.adapter_dirs]
+
+    def _take_adapters(self, adapters: dict) -> dict[str, Path]:
+        """Validated adapter names -> folders (PEFT adapter_config.json required)."""
+        from harness.io import UserError
+
+        out: dict[str, Path] = {}
+        for key, adir in (adapters or {}).items():
+            key, adir = check_model_key(key), Path(adir)
+            if not (adir / "adapter_config.json").is_file():
+                raise UserError(f"{adir}: no adapter_config.json (not a PEFT adapter folder)")
+            out[key] = adir
+        return out
 
     def check_keys(self, keys) -> None:
         from harness.io import UserError

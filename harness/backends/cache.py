@@ -13,7 +13,7 @@ Storage: one JSONL file, appended with harness.io.append_jsonl (flock; concurren
 several processes are safe). Misses go to the inner backend in chunks (`chunk_size` requests) and
 each chunk is appended as soon as it is done, so a crash loses at most the chunk in flight. A torn
 last line (a writer killed mid-write) is skipped on read and closed off before the next append.
-Completions with finish_reason "error" are never cached.
+Error completions (finish_reason "error" / Completion.error) are never cached: a re-run retries them.
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class CachedBackend:
                 for j, i in enumerate(idxs):
                     out[i] = c if j == 0 else _completion(c.to_dict(), cached=True)
                 self.hits += len(idxs) - 1
-                if c.finish_reason != "error":
+                if c.finish_reason != "error" and not c.error:  # an error is retried next time, never replayed
                     d = c.to_dict()
                     d.pop("cached", None)
                     rows.append({"key": k, "model_key": req.model_key, "backend": self.inner.name, "completion": d})

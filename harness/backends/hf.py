@@ -5,11 +5,19 @@ only) under an internal name, and each batch row picks its adapter through peft'
 `adapter_names=` argument to `generate` ("__base__" for the base model). So a batch can mix
 the base and any number of adapters: one forward pass serves them all.
 
-Batching: requests are grouped by generation settings, sorted by prompt length (so a batch
-wastes little padding), left-padded with an attention mask, and restored to request order.
-For greedy decoding in fp32, a row's output in a mixed batch equals its output alone
-(tests/test_hf_backend.py checks this token for token on the tiny model); with bf16/fp16 or
-on GPU, batched kernels may round differently and rarely flip a near-tie.
+Engines (`engine` option):
+- "prefix" (default; greedy requests without logprobs): harness.backends.hf_decode: one model key
+  at a time, shared prompt prefixes (system prompt, few-shot turns) computed once, finished rows
+  leave the batch at once. Sampling or logprobs requests use "generate".
+- "generate": requests grouped by generation settings, sorted by prompt length, left-padded, one
+  `generate` call per batch with base and adapters mixed (peft adapter_names).
+For greedy decoding in fp32, a row's output in a batch equals its output alone
+(tests/test_hf_backend.py checks this token for token on the tiny model, and the two engines
+against each other); with bf16/fp16 or on GPU, batched kernels may round differently and rarely
+flip a near-tie.
+
+Errors: a prompt that does not fit the model's context together with max_new_tokens gets an error
+completion (Completion.failure), not a truncated answer.
 
 Completion fields:
 - text: decoded with skip_special_tokens=True, cut at the first stop string.
@@ -31,9 +39,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.backends.base import BASE, Completion, GenParams, ProgressFn, Request, ServeSpec, ServedAdapters
+from harness.backends.hf_decode import PrefixDecoder, Row, json_end
 from harness.io import UserError
 
 PEFT_BASE = "__base__"
+ENGINES = ("prefix", "generate")
 
 
 def _cpu_threads() -> int:
@@ -64,14 +74,15 @@ class HFBackend(ServedAdapters):
         dtype: str | None = None,
         threads: int | None = None,
         generate_kwargs: dict | None = None,
+        engine: str = "prefix",
     ):
         import torch
 
         from harness.models import default_device, load_model, load_tokenizer, resolve_model
 
-        if int(batch_size) < 1:
-            raise UserError(f"backend.batch_size must be >= 1 (got {batch_size})")
+        self.check_options({"batch_size": batch_size, "engine": engine})
         self.batch_size = int(batch_size)
+        self.engine = engine
         self.device = default_device() if device in (None, "", "auto") else str(device)
         if self.device == "cpu":
             torch.set_num_threads(int(threads) if threads else _cpu_threads())
@@ -83,15 +94,9 @@ class HFBackend(ServedAdapters):
         model = load_model(self.model_spec, device=self.device, dtype=dtype)
         self.adapter_dirs: dict[str, Path] = {}
         self._internal: dict[str, str] = {BASE: PEFT_BASE}
-        for i, (key, adir) in enumerate((spec.adapters or {}).items()):
-            key = str(key)
-            if key == BASE:
-                raise UserError(f"adapter name {key!r} is reserved for the base model")
-            adir = Path(adir)
+        for i, (key, adir) in enumerate(self._take_adapters(spec.adapters).items()):
             if not (adir / "adapter_model.safetensors").is_file():
                 raise UserError(f"{adir}: no adapter_model.safetensors (adapters are loaded from safetensors only)")
-            if not (adir / "adapter_config.json").is_file():
-                raise UserError(f"{adir}: no adapter_config.json (not a PEFT adapter folder)")
             internal = f"adapter_{i}"  # peft names become module keys: no dots, no clash with "__base__"
             try:
                 if i == 0:
@@ -113,6 +118,18 @@ class HFBackend(ServedAdapters):
             eos = self.tokenizer.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(self._eos_ids))
+        cfg = getattr(self.model, "config", None)
+        self.max_context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
+
+    @classmethod
+    def check_options(cls, opts: dict) -> None:
+        from harness.io import UserError
+
+        bs = opts.get("batch_size", 16)
+        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+            raise UserError(f"backend.batch_size: must be an integer >= 1 (got {bs!r})")
+        if opts.get("engine", "prefix") not in ENGINES:
+            raise UserError(f"backend.engine: must be one of {', '.join(ENGINES)} (got {opts.get('engine')!r})")
 
     # ------------------------------------------------------------------ interface
     def close(self) -> None:
@@ -156,12 +173,22 @@ class HFBackend(ServedAdapters):
         requests = list(requests)
         self.check_keys(r.model_key for r in requests)
         prompts = [self._prompt_ids(r.message_dicts()) for r in requests]
+        out: list[Completion | None] = [None] * len(requests)
         # Group by generation settings (a batch shares one generate() call), then by prompt length.
         groups: dict[GenParams, list[int]] = {}
         for i, r in enumerate(requests):
+            if self.max_context and len(prompts[i]) + int(r.params.max_new_tokens) > self.max_context:
+                out[i] = Completion.failure(
+                    f"prompt of {len(prompts[i])} tokens + max_new_tokens {r.params.max_new_tokens} exceeds the "
+                    f"model's context of {self.max_context} tokens", prompt_tokens=len(prompts[i]))
+                if progress is not None:
+                    progress(1)
+                continue
             groups.setdefault(r.params, []).append(i)
-        out: list[Completion | None] = [None] * len(requests)
         for params, idxs in groups.items():
+            if self.engine == "prefix" and params.temperature <= 0 and not params.logprobs:
+                self._generate_prefix(requests, prompts, idxs, params, out, progress)
+                continue
             idxs = sorted(idxs, key=lambda i: (len(prompts[i]), i))
             for start in range(0, len(idxs), self.batch_size):
                 chunk = idxs[start:start + self.batch_size]
@@ -172,6 +199,26 @@ class HFBackend(ServedAdapters):
                     progress(len(chunk))
         return out  # type: ignore[return-value]
 
+    def _generate_prefix(self, requests, prompts, idxs: list[int], params: GenParams, out: list, progress) -> None:
+        import json
+
+        decoder = PrefixDecoder(self.model, self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
+                                device=self.device, batch_size=self.batch_size)
+        by_key: dict[str, list[int]] = {}
+        for i in idxs:
+            by_key.setdefault(requests[i].model_key, []).append(i)
+        for key, key_idxs in by_key.items():
+            rows = {i: Row(prompts[i], json.dumps(requests[i].message_dicts()[:-1], sort_keys=True)) for i in key_idxs}
+            t0 = time.perf_counter()
+            decoder.run(list(rows.values()), params, lambda n, key=key: self._peft_kwargs([key] * n), progress)
+            per_row = (time.perf_counter() - t0) / len(rows)
+            for i, row in rows.items():
+                text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+                if row.cut is not None:
+                    text = text[:row.cut]
+                out[i] = Completion(text=text, prompt_tokens=len(prompts[i]), completion_tokens=len(row.tokens),
+                                    finish_reason=row.finish, latency_s=per_row)
+
     def _generate_batch(self, keys: list[str], seqs: list[list[int]], params: GenParams) -> list[Completion]:
         import torch
         from transformers import GenerationConfig, StoppingCriteriaList
@@ -179,7 +226,8 @@ class HFBackend(ServedAdapters):
         t0 = time.perf_counter()
         ids, mask = self._left_pad(seqs)
         width = ids.shape[1]
-        tracker = _FinishTracker(self.tokenizer, width, self._eos_ids, params.stop, len(seqs), self.device)
+        tracker = _FinishTracker(self.tokenizer, width, self._eos_ids, params.stop, len(seqs), self.device,
+                                 json_stop=params.json_stop)
         sample = params.temperature > 0
         gc_kwargs: dict[str, Any] = dict(
             max_new_tokens=int(params.max_new_tokens),
@@ -219,6 +267,8 @@ class HFBackend(ServedAdapters):
             toks = gen[r, :n].tolist()
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
             cut = _first_stop(text, params.stop)
+            if cut is None and params.json_stop:
+                cut = json_end(text)
             if cut is not None:
                 text = text[:cut]
             finish = "stop" if (done_at is not None or cut is not None) else "length"
@@ -251,8 +301,10 @@ class _FinishTracker:
     a stop string, and remembers where each row ended so padding after it is never counted.
     """
 
-    def __init__(self, tokenizer, prompt_width: int, eos_ids: set[int], stops: Sequence[str], rows: int, device):
+    def __init__(self, tokenizer, prompt_width: int, eos_ids: set[int], stops: Sequence[str], rows: int, device,
+                 json_stop: bool = False):
         self.tokenizer = tokenizer
+        self.json_stop = json_stop
         self.width = prompt_width
         self.eos_ids = eos_ids
         self.stops = [s for s in stops if s]
@@ -269,9 +321,9 @@ class _FinishTracker:
             if self.done_at[r] is None:
                 if tok in self.eos_ids:
                     self.done_at[r] = step
-                elif self.stops:
+                elif self.stops or self.json_stop:
                     text = self.tokenizer.decode(input_ids[r, self.width:].tolist(), skip_special_tokens=True)
-                    if any(s in text for s in self.stops):
+                    if any(s in text for s in self.stops) or (self.json_stop and json_end(text) is not None):
                         self.done_at[r] = step
             done.append(self.done_at[r] is not None)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

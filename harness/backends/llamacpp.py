@@ -60,7 +60,7 @@ class LlamaCppBackend(ServedAdapters):
     ):
         """kv_type: KV-cache type f32 | f16 | q8_0; default f32 when outtype is f32 (exact match with fp32
         transformers, also for adapters that make q/k large), llama.cpp's f16 otherwise."""
-        from harness.gguf import convert_hf_to_gguf, convert_lora_to_gguf, quantize_gguf
+        from harness.gguf import convert_hf_to_gguf, convert_lora_to_gguf, quantize_gguf  # noqa: I001
         from harness.llama_server import LlamaServer, llamacpp_available
         from harness.models import load_tokenizer, resolve_model
 
@@ -70,14 +70,11 @@ class LlamaCppBackend(ServedAdapters):
         model_dir = Path(self.model_spec.path)
         if not model_dir.is_dir():
             raise UserError(f"{model_dir}: the llamacpp backend needs a local model folder (hub ids are not converted)")
-        self.adapter_dirs: dict[str, Path] = {}
-        for key, adir in (spec.adapters or {}).items():
-            key, adir = str(key), Path(adir)
-            if key == BASE:
-                raise UserError(f"adapter name {key!r} is reserved for the base model")
-            if not (adir / "adapter_model.safetensors").is_file() or not (adir / "adapter_config.json").is_file():
+        self.check_options({"kv_type": kv_type, "outtype": outtype, "concurrency": concurrency})
+        self.adapter_dirs: dict[str, Path] = self._take_adapters(spec.adapters)
+        for adir in self.adapter_dirs.values():
+            if not (adir / "adapter_model.safetensors").is_file():
                 raise UserError(f"{adir}: not a PEFT adapter folder (needs adapter_config.json + adapter_model.safetensors)")
-            self.adapter_dirs[key] = adir
         self.base_gguf = convert_hf_to_gguf(model_dir, outtype=outtype)
         if quant:
             q = self.base_gguf.with_name(self.base_gguf.stem + f"-{quant}.gguf")
@@ -121,6 +118,15 @@ class LlamaCppBackend(ServedAdapters):
         except BaseException:
             self.server.stop()
             raise
+
+    @classmethod
+    def check_options(cls, opts: dict) -> None:
+        kv = opts.get("kv_type")
+        if kv is not None and kv not in GGML_TYPES:
+            raise UserError(f"backend.kv_type: must be one of {', '.join(GGML_TYPES)} (got {kv!r})")
+        c = opts.get("concurrency", 2)
+        if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+            raise UserError(f"backend.concurrency: must be an integer >= 1 (got {c!r})")
 
     # ------------------------------------------------------------------ protocol
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:

@@ -5,15 +5,26 @@ name -> the name the server serves it under (vLLM `--lora-modules name=path`, a 
 alias). `model_names` in the config overrides any of them.
 
 Reliability: up to `concurrency` requests in flight; each one is retried with exponential
-backoff + full jitter (base * 2^attempt, capped at backoff_max_s) on 429, 5xx, connection
-errors and timeouts, `max_retries` times; then BackendError names the URL, the model and the
-last error. 401/403/404 raise BackendError at once (misconfiguration: key, URL or model name).
-Other 4xx (e.g. a prompt longer than the server's context) give that one request an empty
-Completion with finish_reason="error" so one bad item does not sink a whole evaluation.
+backoff + jitter (base * 2^attempt, capped at backoff_max_s) on 429, 5xx, connection errors and
+timeouts, `max_retries` times. Then:
+- the server is unreachable (connection refused after every retry): BackendError naming the URL,
+  the model and the last error (nothing can be served);
+- 429/5xx/timeouts that persist, and other 4xx (e.g. a prompt longer than the server's context):
+  that one request gets an error completion (Completion.failure: finish_reason "error", `error` says
+  why), so one bad item does not sink an evaluation and is never scored as a wrong answer;
+- 401/403/404 raise BackendError at once (misconfiguration: key, URL or model name).
 
-Secrets: the API key is read only from the environment variable named by `api_key_env`; it is
-never stored in config, logged, or shown in repr/str of the backend or of any error (error texts
-are scrubbed). Without the variable, a placeholder key is sent (fine for local servers).
+Cache identity (model_identity): the served name, the adapter file hash when it is a local folder,
+the base URL without credentials, and what the server reports for that model on /models (id, root,
+parent, owned_by), so two servers serving different models under one name never share cached
+completions. Backends that start their own server (llama.cpp, vLLM) pass identities explicitly.
+
+Secrets: the key comes from the environment variable named by `api_key_env` or from `api_key`
+(a literal, e.g. passed by a caller that read it from elsewhere); credentials in `base_url`
+(`https://user:pw@host`) are sent as HTTP Basic auth (httpx's rule; then they replace the bearer
+key) but stripped from `base_url`. None of them is
+logged or shown in repr/str of the backend or of any error (error texts are scrubbed). Without a
+key, a placeholder is sent (fine for local servers).
 """
 from __future__ import annotations
 
@@ -26,15 +37,82 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.backends.base import BASE, Completion, GenParams, ProgressFn, Request, ServeSpec
+from urllib.parse import urlsplit, urlunsplit
+
+from harness.backends.base import (BASE, BackendError, Completion, GenParams, ProgressFn, Request, ServeSpec,
+                                   cut_at_json_end)
 from harness.io import UserError, sha256_file, stable_hash
 
 log = logging.getLogger(__name__)
 NO_KEY = "sk-no-key-required"
+REPORTED_FIELDS = ("id", "root", "parent", "owned_by")  # stable fields of a /models entry ("created" is not)
+
+__all__ = ["BackendError", "OpenAIBackend", "public_url"]
 
 
-class BackendError(RuntimeError):
-    """A serving backend could not produce a completion (after retries, or misconfigured)."""
+def public_url(url: str) -> str:
+    """`url` without `user:password@` (what may be shown, logged and hashed)."""
+    parts = urlsplit(str(url))
+    if parts.username is None and parts.password is None:
+        return str(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class _Secret:
+    """Holds a credential; repr/str never show it (so dumps of the backend's __dict__ don't either)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = str(value or "")
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***" if self._value else "''"
+
+    __str__ = __repr__
+
+
+_LOG_SECRETS: set[str] = set()
+_LOG_FACTORY_INSTALLED = False
+
+
+def hide_in_logs(*values: str) -> None:
+    """Replace these values by *** in every log record from now on (ours, openai's, httpx's DEBUG lines)."""
+    global _LOG_FACTORY_INSTALLED
+    _LOG_SECRETS.update(v for v in values if v and len(v) >= 4)
+    if _LOG_FACTORY_INSTALLED or not _LOG_SECRETS:
+        return
+    _LOG_FACTORY_INSTALLED = True
+    make = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        record = make(*args, **kwargs)
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed record is the logging module's business
+            return record
+        if any(v in msg for v in _LOG_SECRETS):
+            for v in sorted(_LOG_SECRETS, key=len, reverse=True):
+                msg = msg.replace(v, "***")
+            record.msg, record.args = msg, None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+def _userinfo(url: str) -> list[str]:
+    parts = urlsplit(str(url))
+    out = [v for v in (parts.password, parts.username) if v]
+    if "@" in parts.netloc:
+        out.insert(0, parts.netloc.rsplit("@", 1)[0])
+    return out
 
 
 def _served_base_name(spec: ServeSpec) -> str:
@@ -54,6 +132,7 @@ class OpenAIBackend:
         spec: ServeSpec,
         base_url: str = "http://127.0.0.1:8000/v1",
         api_key_env: str = "OPENAI_API_KEY",
+        api_key: str | None = None,
         model_names: dict[str, str] | None = None,
         concurrency: int = 4,
         timeout_s: float = 60.0,
@@ -68,15 +147,18 @@ class OpenAIBackend:
         if not base_url and not base_urls:
             raise UserError("backend.base_url is required for the openai backend (e.g. http://127.0.0.1:8000/v1)")
         self.spec = spec
-        self.base_url = str(base_url or "").rstrip("/")
+        self._secret_urls: dict[str, _Secret] = {}  # public url -> url with credentials (used only to connect)
+        self.base_url = self._register_url(base_url)
         self.api_key_env = str(api_key_env or "")
+        self._literal_key = _Secret(api_key or "")
+        hide_in_logs(self._api_key(), *[v for u in self._secret_urls.values() for v in (u.reveal(), *_userinfo(u.reveal()))])
         self.concurrency = max(1, int(concurrency))
         self.timeout_s = float(timeout_s)
         self.max_retries = max(0, int(max_retries))
         self.backoff_base_s = float(backoff_base_s)
         self.backoff_max_s = float(backoff_max_s)
         # per-key URL overrides (one llama.cpp server per adapter); the default is base_url
-        self._urls = {k: str(v).rstrip("/") for k, v in (base_urls or {}).items()}
+        self._urls = {k: self._register_url(v) for k, v in (base_urls or {}).items()}
         names = {BASE: _served_base_name(spec)}
         names.update({k: k for k in spec.adapters})
         names.update({str(k): str(v) for k, v in (model_names or {}).items()})
@@ -96,7 +178,7 @@ class OpenAIBackend:
         return list(dict.fromkeys([BASE, *self.model_names]))
 
     def model_identity(self, model_key: str) -> str:
-        """Hash of the served model name (+ the adapter file hash when the adapter is a local folder)."""
+        """Hash of served name, adapter file hash, base URL (no credentials) and the server's /models entry."""
         self._check_key(model_key)
         if model_key in self._identities:
             return self._identities[model_key]
@@ -104,9 +186,40 @@ class OpenAIBackend:
         d = self.spec.adapters.get(model_key)
         if d is not None and (Path(d) / "adapter_model.safetensors").is_file():
             adapter_hash = sha256_file(Path(d) / "adapter_model.safetensors")
-        ident = stable_hash({"served": self.model_names[model_key], "adapter": adapter_hash}, 16)
+        served = self.model_names[model_key]
+        url = self.url_for(model_key)
+        ident = stable_hash({"served": served, "adapter": adapter_hash, "url": url,
+                             "reported": self.reported_model(url, served)}, 16)
         self._identities[model_key] = ident
         return ident
+
+    def reported_model(self, url: str, served: str) -> dict | None:
+        """The server's /models entry for `served` (stable fields only); None when the server lists none.
+
+        BackendError when the server cannot be reached at all (after retries): nothing can be served.
+        """
+        import openai
+
+        cache = self.__dict__.setdefault("_reported", {})
+        if url not in cache:
+            attempt = 0
+            while True:
+                try:
+                    cache[url] = {m.id: m.model_dump() for m in self._client(url).models.list()}
+                    break
+                except (openai.APIConnectionError, openai.APITimeoutError) as e:
+                    if attempt >= self.max_retries:
+                        raise BackendError(self._scrub(f"{url}: cannot list models after {attempt + 1} attempt(s): "
+                                                       f"{type(e).__name__}: {e}")) from None
+                except (openai.APIStatusError, ValueError, TypeError) as e:  # no /models endpoint, odd reply
+                    log.info("%s: /models unavailable (%s); identity uses the served name only", url,
+                             self._scrub(str(e))[:200])
+                    cache[url] = {}
+                    break
+                time.sleep(self._delay(attempt))
+                attempt += 1
+        entry = cache[url].get(served)
+        return None if entry is None else {k: entry.get(k) for k in REPORTED_FIELDS}
 
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
         for r in requests:
@@ -159,13 +272,29 @@ class OpenAIBackend:
         if model_key not in self.model_names:
             raise UserError(f"unknown model key {model_key!r} for the openai backend (known: {', '.join(self.model_keys())})")
 
+    def _register_url(self, url: str | None) -> str:
+        real = str(url or "").rstrip("/")
+        shown = public_url(real)
+        if shown != real:
+            self._secret_urls[shown] = _Secret(real)
+            import base64
+
+            parts = urlsplit(real)
+            basic = base64.b64encode(f"{parts.username or ''}:{parts.password or ''}".encode()).decode()
+            hide_in_logs(real, basic, *_userinfo(real))
+        return shown
+
     def _api_key(self) -> str:
+        if self._literal_key.reveal():
+            return self._literal_key.reveal()
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
     def _scrub(self, text: str) -> str:
-        key = self._api_key()
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
+        secrets = [self._api_key()]
+        for real in self._secret_urls.values():
+            secrets += [real.reveal(), *_userinfo(real.reveal())]
+        for s in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
+            text = text.replace(s, "***")
         return text
 
     def _client(self, url: str):
@@ -176,7 +305,8 @@ class OpenAIBackend:
                     import openai
                 except ImportError as e:  # pragma: no cover - openai is a core dependency
                     raise UserError("the openai backend needs the `openai` package: pip install openai") from e
-                c = openai.OpenAI(base_url=url, api_key=self._api_key() or NO_KEY, max_retries=0, timeout=self.timeout_s)
+                c = openai.OpenAI(base_url=self._secret_urls[url].reveal() if url in self._secret_urls else url, api_key=self._api_key() or NO_KEY,
+                                  max_retries=0, timeout=self.timeout_s)
                 self._clients[url] = c
             return c
 
@@ -213,7 +343,9 @@ class OpenAIBackend:
         served = self.model_names[r.model_key]
         want_lp = bool(r.params.logprobs) and self._logprobs_ok.get(url, self._logprobs_default)
         last: str = ""
+        unreachable = False
         attempt = 0
+        t_start = time.perf_counter()
         while True:
             t0 = time.perf_counter()
             try:
@@ -223,12 +355,15 @@ class OpenAIBackend:
                     resp = client.completions.create(**kw)
                 else:
                     resp = client.chat.completions.create(**kw)
-                return self._to_completion(resp, time.perf_counter() - t0)
-            except (openai.APIConnectionError, openai.APITimeoutError) as e:  # includes timeouts
-                last = f"{type(e).__name__}: {e}"
+                return cut_at_json_end(self._to_completion(resp, time.perf_counter() - t0), r.params)
+            except openai.APITimeoutError as e:  # the server is there but this request took too long
+                last, unreachable = f"{type(e).__name__}: {e}", False
+            except openai.APIConnectionError as e:
+                last, unreachable = f"{type(e).__name__}: {e}", True
             except openai.APIStatusError as e:
                 status = e.status_code
                 msg = self._scrub(f"HTTP {status}: {_err_text(e)}")
+                unreachable = False
                 if status == 429 or status >= 500:
                     last = msg
                 elif status in (401, 403, 404):
@@ -239,11 +374,13 @@ class OpenAIBackend:
                     continue
                 else:
                     log.warning("%s: model %r: request rejected: %s", url, served, msg)
-                    return Completion(text="", finish_reason="error", latency_s=time.perf_counter() - t0)
+                    return Completion.failure(f"{url}: model {served!r}: {msg}", time.perf_counter() - t0)
             if attempt >= self.max_retries:
-                raise BackendError(
-                    f"{url}: model {served!r}: no completion after {attempt + 1} attempt(s); last error: {self._scrub(last)}"
-                ) from None
+                what = f"{url}: model {served!r}: no completion after {attempt + 1} attempt(s); last error: {self._scrub(last)}"
+                if unreachable:
+                    raise BackendError(what) from None
+                log.warning("%s", what)
+                return Completion.failure(what, time.perf_counter() - t_start)
             time.sleep(self._delay(attempt))
             attempt += 1
 
