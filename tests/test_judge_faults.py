@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness import judge as J
-from harness.backends.openai_backend import BackendError
+from harness.backends.base import BackendError
 from harness.io import UserError, read_json, read_jsonl, write_jsonl
 
 from test_judge import ScriptedBackend, _scores_dir, _sweep_judge, blocks, score_json, verdict

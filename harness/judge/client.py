@@ -7,19 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.backends.base import BASE, Completion, GenParams, Request
+from harness.backends.base import BASE, BackendError, Completion, GenParams, Request
 from harness.backends.cache import CachedBackend
-from harness.backends.openai_backend import BackendError
 from harness.config import redact_text
 from harness.io import stable_hash
-
-
-def failed_completion(error: str) -> Completion:
-    """An error completion (contract 1: Completion.error; older Completions carry the reason in text)."""
-    try:
-        return Completion(text="", finish_reason="error", error=error)  # type: ignore[call-arg]
-    except TypeError:
-        return Completion(text=error, finish_reason="error")
 
 
 class RubricCachedBackend(CachedBackend):
@@ -98,7 +89,7 @@ class JudgeClient:
                 comps += backend.generate(reqs[i:i + self.chunk_size])
             except BackendError as exc:  # endpoint down: keep what came back (cached), fail the rest at once
                 self.failure = redact_text(str(exc))
-        comps += [failed_completion(self.failure or "") for _ in range(len(reqs) - len(comps))]
+        comps += [Completion.failure(self.failure or "backend failed") for _ in range(len(reqs) - len(comps))]
         self.stats.backend_time_s += time.perf_counter() - t0
         if len(comps) != len(reqs):
             raise RuntimeError(f"judge backend returned {len(comps)} completions for {len(reqs)} requests")
@@ -112,7 +103,7 @@ class JudgeClient:
                 self.stats.new += 1
                 self.stats.prompt_tokens += int(c.prompt_tokens or 0)
                 self.stats.completion_tokens += int(c.completion_tokens or 0)
-                if c.finish_reason == "error" or getattr(c, "error", None):
+                if c.finish_reason == "error" or c.error:
                     self.stats.errors += 1
         return comps
 

@@ -31,7 +31,7 @@ class Attempted:
 
 def completion_error(c: Completion) -> str | None:
     """A backend failure carried by a completion (contract: Completion.error, finish_reason "error"), credentials masked."""
-    err = getattr(c, "error", None) or (c.text or "failed" if c.finish_reason == "error" else None)
+    err = c.error or (c.text or "failed" if c.finish_reason == "error" else None)
     return None if err is None else redact_text(str(err))[:300]
 
 

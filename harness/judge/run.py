@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from harness.backends.openai_backend import BackendError
+from harness.backends.base import BackendError
 from harness.config import redact_text
 from harness.io import UserError, read_jsonl, write_json, write_jsonl
 from harness.judge.calibration import find_sweep_task, load_calibration
