@@ -57,3 +57,18 @@ test: $(VENV)/.llamacpp install-browser
 
 clean-demo:
 	rm -rf sweeps/demo
+
+# Ray for `hydra/launcher=ray` and tests/test_ray.py (PyPI wheel into the venv; adds ray + msgpack, changes no
+# installed version). SLURM for tests/test_slurm.py: Debian's slurm-wlm + munge (the test configures and starts
+# its own single-node slurmctld/slurmd/munged on 127.0.0.1); skipped with a note where apt-get cannot install it.
+.PHONY: install-ray install-slurm
+$(VENV)/.ray: $(VENV)/.installed
+	$(PIP) install -q "ray==2.60.0"
+	touch $@
+
+install-ray: $(VENV)/.ray
+
+install-slurm:
+	@command -v slurmctld >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	   slurm-wlm munge >/dev/null) || echo "note: slurm-wlm not installed; the SLURM test will be skipped")

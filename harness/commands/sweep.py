@@ -10,8 +10,12 @@ sweeps/<sweep_name>/report/report.html and runs the gate (conf/gate/default.yaml
   harness sweep sweep=demo                            # the grid in conf/sweep/demo.yaml
   harness sweep sweep=none lora.r=8,16 train.lr=1e-4,3e-4 sweep_name=rank_lr
   harness sweep sweep=demo hydra/launcher=joblib      # grid points in parallel processes
-  harness sweep sweep=demo hydra/launcher=slurm hydra.launcher.partition=gpu
-Re-running the same command skips finished runs and resumes interrupted ones."""
+  harness sweep sweep=demo hydra/launcher=ray hydra.launcher.address=HOST:6379   # a Ray cluster
+  harness sweep sweep=demo hydra/launcher=slurm hydra.launcher.partition=gpu     # a SLURM job array
+  harness sweep sweep=rank_lr sweep.prune.enabled=true   # stop clearly losing points early (successive halving)
+  harness sweep sweep=rank_lr sweep.seeds=3 sweep.seed_top_k=2   # top-2 configs (val loss) x 3 seeds
+Re-running the same command skips finished runs and resumes interrupted ones.
+Exit: 0 done, 1 gate failed or grid points unfinished (re-run resumes), 2 bad input or judge unavailable."""
 
 
 def main(argv: list[str]) -> int:
