@@ -1,0 +1,173 @@
+"""The layout tells the story (issue #14): no import cycles between harness modules, and no module reaching
+into another module's private `_names`.
+
+Only imports that run when a module is imported count (module level, including try/except and if-blocks, but
+not `if TYPE_CHECKING:`); an import inside a function is a deliberate lazy import and is allowed.
+Known offenders are listed with their owner; a new one fails the test, a fixed one only warns (so the owner's
+fix never breaks the suite; remove it from the list then).
+"""
+from __future__ import annotations
+
+import ast
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "harness"
+
+# (cycle as a sorted tuple of modules) -> owner. Empty: no cycle is accepted.
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
+# (importer, "module:_name" or a package-private module) -> owner
+KNOWN_PRIVATE: dict[tuple[str, str], str] = {
+    ("harness.llama_server", "harness.backends._process"):
+        "serving engineer: llama_server.py lives outside backends/ but uses its private process helpers",
+    ("harness.report.plots", "harness.runs:_SHORT"): "lead: make runs._SHORT public (or use runs.display_name)",
+}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def is_package(mod: str) -> bool:
+    return MODULES[mod].name == "__init__.py"
+
+
+def _resolve(importer: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = importer.split(".")
+    if not is_package(importer):
+        base = base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _with_parents(mod: str, importer: str) -> list[str]:
+    """Importing a.b.c runs a/__init__, a/b/__init__ and a/b/c; the importer's own ancestor packages are
+    already being imported (a submodule always sits under its package), so they add no edge unless named."""
+    parts = mod.split(".")
+    out = []
+    for i in range(1, len(parts) + 1):
+        m = ".".join(parts[:i])
+        if m in MODULES and (m == mod or not importer.startswith(m + ".")):
+            out.append(m)
+    return out
+
+
+def _top_level_imports(tree: ast.Module):
+    """Import nodes executed at import time: module body and its if/try/with blocks, not functions/classes
+    and not `if TYPE_CHECKING:`."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If):
+            test = ast.unparse(node.test)
+            if "TYPE_CHECKING" not in test:
+                stack += node.body
+            stack += node.orelse
+        elif isinstance(node, (ast.Try, ast.With)):
+            stack += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+            for h in getattr(node, "handlers", []):
+                stack += h.body
+
+
+def scan() -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    private: list[tuple[str, str]] = []
+    for mod, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        top = set(map(id, _top_level_imports(tree)))
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.split(".")[0] == "harness"]
+            elif isinstance(node, ast.ImportFrom):
+                src = _resolve(mod, node)
+                if src.split(".")[0] != "harness":
+                    continue
+                for a in node.names:
+                    sub = f"{src}.{a.name}"
+                    targets.append(sub if sub in MODULES else src)
+                    dunder = a.name.startswith("__") and a.name.endswith("__")
+                    if a.name.startswith("_") and not dunder and sub not in MODULES and src != mod:
+                        private.append((mod, f"{src}:{a.name}"))
+            for t in targets:
+                owner_pkg = t.rsplit(".", 1)[0]
+                leaf = t.rsplit(".", 1)[-1]
+                if leaf.startswith("_") and leaf != "__init__" and t in MODULES and not mod.startswith(owner_pkg + "."):
+                    private.append((mod, t))  # a package-private module used from outside its package
+                if id(node) in top:
+                    graph[mod].update(m for m in _with_parents(t, mod) if m != mod)
+    return graph, private
+
+
+def cycles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on, stack, out = set(), [], []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(tuple(sorted(comp)))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def test_the_scanner_sees_real_imports():
+    graph, _ = scan()
+    assert "harness.io" in graph["harness.tasks"]
+    assert "harness.config" not in graph["harness.io"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [("a", "b", "c")]
+
+
+def test_no_import_cycles():
+    found = cycles(scan()[0])
+    new = [c for c in found if c not in KNOWN_CYCLES]
+    fixed = [c for c in KNOWN_CYCLES if c not in found]
+    assert not new, "import cycles (make one side a lazy in-function import, or move the shared piece down):\n" + \
+        "\n".join(" <-> ".join(c) for c in new)
+    if fixed:
+        warnings.warn(f"fixed, remove from KNOWN_CYCLES: {fixed}")
+
+
+def test_no_module_imports_another_modules_private_names():
+    found = sorted(set(scan()[1]))
+    new = [p for p in found if p not in KNOWN_PRIVATE]
+    fixed = [p for p in KNOWN_PRIVATE if p not in found]
+    assert not new, "private names imported across modules (make them public or move them):\n" + \
+        "\n".join(f"{a} imports {b}" for a, b in new)
+    if fixed:
+        warnings.warn(f"fixed, remove from KNOWN_PRIVATE: {fixed}")
