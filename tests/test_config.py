@@ -158,3 +158,16 @@ def test_resolve_model_cfg_is_the_one_resolver(tmp_path):
     p.write_text("name: [\n")
     with pytest.raises(UserError, match=r"m\.yaml:\d+: invalid YAML"):
         resolve_model_cfg(str(p))
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("judge.rubric=no_such_rubric", "judge.rubric: "),
+    ("gate.checks=[{metric: json_valid, mni: 0.5}]", "gate: "),
+    ("tracking.wandb=maybe", "tracking.wandb: unknown value 'maybe'"),
+    ("model.package=no_such_pkg_xyz", "model.package: python package 'no_such_pkg_xyz' is not installed"),
+])
+def test_judge_rubrics_gate_and_tracking_are_checked_before_training(override, needle):
+    extra = ["judge=local"] if override.startswith("judge.") else []
+    with pytest.raises(UserError) as info:
+        validate_cfg(to_dict(compose(["model=smollm2_135m", *extra, override])))
+    assert needle in str(info.value), str(info.value)
