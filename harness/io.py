@@ -318,16 +318,16 @@ def file_lock(path: str | os.PathLike, shared: bool = False) -> Iterator[None]:
 
 # --------------------------------------------------------------------------- names and YAML
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 
 def check_safe_name(name: Any, what: str = "name") -> str:
     """`name` if it can become one path component and a `name=path` server argument unchanged (letters,
-    digits, '.', '_', '-'; starts with a letter or digit; at most 128 characters); else UserError naming
+    digits, '.', '_', '+', '-'; starts with a letter or digit; at most 128 characters); else UserError naming
     `what` (e.g. "task.yaml:1: name")."""
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or name.endswith(".lock"):
-        raise UserError(f"{what}: {name!r} is not a safe name (letters, digits, '.', '_', '-', starting with a "
-                        "letter or digit, at most 128 characters)")
+        raise UserError(f"{what}: {str(name)[:80]!r} is not a safe name (letters, digits, '.', '_', '+', '-', "
+                        "starting with a letter or digit, at most 128 characters)")
     return name
 
 

@@ -215,3 +215,16 @@ def test_workflows_never_interpolate_inputs_into_shell():
                 run = step.get("run", "")
                 for danger in ("${{ inputs.", "${{ github.event.", "${{ github.head_ref"):
                     assert danger not in run, f"{wf.name}: step {step.get('name')!r} interpolates {danger}"
+
+
+def test_unsafe_run_id_in_a_foreign_sweep_is_refused(secret_run, tmp_path, capsys):
+    """Run ids from a directory someone else produced become model keys and llama.cpp `name=path` arguments."""
+    _, run_dir, _, _ = secret_run
+    sweep = tmp_path / "foreign"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"runs": [
+        {"run_id": "x=--api-key=evil", "run_dir": str(run_dir), "status": "complete"}]}))
+    rc = cli(["eval", str(sweep), "eval.max_eval=1", "eval.probes=null", "eval.few_shot_k=0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert_one_line_error(rc, err, "'x=")  # refused before any path or server argument is built from it
+    assert "evil" not in err

@@ -286,5 +286,5 @@ def test_unsafe_names_are_refused(bad):
 
 
 def test_safe_names_pass_unchanged():
-    for ok in ["demo", "r16-lr2e-4-e2", "run_01.v2", "A" * 128]:
+    for ok in ["demo", "r16-lr2e-4-e2", "run_01.v2", "lr1e+3", "A" * 128]:
         assert check_safe_name(ok) == ok
