@@ -224,4 +224,7 @@ def load_model(spec: ModelSpec, device: str | None = None, quant: str | None = N
 
     kwargs["quantization_config"] = nf4_config(device)
     kwargs["device_map"] = {"": device if device != "cuda" else 0}
-    return AutoModelForCausalLM.from_pretrained(str(spec.path), **kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(spec.path), **kwargs)
+    except Exception as exc:  # bitsandbytes raises many kinds of errors on unsupported devices
+        raise UserError(f"quant=nf4 is not supported on device {device!r} with this bitsandbytes build: {exc}") from None

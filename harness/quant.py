@@ -1,4 +1,6 @@
-"""QLoRA: a frozen 4-bit NF4 base via bitsandbytes. Imported only when quant=nf4 is asked for."""
+"""QLoRA: a frozen 4-bit NF4 base via bitsandbytes. Imported only when quant=nf4 is asked for.
+
+Depends on nothing else in harness but io: harness.models imports it (never the other way round)."""
 from __future__ import annotations
 
 from harness.io import UserError
@@ -22,17 +24,10 @@ def nf4_config(device: str):
                               bnb_4bit_compute_dtype=compute)
 
 
-def prepare_qlora_base(spec, device: str, gradient_checkpointing: bool = False):
+def prepare_qlora_base(model, gradient_checkpointing: bool = False):
+    """A 4-bit base loaded by harness.models.load_model(quant="nf4"), made ready for LoRA training."""
     from peft import prepare_model_for_kbit_training
 
-    from harness.models import load_model
-
-    try:
-        model = load_model(spec, device=device, quant="nf4")
-    except UserError:
-        raise
-    except Exception as exc:  # bitsandbytes raises many kinds of errors on unsupported devices
-        raise UserError(f"quant=nf4 is not supported on device {device!r} with this bitsandbytes build: {exc}") from None
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     fix_cpu_linear4bit(model)
     return model

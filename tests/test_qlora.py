@@ -26,7 +26,7 @@ def _build(tiny_spec, fix: bool):
     from harness.quant import fix_cpu_linear4bit, prepare_qlora_base
 
     try:
-        q = prepare_qlora_base(tiny_spec, "cpu")
+        q = prepare_qlora_base(load_model(tiny_spec, device="cpu", quant="nf4"))
     except Exception as exc:  # pragma: no cover - depends on the bitsandbytes build
         pytest.skip(f"this bitsandbytes build cannot load 4-bit on CPU: {exc}")
     lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj"])
@@ -92,20 +92,21 @@ def test_trainer_applies_the_fix_to_every_linear4bit(tiny_spec, tmp_path):
 
 def test_missing_device_support_is_a_clear_message(monkeypatch, tiny_spec):
     from harness.io import UserError
-    from harness import quant
 
     def boom(*a, **k):
         raise RuntimeError("no kernel for this device")
 
-    monkeypatch.setattr("harness.models.load_model", boom)
+    from harness.models import load_model
+
+    monkeypatch.setattr("transformers.AutoModelForCausalLM.from_pretrained", boom)
     with pytest.raises(UserError, match="not supported on device"):
-        quant.prepare_qlora_base(tiny_spec, "cpu")
+        load_model(tiny_spec, device="cpu", quant="nf4")
 
 
 def _cpu_has_bf16_kernel() -> bool:
-    from harness.train import _cpu_has_bf16
+    from harness.train import cpu_has_native_bf16
 
-    return _cpu_has_bf16()
+    return cpu_has_native_bf16()
 
 
 @pytest.mark.skipif(not _cpu_has_bf16_kernel(), reason="the faulty kernel is only used on CPUs with avx512_bf16/amx")
