@@ -90,7 +90,8 @@ def plan_sweep(overrides: list[str]) -> SweepPlan:
     plan = SweepPlan(str(cfg.get("sweep_name")), sweep_dir.resolve(), cfg, grid, list(overrides))
     _check_settings(plan)
     for point in grid_points(grid):
-        _validate(to_dict(compose(fixed + [f"{k}={v}" for k, v in point.items()])), point)
+        point_overrides = fixed + [f"{k}={v}" for k, v in point.items()]
+        _validate(to_dict(compose(point_overrides)), point_overrides, point)
     return plan
 
 
@@ -99,17 +100,15 @@ def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def _validate(cfg: dict, point: dict[str, str]) -> None:
-    from harness import config
+def _validate(cfg: dict, overrides: list[str], point: dict[str, str]) -> None:
+    from harness.config import validate_cfg
 
-    validate_cfg = getattr(config, "validate_cfg", None)  # the hardening engineer's; absent on older trees
-    if validate_cfg is None:
-        return
     try:
-        validate_cfg(cfg)
+        validate_cfg(cfg, overrides)
     except UserError as exc:
         where = " ".join(f"{k}={v}" for k, v in point.items())
-        raise UserError(f"{exc} (grid point {where})" if where else str(exc), exit_code=exc.exit_code) from None
+        msg = f"{exc} (grid point {where})" if where and len(point) > 0 else str(exc)
+        raise UserError(redact_text(msg), exit_code=exc.exit_code) from None
 
 
 def _check_settings(plan: SweepPlan) -> None:
@@ -376,7 +375,8 @@ def run_sweep(overrides: list[str], *, skip_gate: bool = False, quiet: bool = Fa
         con.print(f"  [red]failed[/] {r['run_id']} {r['overrides']}: {r['error']}")
     for r in by_status["pruned"]:
         con.print(f"  pruned {r['name']} ({r['run_id']}) at step {r['pruned_at']}")
-    never_ran = n_points - len({r["config_id"] for r in runs if r["seed"] == plan.cfg.get("seed", 0)})
+    base_seed = plan.cfg.get("seed", 0)
+    never_ran = n_points - len({(r["config_id"], r["seed"]) for r in runs if "seed" in plan.grid or r["seed"] == base_seed})
     t_train = time.perf_counter()
 
     # 3-4. evaluate base, few-shot and adapters; judge if configured

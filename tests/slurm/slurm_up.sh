@@ -47,6 +47,7 @@ SwitchType=switch/none
 ReturnToService=2
 MinJobAge=600
 SlurmdTimeout=60
+KillWait=2
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
