@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main as cli
-from harness.data import Problem, check_files, load_examples, prepare, read_examples, token_lengths
+from harness.data import Problem, load_examples, read_examples
+from harness.doctor import check_files, prepare, token_lengths
 from harness.io import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -74,7 +74,7 @@ def _files_exist(*paths: str | None) -> None:
 
 
 def _tokenizer(args) -> tuple[Any, int | None]:
-    from harness.data import load_tokenizer_for
+    from harness.doctor import load_tokenizer_for
 
     tok, model_max = load_tokenizer_for(args.model)
     max_length = args.max_length if args.max_length is not None else model_max
@@ -128,7 +128,7 @@ def _print_problems(problems, limit: int) -> None:
 def _check(args) -> int:
     from rich.console import Console
 
-    from harness.data import check_files
+    from harness.doctor import check_files
 
     _files_exist(args.train, args.eval_path)
     system_prompt, template = _task_prompts(args.task)
@@ -157,7 +157,7 @@ def _check(args) -> int:
 def _prepare(args) -> int:
     from rich.console import Console
 
-    from harness.data import prepare
+    from harness.doctor import prepare
 
     _files_exist(args.train, args.eval_path)
     system_prompt, template = _task_prompts(args.task)
