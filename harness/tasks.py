@@ -19,7 +19,6 @@ Every validation error names the file, line and key, e.g.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 from harness.backends.base import GenParams
 from harness.config import repo_root
 from harness.example import Example
-from harness.io import UserError, check_safe_name, key_str, load_yaml_with_lines, sha256_file
+from harness.io import UserError, check_safe_name, key_str, load_yaml_with_lines, read_json, sha256_file
 from harness.metrics import METRICS, metric_outputs, validate_spec
 
 TASK_FILE = "task.yaml"
@@ -252,18 +251,22 @@ def _parse(path: Path) -> Task:
             if not schema_path.is_file():
                 fail(("json_schema",), f"file not found: {_display(schema_path)}")
             try:
-                schema = json.loads(schema_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                fail(("json_schema",), f"{_display(schema_path)}:{exc.lineno}: invalid JSON ({exc.msg})")
+                schema = read_json(schema_path)
+            except UserError as exc:  # InvalidJSON: "FILE:LINE: invalid JSON (...)", also bad UTF-8, deep nesting
+                fail(("json_schema",), str(exc).replace(str(schema_path), _display(schema_path)))
         else:
             fail(("json_schema",), "must be a path to a JSON Schema file (or an inline mapping)")
         from jsonschema import exceptions as js_exc
         from jsonschema import validators
 
+        if not isinstance(schema, dict):
+            fail(("json_schema",), f"not a valid JSON Schema: expected an object, got {type(schema).__name__}")
         try:
             validators.validator_for(schema).check_schema(schema)
         except js_exc.SchemaError as exc:
             fail(("json_schema",), f"not a valid JSON Schema: {exc.message}")
+        except (RecursionError, js_exc.UnknownType) as exc:
+            fail(("json_schema",), f"not a valid JSON Schema ({type(exc).__name__})")
 
     # metrics
     metrics_raw = raw["metrics"]

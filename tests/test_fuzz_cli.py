@@ -202,6 +202,17 @@ def test_task_eval_split(tmp_path, capsys, kind, seed):
     check_outcome(rc, err, kind, (0,))
 
 
+@pytest.mark.parametrize("kind,seed", cases(seeds=(0, 1, 2)))
+def test_task_json_schema(tmp_path, capsys, kind, seed):
+    d = _task_dir(tmp_path)
+    (d / "schema.json").write_text('{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}')
+    text = (d / "task.yaml").read_text().replace("metrics:\n", "json_schema: schema.json\nmetrics:\n  - name: schema_valid\n")
+    (d / "task.yaml").write_text(text)
+    (d / "schema.json").write_bytes(mutate(kind, (d / "schema.json").read_bytes(), "json", random.Random(seed)))
+    rc, err = run(["tasks", "--validate", str(d / "task.yaml")], capsys)
+    check_outcome(rc, err, kind, (0,))
+
+
 @pytest.mark.parametrize("kind,seed", cases(seeds=(0, 1)))
 def test_probe_file(tmp_path, capsys, kind, seed):
     from harness.io import UserError
