@@ -123,6 +123,15 @@ def test_unknown_rubric_and_bad_yaml(tmp_path):
     p.write_text("name: [unclosed\n")
     with pytest.raises(UserError, match=re.escape(str(p))):
         J.load_rubric(p)
+    p.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(UserError, match=re.escape(f"{p}:1: not UTF-8")):
+        J.load_rubric(p)
+    p.write_text("name: x\nprompt: " + "[" * 5000 + "\n")
+    with pytest.raises(UserError, match=re.escape(f"{p}:2: invalid YAML")):
+        J.load_rubric(p)
+    p.write_text("name: x\nversion: 1\ntype: listwise\ncriteria: c\nprompt: '{answer}'\n")
+    with pytest.raises(UserError, match=re.escape(f"{p}:3: key 'type'")):  # the offending key's line
+        J.load_rubric(p)
 
 
 # ----------------------------------------------------------------------------- strict parsing

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from harness.backends.base import BASE
 from harness.config import compose, conf_dir, resolve_model_cfg
-from harness.io import UserError, read_json
+from harness.io import UserError, load_yaml_with_lines, read_json
 from harness.judge.client import JudgeClient
 from harness.judge.core import Judge, default_gen
 
@@ -26,14 +26,8 @@ _OVERRIDE = re.compile(r"^(~|\+{0,2})([^=]*)(=.*)?$", re.S)
 
 
 def load_yaml(path: Path) -> Any:
-    """A YAML file; a syntax error is a UserError naming FILE:LINE."""
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    """A YAML file; anything unreadable is a UserError naming FILE:LINE (harness.io.load_yaml_with_lines)."""
+    return load_yaml_with_lines(path)[0]
 
 
 def plain_cfg(cfg: Any) -> dict:
