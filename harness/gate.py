@@ -1,57 +1,69 @@
-"""Quality gate for CI: thresholds on one adapter of a scored sweep.
+"""Quality gate for CI: the report's decision and thresholds, turned into an exit code.
 
-`harness gate SWEEP_DIR --config conf/gate/<name>.yaml [--adapter RUN_ID]`
+`harness gate SWEEP_DIR [--config conf/gate/<name>.yaml] [--adapter RUN_ID] [--against PREVIOUS]
+                        [--inconclusive fail|pass]`
   exit 0  every check passed
-  exit 1  at least one check failed (including checks that could not be judged, e.g. an uncalibrated judge)
-  exit 2  unusable input: missing sweep dir, no scores, bad gate YAML (message names the file, line and key),
-          a metric / probe family / adapter the gate names that the scores do not have
-Writes SWEEP_DIR/gate/gate.json, gate/junit.xml (one <testcase> per check, failures as <failure>) and gate/gate.md.
+  exit 1  a check failed
+  exit 2  unusable input: bad gate YAML (file, line, key), no scores, names the scores do not have, backend
+          errors above the decision's max_error_rate, a judge that did not run or lost too many verdicts
+  exit 3  inconclusive: no check failed, but at least one could not be decided at this sample size
+          (`--inconclusive fail` maps it to 1, `--inconclusive pass` to 0)
+Writes SWEEP_DIR/gate/gate.json, junit.xml (inconclusive = skipped with the reason, unusable = error) and gate.md.
 
-Gate YAML schema (every key validated; unknown keys are errors):
+Every check reads the SAME Analysis and Decision the report shows (harness.analysis / harness.decision): one
+statistic per comparison, one verdict. The gate YAML (every key validated, unknown keys are errors):
 
-  adapter: best            # "best" = the report verdict's best adapter (highest primary metric), or a run_id
-  alpha: 0.05              # optional: CIs are (1 - alpha) paired-bootstrap intervals, as in the report
-  checks:                  # a list; each item is exactly one of:
-    - metric: json_valid           # absolute minimum on the adapter's mean over eval items
-      min: 0.8
-    - metric: all_fields_correct   # improvement over a baseline, judged on the LOWER bound of the
-      min_improvement_over: base   # (1 - alpha) paired-bootstrap CI of (adapter - baseline) on the same
-      min_delta: 0.0               # sample_ids: passes when lower bound > min_delta (strictly), so 0.0
-                                   # means "better with confidence". base | fewshot
-    - forgetting: all              # forgetting probes: drop = base - adapter (point estimate, per family);
-      max_drop: 0.15               # passes when drop <= max_drop. all = one check per family,
-                                   # overall = all probe items pooled, or a family name
-    - judge: pointwise             # LLM-judge mean score >= min, ONLY if the judge is calibrated:
-      min: 6.0                     # calibration.reliable is true (or kappa >= min_kappa when given);
-      min_kappa: 0.6               # optional. An uncalibrated/unreliable/missing judge makes the check
-                                   # FAIL with "judge not calibrated: cannot gate on it" (a gate must not
-                                   # pass on numbers nobody trusts, and must not silently skip a check).
-    - judge: pairwise              # judge pairwise win rate of the adapter vs a baseline,
-      vs: fewshot                  # (wins + ties/2) / n >= min_win_rate; same calibration rule
+  adapter: best                  # the decision's chosen adapter (picked on validation data), or a run id
+  target: 0.9                    # optional: overrides the task's target for the decision (said in the output)
+  checks:
+    - decision: [ship, ship_with_care]   # the decision's outcome must be one of these
+    - metric: json_valid                 # absolute level: pass when the CI's lower bound >= min,
+      min: 0.8                           #   fail when its upper bound < min, else inconclusive
+    - metric: all_fields_correct         # better than a baseline (base | fewshot | released): pass when the
+      min_improvement_over: base         #   comparison's verdict is `better` and its CI's lower bound > min_delta,
+      min_delta: 0.0                     #   fail when the upper bound <= min_delta, else inconclusive
+    - metric: all_fields_correct         # non-inferiority to a baseline (typically `released`, see --against):
+      not_worse_than: released           #   pass when the CI's lower bound > -margin, fail when significantly
+      margin: 0.02                       #   worse beyond the margin, else inconclusive
+    - forgetting: all                    # probe families (all | a family): non-inferiority vs base, as the
+      margin: 0.10                       #   report's forgetting table (margin defaults to the decision's)
+    - judge: pointwise                   # only for a calibrated, reliable judge (else the check FAILS: a gate
+      min: 6.0                           #   must not pass on numbers nobody trusts); min_kappa optional
+    - judge: pairwise                    # win rate of the adapter vs a baseline; CI-based when the judge gives one
+      vs: fewshot
       min_win_rate: 0.5
-  name: optional label for any check (shown in the table / junit)
-
-Measurements that are missing where the sweep could have them (no probe rows, no judge summary)
-make the check fail with a reason; names the scores never had (typos) are exit 2.
+  name: optional label for any check
+A measurement the sweep lacks (no few-shot scores, no judge comparison for this adapter) fails its check with the
+reason; a name the scores never had (a typo) is exit 2.
+`--against PREVIOUS` (a previous sweep dir or an exported adapter) scores the released model on the same eval
+items and adds `not_worse_than: released` on the primary metric (margin --against-margin) unless the config has one.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.io import UserError, atomic_write_text, write_json
-from harness.report import VerdictConfig, _fmt_p_eq, analyze, load_sweep
+from harness.analysis import BASELINES, BETTER, RELEASED, WORSE, Analysis, Comparison
+from harness.decision import OUTCOMES, Decision, decide, fmt_comparison, fmt_interval
+from harness.io import UserError, YamlLines, atomic_write_text, key_str, load_yaml_with_lines, write_json
+from harness.report import analyze_sweep, jsonable, load_sweep, settings_for
 
-TOP_KEYS = {"adapter", "alpha", "checks"}
+PASS, FAIL, INCONCLUSIVE, UNUSABLE = "pass", "fail", "inconclusive", "unusable"
+EXIT = {PASS: 0, FAIL: 1, UNUSABLE: 2, INCONCLUSIVE: 3}
+TOP_KEYS = {"adapter", "target", "checks"}
 CHECK_KEYS = {
-    "metric": {"metric", "min", "min_improvement_over", "min_delta", "name"},
-    "forgetting": {"forgetting", "max_drop", "name"},
+    "decision": {"decision", "name"},
+    "metric": {"metric", "min", "min_improvement_over", "min_delta", "not_worse_than", "margin", "name"},
+    "forgetting": {"forgetting", "margin", "name"},
     "judge": {"judge", "min", "min_kappa", "vs", "min_win_rate", "name"},
 }
-BASELINES = ("base", "fewshot")
+MOVED = {"max_drop": "forgetting is judged as non-inferiority now: use `margin:` (the largest acceptable drop)",
+         "alpha": "alpha is set once for report and gate: `decision.alpha=` when you run the sweep "
+                  "(or `harness report --alpha`)"}
 
 
 @dataclass
@@ -60,73 +72,34 @@ class CheckResult:
     kind: str
     value: float | None
     threshold: str
-    passed: bool
+    status: str                    # pass | fail | inconclusive | unusable
     reason: str
 
-
-# ----------------------------------------------------------------------------------- YAML with line numbers
-
-def _line_map(node, path=(), out=None) -> dict:
-    import yaml
-
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value
-            out[path + (key,)] = k.start_mark.line + 1
-            _line_map(v, path + (key,), out)
-            out[path + (key,)] = k.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _line_map(v, path + (i,), out)
-    return out
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
 
 
-def _path_str(path: tuple) -> str:
-    s = ""
-    for p in path:
-        s += f"[{p}]" if isinstance(p, int) else (f".{p}" if s else str(p))
-    return s or "<top>"
-
+# ------------------------------------------------------------------------------------------------ config
 
 class GateConfig:
-    def __init__(self, path: Path, data: dict, lines: dict):
+    def __init__(self, path: Path, data: dict, lines: YamlLines):
         self.path, self.data, self.lines = path, data, lines
 
     def err(self, path: tuple, msg: str) -> UserError:
-        if not self.lines:  # a dict from the composed Hydra config: no file lines to point at
-            return UserError(f"{self.path}: {_path_str(path)}: {msg}")
-        line = self.lines.get(path)
-        while line is None and path:
-            path = path[:-1]
-            line = self.lines.get(path)
-        return UserError(f"{self.path}:{line or 1}: {_path_str(path)}: {msg}")
+        where = f"{self.path}:{self.lines.get(path)}" if self.lines else f"{self.path}"
+        return UserError(f"{where}: {key_str(path) or '<top>'}: {msg}")
 
 
 def load_gate_config(path: str | Path | dict) -> GateConfig:
-    """Load and validate a gate YAML file (errors name file:line: key), or validate an already-loaded dict
-    (e.g. the composed Hydra config's `gate` group; errors then name `config gate`)."""
-    import yaml
-
+    """A gate YAML file (errors name file:line: key), or an already-loaded dict (the sweep's `gate` group)."""
     if isinstance(path, dict):
-        cfg = GateConfig(Path("config gate (conf/gate/*.yaml via Hydra)"), dict(path), {})
-        _validate(cfg)
-        return cfg
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: gate config not found")
-    text = p.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise UserError(f"{p}:{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{p}:1: expected a mapping with `checks:` (see harness/gate.py for the schema)")
-    cfg = GateConfig(p, data, _line_map(node) if node is not None else {})
+        cfg = GateConfig(Path("config gate (conf/gate/*.yaml via Hydra)"), dict(path), YamlLines())
+    else:
+        data, lines = load_yaml_with_lines(path)
+        if not isinstance(data, dict):
+            raise UserError(f"{path}:1: expected a mapping with `checks:` (schema: harness/gate.py)")
+        cfg = GateConfig(Path(path), data, lines)
     _validate(cfg)
     return cfg
 
@@ -138,46 +111,60 @@ def _is_num(v: Any) -> bool:
 def _validate(cfg: GateConfig) -> None:
     d = cfg.data
     for k in d:
+        if k in MOVED:
+            raise cfg.err((k,), MOVED[k])
         if k not in TOP_KEYS:
             raise cfg.err((k,), f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})")
     if "adapter" in d and (not isinstance(d["adapter"], str) or not d["adapter"]):
-        raise cfg.err(("adapter",), "expected `best` or a run_id string")
-    if "alpha" in d and not (_is_num(d["alpha"]) and 0 < d["alpha"] < 1):
-        raise cfg.err(("alpha",), f"expected a number in (0, 1), got {d['alpha']!r}")
+        raise cfg.err(("adapter",), "expected `best` or a run id")
+    if "target" in d and d["target"] is not None and not (_is_num(d["target"]) and 0 <= d["target"] <= 1):
+        raise cfg.err(("target",), f"expected a number in [0, 1], got {d['target']!r}")
     checks = d.get("checks")
     if not isinstance(checks, list) or not checks:
         raise cfg.err(("checks",), "expected a non-empty list of checks")
     for i, c in enumerate(checks):
         at = ("checks", i)
         if not isinstance(c, dict):
-            raise cfg.err(at, "expected a mapping (metric: / forgetting: / judge:)")
+            raise cfg.err(at, "expected a mapping (decision: / metric: / forgetting: / judge:)")
         kinds = [k for k in CHECK_KEYS if k in c]
         if len(kinds) != 1:
-            raise cfg.err(at, "each check needs exactly one of `metric:`, `forgetting:`, `judge:`")
+            raise cfg.err(at, "each check needs exactly one of `decision:`, `metric:`, `forgetting:`, `judge:`")
         kind = kinds[0]
         for k in c:
+            if k in MOVED:
+                raise cfg.err(at + (k,), MOVED[k])
             if k not in CHECK_KEYS[kind]:
                 raise cfg.err(at + (k,), f"unknown key for a {kind} check (allowed: {', '.join(sorted(CHECK_KEYS[kind]))})")
         if "name" in c and not isinstance(c["name"], str):
             raise cfg.err(at + ("name",), "expected a string")
-        for k in ("min", "min_delta", "max_drop", "min_kappa", "min_win_rate"):
+        for k in ("min", "min_delta", "margin", "min_kappa", "min_win_rate"):
             if k in c and not _is_num(c[k]):
                 raise cfg.err(at + (k,), f"expected a number, got {c[k]!r}")
-        if kind == "metric":
+        if "margin" in c and c["margin"] < 0:
+            raise cfg.err(at + ("margin",), "expected a number >= 0")
+        if kind == "decision":
+            allowed = c["decision"] if isinstance(c["decision"], list) else [c["decision"]]
+            bad = [o for o in allowed if o not in OUTCOMES]
+            if not allowed or bad:
+                raise cfg.err(at + ("decision",), f"unknown outcome {bad[0] if bad else None!r} "
+                                                  f"(known: {', '.join(OUTCOMES)})")
+        elif kind == "metric":
             if not isinstance(c["metric"], str) or not c["metric"]:
                 raise cfg.err(at + ("metric",), "expected a metric name")
-            has_min, has_imp = "min" in c, "min_improvement_over" in c
-            if has_min == has_imp:
-                raise cfg.err(at, "a metric check needs exactly one of `min:` or `min_improvement_over:` (use two checks for both)")
-            if has_imp and c["min_improvement_over"] not in BASELINES:
-                raise cfg.err(at + ("min_improvement_over",), f"expected base or fewshot, got {c['min_improvement_over']!r}")
-            if "min_delta" in c and not has_imp:
+            modes = [k for k in ("min", "min_improvement_over", "not_worse_than") if k in c]
+            if len(modes) != 1:
+                raise cfg.err(at, "a metric check needs exactly one of `min:`, `min_improvement_over:`, "
+                                  "`not_worse_than:` (use several checks for several)")
+            for k in ("min_improvement_over", "not_worse_than"):
+                if k in c and c[k] not in BASELINES:
+                    raise cfg.err(at + (k,), f"expected one of {', '.join(BASELINES)}, got {c[k]!r}")
+            if "min_delta" in c and "min_improvement_over" not in c:
                 raise cfg.err(at + ("min_delta",), "min_delta only goes with min_improvement_over")
+            if "margin" in c and "not_worse_than" not in c:
+                raise cfg.err(at + ("margin",), "margin only goes with not_worse_than (or a forgetting check)")
         elif kind == "forgetting":
             if not isinstance(c["forgetting"], str) or not c["forgetting"]:
                 raise cfg.err(at + ("forgetting",), "expected all, overall or a probe family name")
-            if "max_drop" not in c:
-                raise cfg.err(at, "a forgetting check needs `max_drop:`")
         else:
             mode = c["judge"]
             if mode == "pointwise":
@@ -185,123 +172,146 @@ def _validate(cfg: GateConfig) -> None:
                     raise cfg.err(at, "`judge: pointwise` takes `min:` (and optional `min_kappa:`)")
             elif mode == "pairwise":
                 if c.get("vs") not in BASELINES or "min_win_rate" not in c or "min" in c:
-                    raise cfg.err(at, "`judge: pairwise` takes `vs: base|fewshot` and `min_win_rate:` (and optional `min_kappa:`)")
+                    raise cfg.err(at, "`judge: pairwise` takes `vs: base|fewshot|released` and `min_win_rate:` "
+                                      "(and optional `min_kappa:`)")
             else:
                 raise cfg.err(at + ("judge",), f"expected pointwise or pairwise, got {mode!r}")
 
 
-# --------------------------------------------------------------------------------------------- evaluation
+# -------------------------------------------------------------------------------------------- evaluation
 
 def _f(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def run_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: str | None = None,
-             out_dir: str | Path | None = None, quiet: bool = False) -> int:
-    """Evaluate, print the table, write SWEEP_DIR/gate/{gate.json,junit.xml,gate.md}; return 0 (pass) or 1 (fail).
-
-    Unusable input raises UserError (exit 2). `config`: a gate YAML path or an already-loaded dict.
-    """
-    res = evaluate_gate(sweep_dir, config, adapter=adapter)
-    paths = write_gate_outputs(res, out_dir or Path(sweep_dir) / "gate")
-    if quiet:
-        print(f"{'PASSED' if res['passed'] else 'FAILED'}: {res['n_checks'] - res['n_failed']}/{res['n_checks']} checks")
-    else:
-        print_table(res)
-        print(f"wrote {paths['gate_json']}, {paths['junit_xml']}, {paths['gate_md']}")
-    return 0 if res["passed"] else 1
-
-
-def evaluate_gate(sweep_dir: str | Path, config_path: str | Path | dict, *, adapter: str | None = None) -> dict:
-    """Evaluate the gate; returns {"passed", "adapter", "checks": [CheckResult...], ...}. Raises UserError (exit 2)."""
-    gc = load_gate_config(config_path)
+def evaluate_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: str | None = None,
+                  target: float | None = None, against_margin: float | None = None) -> dict:
+    """The gate's result: {"status", "exit_code", "adapter", "decision", "checks": [CheckResult], ...}.
+    Raises UserError (exit 2) for input it cannot read."""
+    gc = load_gate_config(config)
     sweep = load_sweep(sweep_dir, require_scores=True)
-    alpha = float(gc.data.get("alpha", 0.05))
-    an = analyze(sweep, VerdictConfig(alpha=alpha))
-    if not an["adapters"]:
+    gate_target = target if target is not None else gc.data.get("target")
+    s = settings_for(sweep)
+    report_target = s.target
+    if gate_target is not None:
+        s = dataclasses.replace(s, target=float(gate_target),
+                                target_source="command line" if target is not None else f"gate config {gc.path}")
+    an = analyze_sweep(sweep, s)
+    d = decide(an)
+    if not an.adapters:
         raise UserError(f"{sweep.dir}/scores/scores.jsonl: no adapter has scores; nothing to gate")
     want = adapter or gc.data.get("adapter") or "best"
     if want == "best":
-        chosen = an["verdict"]["best"]
-    elif want in an["adapters"]:
+        chosen = d.chosen
+    elif want in an.adapters:
         chosen = want
     else:
-        src = "--adapter" if adapter else (f"{gc.path}:{gc.lines.get(('adapter',), 1)}: adapter" if gc.lines
-                                           else f"{gc.path}: adapter")
-        raise UserError(f"{src}: no scores for adapter {want!r} (scored: {', '.join(an['adapters'])})")
+        src = "--adapter" if adapter else f"{gc.path}:{gc.lines.get(('adapter',))}: adapter"
+        known = ", ".join(f"{a} ({an.name(a)})" for a in an.adapters)
+        raise UserError(f"{src}: no scores for adapter {want!r} (scored: {known})")
 
+    checks = list(gc.data["checks"])
+    if RELEASED in an.models and not any(c.get("not_worse_than") == RELEASED for c in checks):
+        checks.append({"metric": an.primary, "not_worse_than": RELEASED,
+                       "margin": 0.02 if against_margin is None else against_margin})
     results: list[CheckResult] = []
-    m = an["models"][chosen]
-    for i, c in enumerate(gc.data["checks"]):
+    for i, c in enumerate(checks):
         at = ("checks", i)
         label = c.get("name")
-        if "metric" in c:
-            metric = c["metric"]
-            if metric not in an["metrics"]:
-                raise gc.err(at + ("metric",), f"unknown metric {metric!r} (scored: {', '.join(an['metrics'])})")
-            if "min" in c:
-                v = m["metrics"][metric]["mean"]
-                ok = not math.isnan(v) and v >= c["min"]
-                results.append(CheckResult(label or f"{metric} >= {c['min']}", "metric", v, f">= {c['min']}", ok,
-                                           f"mean {_f(v)} [CI {_f(m['metrics'][metric]['lo'])}, {_f(m['metrics'][metric]['hi'])}]"))
-            else:
-                ref, delta = c["min_improvement_over"], float(c.get("min_delta", 0.0))
-                name = label or f"{metric} improvement over {ref} > {delta}"
-                comp = an["comparisons"].get(ref, {}).get(chosen, {}).get(metric)
-                if comp is None:
-                    results.append(CheckResult(name, "improvement", None, f"CI low > {delta}", False,
-                                               f"no {ref} scores paired with {chosen} on {metric}"))
-                else:
-                    ok = comp["lo"] > delta
-                    results.append(CheckResult(
-                        name, "improvement", comp["lo"], f"CI low > {delta}", ok,
-                        f"diff {comp['diff']:+.3f}, {int(round((1 - alpha) * 100))}% CI [{comp['lo']:+.3f}, {comp['hi']:+.3f}], "
-                        f"n = {comp['n']}, {comp['test']} p {_fmt_p_eq(comp['p_value'])}"))
+        if "decision" in c:
+            results.append(_decision_check(c, label, d))
+        elif "metric" in c:
+            if c["metric"] not in an.metrics:
+                raise gc.err(at + ("metric",), f"unknown metric {c['metric']!r} (scored: {', '.join(an.metrics)})")
+            results.append(_metric_check(c, label, an, chosen))
         elif "forgetting" in c:
-            target, max_drop = c["forgetting"], float(c["max_drop"])
-            pd = an["probe_deltas"].get(chosen)
-            if target not in ("all", "overall") and target not in an["families"]:
-                if an["families"]:
-                    raise gc.err(at + ("forgetting",), f"unknown probe family {target!r} (scored: {', '.join(an['families'])})")
-            if pd is None or not pd["families"]:
-                results.append(CheckResult(label or f"forgetting {target} drop <= {max_drop}", "forgetting", None,
-                                           f"drop <= {max_drop}", False,
-                                           f"no forgetting-probe scores for base and {chosen}: cannot check"))
-                continue
-            items = ([(f, pd["families"][f]) for f in sorted(pd["families"])] if target == "all"
-                     else [("overall", pd["overall"])] if target == "overall" else [(target, pd["families"].get(target))])
-            for fam, r in items:
-                name = (label + f" [{fam}]" if label and target == "all" else label) or f"forgetting {fam} drop <= {max_drop}"
-                if r is None:
-                    results.append(CheckResult(name, "forgetting", None, f"drop <= {max_drop}", False,
-                                               f"no {fam} probe scores for {chosen}"))
-                    continue
-                drop = -r["diff"]
-                ok = drop <= max_drop + 1e-12
-                ci = "" if math.isnan(r["lo"]) else f", CI of the change [{r['lo']:+.3f}, {r['hi']:+.3f}]"
-                results.append(CheckResult(name, "forgetting", drop, f"drop <= {max_drop}", ok,
-                                           f"change vs base {r['diff']:+.3f}{ci}, n = {r['n']}"))
+            fam = c["forgetting"]
+            if fam not in ("all", "overall") and an.families and fam not in an.families:
+                raise gc.err(at + ("forgetting",), f"unknown probe family {fam!r} (scored: {', '.join(an.families)})")
+            results += _forgetting_checks(c, label, an, chosen)
         else:
             results.append(_judge_check(c, label, an, chosen))
+    if d.outcome == "unusable":  # errors, not answers: no check on these scores can stand
+        results = [dataclasses.replace(r, status=UNUSABLE, reason=f"{r.reason} [unusable: {'; '.join(d.problems)}]")
+                   if r.kind != "judge" else r for r in results]
+    status = (UNUSABLE if any(r.status == UNUSABLE for r in results) else FAIL if any(r.status == FAIL for r in results)
+              else INCONCLUSIVE if any(r.status == INCONCLUSIVE for r in results) else PASS)
+    counts = {st: sum(r.status == st for r in results) for st in (PASS, FAIL, INCONCLUSIVE, UNUSABLE)}
+    return {"sweep": str(sweep.dir), "sweep_name": sweep.name, "config": str(gc.path), "adapter": chosen,
+            "adapter_name": an.name(chosen), "adapter_selection": want, "primary_metric": an.primary,
+            "status": status, "passed": status == PASS, "counts": counts, "n_checks": len(results),
+            "decision": {"outcome": d.outcome, "headline": d.headline, "chosen": d.chosen},
+            "target": s.target, "target_source": s.target_source, "report_target": report_target,
+            "settings": jsonable(s), "checks": results}
 
-    passed = all(r.passed for r in results)
-    return {"sweep": str(sweep.dir), "sweep_name": sweep.meta.get("name") or sweep.dir.name,
-            "config": str(gc.path), "adapter": chosen, "adapter_selection": want, "alpha": alpha,
-            "primary_metric": an["primary"], "passed": passed,
-            "n_checks": len(results), "n_failed": sum(not r.passed for r in results),
-            "checks": results}
+
+def _decision_check(c: dict, label: str | None, d: Decision) -> CheckResult:
+    allowed = c["decision"] if isinstance(c["decision"], list) else [c["decision"]]
+    name = label or f"decision in {{{', '.join(allowed)}}}"
+    st = PASS if d.outcome in allowed else UNUSABLE if d.outcome == "unusable" else \
+        INCONCLUSIVE if d.outcome == "inconclusive" else FAIL
+    return CheckResult(name, "decision", None, " | ".join(allowed), st, d.headline)
 
 
-def _judge_check(c: dict, label: str | None, an: dict, chosen: str) -> CheckResult:
-    j = an["judge"]
-    mode = c["judge"]
+def _metric_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResult:
+    metric = c["metric"]
+    if "min" in c:
+        i = an.models[a].metrics[metric]
+        lo_ok = not math.isnan(i.lo) and i.lo >= c["min"]
+        st = PASS if lo_ok else FAIL if not math.isnan(i.hi) and i.hi < c["min"] else INCONCLUSIVE
+        return CheckResult(label or f"{metric} >= {c['min']}", "metric", i.mean, f">= {c['min']} (95% CI)", st,
+                           f"{an.name(a)}: {fmt_interval(i)}, n = {i.n}")
+    ref = c.get("min_improvement_over") or c["not_worse_than"]
+    cmp: Comparison | None = an.comparison(a, ref, metric)
+    if "min_improvement_over" in c:
+        delta = float(c.get("min_delta", 0.0))
+        name, thr = label or f"{metric} better than {ref} by > {delta}", f"better, CI low > {delta}"
+        if cmp is None:
+            return CheckResult(name, "improvement", None, thr, FAIL, f"no {ref} scores paired with {an.name(a)}")
+        st = PASS if cmp.verdict == BETTER and cmp.lo > delta else FAIL if cmp.hi <= delta else INCONCLUSIVE
+        return CheckResult(name, "improvement", cmp.diff, thr, st, f"{cmp.verdict}: {fmt_comparison(cmp)}")
+    margin = float(c.get("margin", an.settings.margin))
+    name, thr = label or f"{metric} not worse than {ref} by more than {margin}", f"CI low > -{margin}"
+    if cmp is None:
+        return CheckResult(name, "non-inferiority", None, thr, FAIL, f"no {ref} scores paired with {an.name(a)}")
+    st = PASS if cmp.lo > -margin else FAIL if cmp.verdict == WORSE and cmp.diff < -margin else INCONCLUSIVE
+    return CheckResult(name, "non-inferiority", cmp.diff, thr, st, f"{cmp.verdict}: {fmt_comparison(cmp)}")
+
+
+def _forgetting_checks(c: dict, label: str | None, an: Analysis, a: str) -> list[CheckResult]:
+    from harness.analysis import forgetting_status
+
+    target = c["forgetting"]
+    margin = float(c.get("margin", an.settings.margin))
+    per = an.forgetting.get(a) or {}
+    fams = [f for f in sorted(per) if f != "all"] if target == "all" else ["all" if target == "overall" else target]
+    if not per:
+        return [CheckResult(label or f"forgetting {target}", "forgetting", None, f"CI low > -{margin}", INCONCLUSIVE,
+                            f"no forgetting-probe scores for base and {an.name(a)}: not measured")]
+    out = []
+    for f in fams:
+        name = (f"{label} [{f}]" if label and target == "all" else label) or f"forgetting {f} within {margin}"
+        r = per.get(f)
+        if r is None or r.comparison is None:
+            out.append(CheckResult(name, "forgetting", None, f"CI low > -{margin}", INCONCLUSIVE, f"no {f} probe scores"))
+            continue
+        st, need = forgetting_status(r.comparison, margin, an.settings)
+        more = f"; about {need} probes would settle it" if need else ""
+        out.append(CheckResult(name, "forgetting", r.comparison.diff, f"CI low > -{margin}", st,
+                               f"change vs base {fmt_comparison(r.comparison)}{more}"))
+    return out
+
+
+def _judge_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResult:
+    j, mode = an.judge, c["judge"]
     if mode == "pointwise":
         name, thr = label or f"judge score >= {c['min']}", f">= {c['min']}"
     else:
         name, thr = label or f"judge win rate vs {c['vs']} >= {c['min_win_rate']}", f">= {c['min_win_rate']}"
     if j is None:
-        return CheckResult(name, "judge", None, thr, False,
-                           "judge not calibrated: cannot gate on it (no scores/judge_summary.json; run `harness judge`)")
+        return CheckResult(name, "judge", None, thr, FAIL, "judge not run: cannot gate on it (no judge_summary.json)")
+    if j["status"] == "unavailable":
+        return CheckResult(name, "judge", None, thr, UNUSABLE, f"the judge did not run: {j.get('error')}")
     cal = j["calibration"]
     kappa = cal.get("kappa") if cal else None
     if "min_kappa" in c:
@@ -309,70 +319,119 @@ def _judge_check(c: dict, label: str | None, an: dict, chosen: str) -> CheckResu
         why = f"kappa {_f(kappa, '.2f')} < min_kappa {c['min_kappa']}" if cal else "no calibration run"
     else:
         calibrated = j["reliable"]
-        why = (f"calibration says unreliable (kappa {_f(kappa, '.2f')}, min {_f(cal.get('min_kappa'), '.2f')})"
-               if cal else "no calibration run")
+        why = f"calibration says unreliable (kappa {_f(kappa, '.2f')})" if cal else "no calibration run"
     if not calibrated:
-        return CheckResult(name, "judge", None, thr, False, f"judge not calibrated: cannot gate on it ({why})")
+        return CheckResult(name, "judge", None, thr, FAIL, f"judge not calibrated: cannot gate on it ({why})")
+    src = f"{j['calibration_source']} calibration, kappa {_f(kappa, '.2f')}"
     if mode == "pointwise":
-        pw = j["pointwise"].get(chosen) or {}
+        pw = j["pointwise"].get(a) or {}
+        if a in j["too_many_missing"]:
+            return CheckResult(name, "judge", None, thr, UNUSABLE, f"too many missing verdicts for {an.name(a)}")
         v = pw.get("mean")
         if not _is_num(v):
-            return CheckResult(name, "judge", None, thr, False, f"no judge pointwise score for {chosen}")
-        return CheckResult(name, "judge", float(v), thr, float(v) >= c["min"],
-                           f"judge mean {float(v):.3f} (n = {pw.get('n', '?')}, kappa {_f(kappa, '.2f')})")
-    rec = next((p for p in j["pairwise"] if p.get("a") == chosen and p.get("b") == c["vs"]), None)
-    flip = False
+            return CheckResult(name, "judge", None, thr, FAIL, f"no judge score for {an.name(a)}")
+        return CheckResult(name, "judge", float(v), thr, PASS if v >= c["min"] else FAIL,
+                           f"mean {float(v):.3f}, n = {pw.get('n', '?')}, missing {pw.get('missing', 0)} ({src})")
+    rec, flip = None, False
+    for p in j["pairwise"]:
+        if p.get("a") == a and p.get("b") == c["vs"]:
+            rec = p
+        elif p.get("b") == a and p.get("a") == c["vs"]:
+            rec, flip = p, True
     if rec is None:
-        rec = next((p for p in j["pairwise"] if p.get("b") == chosen and p.get("a") == c["vs"]), None)
-        flip = True
-    if rec is None:
-        return CheckResult(name, "judge", None, thr, False, f"no judge pairwise comparison of {chosen} vs {c['vs']}")
-    wins, losses, ties = (rec.get("losses", 0), rec.get("wins", 0), rec.get("ties", 0)) if flip else \
-        (rec.get("wins", 0), rec.get("losses", 0), rec.get("ties", 0))
-    n = rec.get("n") or (wins + losses + ties)
+        return CheckResult(name, "judge", None, thr, FAIL, f"no judge comparison of {an.name(a)} vs {c['vs']}")
+    if f"{rec.get('a')} vs {rec.get('b')}" in j["too_many_missing"]:
+        return CheckResult(name, "judge", None, thr, UNUSABLE, "too many missing verdicts")
+    wins, losses, ties = rec.get("wins", 0), rec.get("losses", 0), rec.get("ties", 0)
+    if flip:
+        wins, losses = losses, wins
+    n = wins + losses + ties
     rate = (wins + 0.5 * ties) / n if n else math.nan
-    return CheckResult(name, "judge", rate, thr, bool(n) and rate >= c["min_win_rate"],
-                       f"{wins} wins, {losses} losses, {ties} ties of {n} (kappa {_f(kappa, '.2f')})")
+    ci = rec.get("win_rate_ci")
+    st = FAIL if not n or rate < c["min_win_rate"] else PASS
+    if isinstance(ci, list) and len(ci) == 2 and all(_is_num(x) for x in ci) and n:
+        lo, hi = (1 - ci[1], 1 - ci[0]) if flip else (ci[0], ci[1])
+        st = PASS if lo >= c["min_win_rate"] else FAIL if hi < c["min_win_rate"] else INCONCLUSIVE
+    lc = f", length-controlled {_f(rec.get('lc_win_rate'), '.2f')}" if rec.get("lc_win_rate") is not None else ""
+    return CheckResult(name, "judge", rate, thr, st, f"{wins} wins, {losses} losses, {ties} ties of {n}{lc} ({src})")
 
 
 # ------------------------------------------------------------------------------------------------ outputs
 
+def exit_code(res: dict, inconclusive: str | None = None) -> int:
+    if res["status"] == INCONCLUSIVE and inconclusive in ("fail", "pass"):
+        return 1 if inconclusive == "fail" else 0
+    return EXIT[res["status"]]
+
+
+def run_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: str | None = None,
+             out_dir: str | Path | None = None, quiet: bool = False, inconclusive: str | None = None,
+             target: float | None = None, against_margin: float | None = None) -> int:
+    """Evaluate, print, write SWEEP_DIR/gate/{gate.json,junit.xml,gate.md}; return the exit code."""
+    res = evaluate_gate(sweep_dir, config, adapter=adapter, target=target, against_margin=against_margin)
+    paths = write_gate_outputs(res, out_dir or Path(sweep_dir) / "gate")
+    if not quiet:
+        print_table(res)
+        print(f"wrote {paths['gate_json']}, {paths['junit_xml']}, {paths['gate_md']}")
+    print(summary_line(res))
+    return exit_code(res, inconclusive)
+
+
+def summary_line(res: dict) -> str:
+    c = res["counts"]
+    return (f"gate {res['status'].upper()}: {c[PASS]}/{res['n_checks']} checks passed"
+            + "".join(f", {c[k]} {k}" for k in (FAIL, INCONCLUSIVE, UNUSABLE) if c[k])
+            + f" (adapter {res['adapter_name']}; decision {OUTCOMES[res['decision']['outcome']]})")
+
+
 def junit_xml(res: dict) -> str:
     suite_name = f"lora-gate.{res['sweep_name']}"
-    root = ET.Element("testsuites", name="lora-gate", tests=str(res["n_checks"]), failures=str(res["n_failed"]),
-                      errors="0", time="0")
-    suite = ET.SubElement(root, "testsuite", name=suite_name, tests=str(res["n_checks"]),
-                          failures=str(res["n_failed"]), errors="0", skipped="0", time="0")
+    c = res["counts"]
+    attrs = {"tests": str(res["n_checks"]), "failures": str(c[FAIL]), "errors": str(c[UNUSABLE]),
+             "skipped": str(c[INCONCLUSIVE]), "time": "0"}
+    root = ET.Element("testsuites", name="lora-gate", **{k: v for k, v in attrs.items() if k != "skipped"})
+    suite = ET.SubElement(root, "testsuite", name=suite_name, **attrs)
     props = ET.SubElement(suite, "properties")
-    for k in ("adapter", "adapter_selection", "config", "primary_metric", "alpha"):
+    for k in ("adapter", "adapter_name", "config", "primary_metric", "status", "target"):
         ET.SubElement(props, "property", name=k, value=str(res[k]))
+    ET.SubElement(props, "property", name="decision", value=res["decision"]["outcome"])
     for r in res["checks"]:
         tc = ET.SubElement(suite, "testcase", classname=suite_name, name=r.name, time="0")
-        if not r.passed:
-            f = ET.SubElement(tc, "failure", message=r.reason, type=f"Gate{r.kind.capitalize()}Failure")
-            f.text = f"value {_f(r.value)} (threshold {r.threshold}): {r.reason}"
+        text = f"value {_f(r.value)} (threshold {r.threshold}): {r.reason}"
+        if r.status == FAIL:
+            ET.SubElement(tc, "failure", message=r.reason, type=f"Gate{r.kind.capitalize()}Failure").text = text
+        elif r.status == INCONCLUSIVE:
+            ET.SubElement(tc, "skipped", message=f"inconclusive: {r.reason}")
+        elif r.status == UNUSABLE:
+            ET.SubElement(tc, "error", message=r.reason, type="GateUnusableInput").text = text
         else:
-            ET.SubElement(tc, "system-out").text = f"value {_f(r.value)} (threshold {r.threshold}): {r.reason}"
+            ET.SubElement(tc, "system-out").text = text
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def gate_md(res: dict) -> str:
-    lines = [f"# Gate: {'PASSED' if res['passed'] else 'FAILED'}", "",
-             f"Sweep `{res['sweep_name']}`, adapter `{res['adapter']}` (selection: {res['adapter_selection']}), "
-             f"config `{res['config']}`: {res['n_checks'] - res['n_failed']}/{res['n_checks']} checks passed.", "",
+    tgt = ""
+    if res["target"] is not None:
+        tgt = f" Target {res['target']:g} ({res['target_source']})"
+        if res["report_target"] != res["target"]:
+            tgt += f"; the report used {res['report_target'] if res['report_target'] is not None else 'no target'}"
+        tgt += "."
+    lines = [f"# Gate: {res['status'].upper()}", "",
+             f"Decision: **{OUTCOMES[res['decision']['outcome']]}** — {res['decision']['headline']}", "",
+             f"Sweep `{res['sweep_name']}`, adapter `{res['adapter_name']}` (`{res['adapter']}`, selection: "
+             f"{res['adapter_selection']}), config `{res['config']}`.{tgt}", "", summary_line(res), "",
              "| check | value | threshold | result | detail |", "|---|---|---|---|---|"]
     for r in res["checks"]:
-        cells = [r.name, _f(r.value), r.threshold, "pass" if r.passed else "**FAIL**", r.reason]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+        cells = [r.name, _f(r.value), r.threshold, r.status if r.passed else f"**{r.status.upper()}**", r.reason]
+        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_gate_outputs(res: dict, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     payload = dict(res)
-    payload["checks"] = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(r).items()}
-                         for r in res["checks"]]
+    payload["checks"] = [dict(jsonable(r), passed=r.passed) for r in res["checks"]]
     write_json(out / "gate.json", payload)
     atomic_write_text(out / "junit.xml", junit_xml(res))
     atomic_write_text(out / "gate.md", gate_md(res))
@@ -383,12 +442,12 @@ def print_table(res: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"gate: {res['sweep_name']} / adapter {res['adapter']}", show_lines=False)
+    style = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow", UNUSABLE: "bold magenta"}
+    t = Table(title=f"gate: {res['sweep_name']} / adapter {res['adapter_name']}", show_lines=False)
     for col in ("check", "value", "threshold", "result", "detail"):
         t.add_column(col, overflow="fold")
     for r in res["checks"]:
-        t.add_row(r.name, _f(r.value), r.threshold, "[green]pass[/]" if r.passed else "[bold red]FAIL[/]", r.reason)
-    c = Console()
-    c.print(t)
-    c.print(f"[bold {'green' if res['passed'] else 'red'}]{'PASSED' if res['passed'] else 'FAILED'}[/]: "
-            f"{res['n_checks'] - res['n_failed']}/{res['n_checks']} checks passed")
+        t.add_row(r.name, _f(r.value), r.threshold, f"[{style[r.status]}]{r.status}[/]", r.reason)
+    con = Console()
+    con.print(f"decision: [bold]{OUTCOMES[res['decision']['outcome']]}[/] — {res['decision']['headline']}")
+    con.print(t)

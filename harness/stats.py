@@ -10,6 +10,11 @@ Choices (documented once, here):
 - mcnemar is the test for pass/fail metrics on paired items: exact two-sided binomial test on the
   discordant pairs when there are fewer than 25 of them, otherwise the chi-square statistic with
   continuity correction (1 degree of freedom).
+- Sample sizes (mde_paired, n_needed_paired) use the normal approximation for a paired mean difference:
+  MDE = (z_{1-alpha/2} + z_power) * sd / sqrt(n), with sd the standard deviation of the per-item
+  differences (for pass/fail items sd^2 = share of discordant items - diff^2); when the observed sd is 0
+  (too few items to see any disagreement) a conservative sd of 0.5 is assumed.
+- welch is Welch's unequal-variance t-test, used across seeds (a handful of per-seed means).
 - holm is the Holm-Bonferroni step-down adjustment: it controls the family-wise error rate under any
   dependence between the tests (adapters trained on the same data are far from independent, so
   Benjamini-Hochberg's FDR assumptions would be shakier) and is uniformly more powerful than Bonferroni.
@@ -77,6 +82,29 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, n_boot: int = 20
     extreme = np.abs(means - diff) >= abs(diff) - 1e-12
     p = (int(extreme.sum()) + 1) / (n_boot + 1)
     return {"diff": diff, "lo": float(lo), "hi": float(hi), "p_value": float(min(1.0, p)), "n": n}
+
+
+def compare_paired(a: dict[str, float | None], b: dict[str, float | None], *, n_boot: int = 2000,
+                   alpha: float = 0.05, seed: int = 0) -> dict | None:
+    """THE paired comparison of two models' per-item values keyed by sample_id: mean(a - b) with a paired
+    bootstrap CI; for pass/fail values McNemar's test supplies the p-value (its discordant counts are kept).
+    Items missing or None on either side are left out. None when no item pairs up.
+    Returns {"diff", "lo", "hi", "p_value", "n", "test", ["mcnemar", "p_bootstrap"]}."""
+    ids = sorted(set(a) & set(b))
+    keep = [(a[i], b[i]) for i in ids if a[i] is not None and b[i] is not None
+            and not math.isnan(float(a[i])) and not math.isnan(float(b[i]))]
+    if not keep:
+        return None
+    xs, ys = [k[0] for k in keep], [k[1] for k in keep]
+    res = paired_bootstrap(xs, ys, n_boot=n_boot, alpha=alpha, seed=seed)
+    res["test"] = "paired bootstrap"
+    if is_binary(xs) and is_binary(ys):
+        mc = mcnemar(xs, ys)
+        res["mcnemar"] = mc
+        res["p_bootstrap"] = res["p_value"]
+        res["p_value"] = mc["p_value"]
+        res["test"] = f"McNemar ({mc['method']})"
+    return res
 
 
 def _binom_two_sided_half(k: int, n: int) -> float:
@@ -157,3 +185,53 @@ def is_binary(values: Iterable[float | None]) -> bool:
             return False
         seen = True
     return seen
+
+
+DEFAULT_SD = 0.5  # worst case for a pass/fail difference with ~25% discordant items; used when nothing disagrees yet
+
+
+def _z(q: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(q))
+
+
+def diff_sd(a: Sequence[float], b: Sequence[float]) -> float:
+    """Sample standard deviation of the per-item differences a_i - b_i (0.0 for fewer than 2 items)."""
+    d = np.asarray([float(x) - float(y) for x, y in zip(a, b)], dtype=float)
+    return float(d.std(ddof=1)) if d.size >= 2 else 0.0
+
+
+def mde_paired(sd: float, n: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable effect of a paired comparison on n items (two-sided alpha, given power)."""
+    if n <= 0:
+        return math.inf
+    sd = sd if sd > 0 else DEFAULT_SD
+    return (_z(1 - alpha / 2) + _z(power)) * sd / math.sqrt(n)
+
+
+def n_needed_paired(sd: float, effect: float, *, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Paired items needed to detect `effect` (> 0) with the given power; None when effect <= 0."""
+    if effect <= 0:
+        return None
+    sd = sd if sd > 0 else DEFAULT_SD
+    return int(math.ceil(((_z(1 - alpha / 2) + _z(power)) * sd / effect) ** 2))
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Welch's t-test of mean(a) - mean(b): {"diff", "p_value", "n_a", "n_b"}; p is nan with < 2 values a side."""
+    xa, xb = _clean(a), _clean(b)
+    out = {"diff": float(xa.mean() - xb.mean()) if xa.size and xb.size else math.nan, "p_value": math.nan,
+           "n_a": int(xa.size), "n_b": int(xb.size)}
+    if xa.size < 2 or xb.size < 2:
+        return out
+    va, vb = xa.var(ddof=1) / xa.size, xb.var(ddof=1) / xb.size
+    if va + vb == 0:
+        out["p_value"] = 1.0 if out["diff"] == 0 else 0.0
+        return out
+    from scipy.stats import t
+
+    tstat = out["diff"] / math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / (xa.size - 1) + vb ** 2 / (xb.size - 1))
+    out["p_value"] = float(2 * t.sf(abs(tstat), dof))
+    return out

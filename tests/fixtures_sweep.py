@@ -9,6 +9,9 @@ Scenarios (primary metric all_fields_correct; json_valid is the "form" metric):
   prompting       few-shot does as well as the adapters: prompting was enough
   form_not_facts  adapters learn the JSON form but knowledge items stay as bad as base
   form_only       adapters learn the JSON form, the primary metric does not beat few-shot
+  weak_prompt     few-shot ~0.02 and the adapter ~0.08 on the primary metric, JSON validity 0.4 -> 1.0
+  no_gain         adapters score like the base model; the prompt does not help either
+  knowledge_only  (use with knowledge_share=1.0) nothing improves on items that all need knowledge
 """
 from __future__ import annotations
 
@@ -48,6 +51,20 @@ SCENARIOS: dict[str, dict[str, tuple[float, float, float]]] = {
         "r4-lr0.0002": (0.95, 0.85, 0.05), "r8-lr0.0002": (0.99, 0.95, 0.07), "r4-lr0.001": (0.90, 0.80, 0.05),
     },
 }
+SCENARIOS.update({
+    "weak_prompt": {
+        "base": (0.05, 0.0, 0.0), "fewshot": (0.40, 0.02, 0.02),
+        "r4-lr0.0002": (1.0, 0.08, 0.08), "r8-lr0.0002": (1.0, 0.09, 0.09), "r4-lr0.001": (0.99, 0.07, 0.07),
+    },
+    "no_gain": {
+        "base": (0.60, 0.30, 0.30), "fewshot": (0.60, 0.30, 0.30),
+        "r4-lr0.0002": (0.60, 0.30, 0.30), "r8-lr0.0002": (0.60, 0.30, 0.30), "r4-lr0.001": (0.60, 0.30, 0.30),
+    },
+    "knowledge_only": {
+        "base": (0.90, 0.10, 0.10), "fewshot": (0.95, 0.10, 0.10),
+        "r4-lr0.0002": (1.0, 0.11, 0.11), "r8-lr0.0002": (1.0, 0.12, 0.12), "r4-lr0.001": (1.0, 0.10, 0.10),
+    },
+})
 PROBE_P = {"arithmetic": 0.55, "general_knowledge": 0.6}
 
 
@@ -72,11 +89,15 @@ def _mean(xs: list[float]) -> float | None:
 
 def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int = 60, n_probe: int = 40,
                 judge: str | None = "reliable", probe_drop: dict[str, float] | None = None,
-                seed: int = 0, name: str | None = None) -> Path:
+                seed: int = 0, name: str | None = None, target: float | None = None,
+                knowledge_share: float = 0.3, error_rate: dict[str, float] | None = None) -> Path:
     """Write sweeps/<name>/ under `root` and return its path.
 
     judge: "reliable" | "unreliable" | "uncalibrated" (calibration null) | None (no judge files).
     probe_drop: {family: drop in pass probability} applied to every adapter (forgetting).
+    target: the task's target for the primary metric (recorded in sweep.json `decision`).
+    knowledge_share: share of eval items marked as needing knowledge.
+    error_rate: {model: share of its task requests that failed in the backend} (rows with `error`).
     """
     probs = SCENARIOS[scenario]
     probe_drop = probe_drop or {}
@@ -93,6 +114,8 @@ def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int =
                    "lora.r=4,8 train.lr=0.0002,0.001",
         "runs": [],
     }
+    if target is not None:
+        sweep_json["decision"] = {"target": target}
     for i, (run_id, r, lr, status) in enumerate(RUNS):
         hp = {"lora.r": r, "lora.alpha": 2 * r, "train.lr": lr, "train.epochs": 1}
         run_dir = sweep / "runs" / run_id
@@ -131,7 +154,7 @@ def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int =
 
     # ---- scores ----
     models = list(MODELS_BASELINE) + [rid for rid, _, _, st in RUNS if st == "complete"]
-    items = [(f"demo-{k:03d}", k % 10 < 3) for k in range(n_items)]  # 30% knowledge items
+    items = [(f"demo-{k:03d}", (k % 10) < round(10 * knowledge_share)) for k in range(n_items)]
     u_jv = [rng.random() for _ in items]
     u_af = [rng.random() for _ in items]
     probes = [(fam, f"{fam}-{k:03d}", rng.random()) for fam in PROBE_FAMILIES for k in range(n_probe)]
@@ -139,14 +162,17 @@ def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int =
     for m in models:
         mrng = random.Random(f"{seed}-{scenario}-{m}")
         p_jv, p_form, p_know = probs[m]
-        for (sid, know), uj, ua in zip(items, u_jv, u_af):
+        erate = (error_rate or {}).get(m, 0.0)
+        for k, ((sid, know), uj, ua) in enumerate(zip(items, u_jv, u_af)):
             jv = _draw(uj, mrng, p_jv)
             af = _draw(ua, mrng, p_know if know else p_form) if jv else 0.0
             f1 = 1.0 if af else (round(0.3 + 0.6 * mrng.random(), 2) if jv else 0.0)
+            err = "HTTP 503: backend overloaded" if k < round(erate * n_items) else None
+            metrics = {"json_valid": jv, "all_fields_correct": af, "field_f1": f1}
             rows.append({"model": m, "split": "task", "sample_id": sid, "family": None, "knowledge": know,
                          "prompt": [{"role": "user", "content": f"Extract the fields from item {sid}."}],
-                         "output": '{"name": "x"}' if jv else "not json", "reference": '{"name": "x"}',
-                         "metrics": {"json_valid": jv, "all_fields_correct": af, "field_f1": f1},
+                         "output": "" if err else ('{"name": "x"}' if jv else "not json"), "reference": '{"name": "x"}',
+                         "metrics": {k2: None for k2 in metrics} if err else metrics, "error": err,
                          "details": {"json_valid": "ok" if jv else "JSONDecodeError"}})
         for fam, sid, u in probes:
             p = PROBE_P[fam] - (probe_drop.get(fam, 0.0) if m not in MODELS_BASELINE else 0.0)
@@ -163,6 +189,7 @@ def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int =
         summary["models"][m] = {
             "kind": "baseline" if m in MODELS_BASELINE else "adapter", "n": len(task),
             "metrics": {k: _mean([r["metrics"][k] for r in task]) for k in ("json_valid", "all_fields_correct", "field_f1")},
+            "errors": sum(1 for r in task if r["error"]),
             "probes": {f: _mean([r["metrics"]["exact_match"] for r in rows
                                  if r["model"] == m and r["family"] == f]) for f in PROBE_FAMILIES},
             "knowledge": {"form": _mean([r["metrics"]["all_fields_correct"] for r in task if not r["knowledge"]]),

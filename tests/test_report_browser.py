@@ -1,5 +1,6 @@
-"""Render report.html in headless Chromium: DOM has the leaderboard and verdict, no console errors,
-and the screenshot is a real picture. Skips when Chromium is not installed (CI installs it)."""
+"""Render report.html in headless Chromium: the decision and its chart are on the first screen of a 1366x768
+window, the DOM has the leaderboard, no console errors, and the screenshot is a real picture.
+Skips when Chromium is not installed (`make test` installs it)."""
 from __future__ import annotations
 
 import re
@@ -50,15 +51,35 @@ def rendered(tmp_path_factory):
     return {"dom": dom, "snap": snap, "shot": shot, "html": res["report_html"]}
 
 
-def test_dom_has_leaderboard_and_verdict(rendered):
+def test_dom_has_decision_and_leaderboard(rendered):
     dom = rendered["dom"]
     assert dom.returncode == 0, dom.stderr[-2000:]
     html = dom.stdout
-    assert '<table id="leaderboard"' in html
-    assert '<section id="verdict"' in html
-    assert "Best configuration" in html and "r8-lr0.0002" in html
+    assert '<table id="leaderboard"' in html and '<section id="decision"' in html
+    assert "DECISION: SHIP" in html and "r4-lr2e-4" in html
     assert "UNRELIABLE" in html
-    assert html.count("data:image/png;base64,") >= 3
+    assert html.count("data:image/png;base64,") >= 4
+
+
+def test_headline_and_chart_visible_without_scrolling_at_1366x768(rendered, tmp_path):
+    """A person opening the report on a laptop sees the decision and its chart first."""
+    from cdp import Browser
+
+    with Browser(tmp_path / "profile", window=(1366, 768)) as b:
+        page = b.new_page()
+        page.send("Emulation.setDeviceMetricsOverride", {"width": 1366, "height": 768, "deviceScaleFactor": 1,
+                                                         "mobile": False})
+        page.goto(rendered["html"].resolve().as_uri())
+        page.eval("new Promise(r => { const i = document.getElementById('headline-chart');"
+                  " i.complete ? r(1) : i.onload = () => r(1); })")
+        for sel in ("#headline", "#headline-chart", "#decision-numbers"):
+            box = page.eval(f"JSON.stringify(document.querySelector('{sel}').getBoundingClientRect())")
+            import json
+
+            r = json.loads(box)
+            assert r["width"] > 50 and r["height"] > 10, (sel, r)
+            assert r["top"] >= 0 and r["bottom"] <= 768 and r["right"] <= 1366, (sel, r)
+        assert "SHIP" in page.eval("document.querySelector('#headline').textContent")
 
 
 def test_no_console_errors(rendered):

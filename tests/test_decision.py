@@ -1,0 +1,288 @@
+"""The decision, one behaviour per tiny named case (Inspect-style): per-item score tables in, outcome out.
+
+Rows are built by `table()`: each model gets a list of pass/fail values on the primary metric (and optionally
+json_valid, knowledge flags, probes, errors); runs carry validation losses. No model, no files.
+"""
+from __future__ import annotations
+
+import pytest
+
+from harness.analysis import RunView, Settings, analyze, forgetting_status, score_table
+from harness.decision import decide
+
+P = "acc"
+S = Settings(n_boot=400)
+
+
+def ones(k: int, n: int) -> list[float]:
+    """k passes then n - k failures."""
+    return [1.0] * k + [0.0] * (n - k)
+
+
+def table(models: dict[str, list[float]], *, form: dict[str, list[float]] | None = None,
+          knowledge: list[bool] | None = None, probes: dict[str, dict[str, list[float]]] | None = None,
+          errors: dict[str, set[int]] | None = None, val: dict[str, list[float]] | None = None) -> list[dict]:
+    rows = []
+    for m, vals in models.items():
+        for i, v in enumerate(vals):
+            err = i in (errors or {}).get(m, set())
+            metrics = {P: None if err else v}
+            if form and m in form:
+                metrics["json_valid"] = None if err else form[m][i]
+            rows.append({"model": m, "split": "task", "sample_id": f"s{i:03d}", "metrics": metrics,
+                         "knowledge": bool(knowledge[i]) if knowledge else False,
+                         "error": "HTTP 500: upstream died" if err else None})
+    for m, fams in (probes or {}).items():
+        for fam, vals in fams.items():
+            for i, v in enumerate(vals):
+                rows.append({"model": m, "split": "probe", "family": fam, "sample_id": f"{fam}-{i}",
+                             "metrics": {"pass": v}})
+    for m, vals in (val or {}).items():
+        for i, v in enumerate(vals):
+            rows.append({"model": m, "split": "val", "sample_id": f"v{i}", "metrics": {P: v}})
+    return rows
+
+
+def runs(**losses: float) -> list[RunView]:
+    return [RunView(rid, "", "complete", {"lora.r": 8, "train.lr": 2e-4 * (i + 1)}, loss, True)
+            for i, (rid, loss) in enumerate(losses.items())]
+
+
+def run(rows, rs=None, **settings) -> tuple:
+    import dataclasses
+
+    an = analyze(rows, rs if rs is not None else runs(a1=0.5), dataclasses.replace(S, **settings), primary=P)
+    return an, decide(an)
+
+
+SAME_PROBES = {"base": {"general": ones(100, 150)}, "a1": {"general": ones(100, 150)}}
+
+
+# ------------------------------------------------------------------------------------------------- ship
+
+def test_clear_win_with_no_forgetting_ships():
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=SAME_PROBES))
+    assert d.outcome == "ship"
+    assert d.headline.startswith("SHIP `")
+
+
+def test_clear_win_without_probes_ships_with_care_saying_not_measured():
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}))
+    assert d.outcome == "ship_with_care"
+    assert "not measured" in d.headline
+
+
+def test_clear_win_with_significant_forgetting_names_the_family():
+    probes = {"base": {"math": ones(100, 150)}, "a1": {"math": ones(40, 150)}}
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes))
+    assert d.outcome == "ship_with_care" and "math" in d.headline and d.forgetting == {"math": "fail"}
+
+
+def test_forgetting_that_cannot_be_ruled_out_says_how_many_probes():
+    probes = {"base": {"math": ones(9, 13)}, "a1": {"math": ones(7, 13)}}
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes))
+    assert d.outcome == "ship_with_care" and d.forgetting == {"math": "inconclusive"}
+    assert any("probes would show" in s for s in d.next_steps)
+
+
+def test_two_probe_flips_out_of_13_are_not_forgetting():
+    """The demo's old gate failed on 2 of 13 arithmetic probes: that is inconclusive, never a fail."""
+    probes = {"base": {"arithmetic": ones(13, 13)}, "a1": {"arithmetic": ones(11, 13)}}
+    an, _ = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes))
+    assert an.forgetting["a1"]["arithmetic"].status == "inconclusive"
+
+
+def test_target_met_ships_and_missed_keeps_training():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(45, 60)}, probes=SAME_PROBES)
+    assert run(rows, target=0.7)[1].outcome == "ship"
+    _, d = run(rows, target=0.9)
+    assert d.outcome == "keep_training" and "misses the target 0.9 by 0.150" in d.headline
+
+
+# ------------------------------------------------------------------------------------------------ prompt
+
+def test_prompt_meeting_the_target_wins_when_adapter_is_not_better():
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(50, 60), "a1": ones(52, 60)}), target=0.8)
+    assert d.outcome == "use_prompt" and "few-shot prompt" in d.headline
+
+
+def test_without_target_a_prompt_that_beats_base_and_ties_the_adapter_wins():
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(48, 60), "a1": ones(49, 60)}))
+    assert d.outcome == "use_prompt"
+
+
+def test_base_already_meeting_the_target_is_use_prompt_zero_shot():
+    _, d = run(table({"base": ones(55, 60), "fewshot": ones(54, 60), "a1": ones(56, 60)}), target=0.9)
+    assert d.outcome == "use_prompt"
+
+
+def test_weak_fewshot_and_weak_adapter_with_form_gains_is_keep_training_never_use_prompt():
+    """Few-shot 1/60, adapter 5/60 on the primary metric, but JSON validity 0.4 -> 1.0: keep training."""
+    rows = table({"base": ones(0, 60), "fewshot": ones(1, 60), "a1": ones(5, 60)},
+                 form={"base": ones(5, 60), "fewshot": ones(24, 60), "a1": ones(60, 60)})
+    _, d = run(rows, target=0.9)
+    assert d.outcome == "keep_training"
+    assert any("json_valid" in r for r in d.reasons)
+
+
+# ------------------------------------------------------------------------------------------- wrong tool
+
+def test_knowledge_only_set_where_nothing_improves_is_wrong_tool():
+    rows = table({"base": ones(6, 60), "fewshot": ones(6, 60), "a1": ones(7, 60)}, knowledge=[True] * 60)
+    _, d = run(rows)
+    assert d.outcome == "wrong_tool" and "form, not the facts" in d.headline
+
+
+def test_form_items_improve_knowledge_items_do_not_is_wrong_tool():
+    know = [i % 2 == 0 for i in range(80)]
+    base = [0.0] * 80
+    a1 = [0.0 if k else 1.0 for k in know]  # every form item right, every knowledge item wrong
+    _, d = run(table({"base": base, "fewshot": base, "a1": a1}, knowledge=know))
+    assert d.outcome == "wrong_tool"
+
+
+def test_knowledge_items_improving_too_is_not_wrong_tool():
+    know = [i % 2 == 0 for i in range(80)]
+    _, d = run(table({"base": [0.0] * 80, "fewshot": [0.0] * 80, "a1": [1.0] * 80}, knowledge=know,
+                     probes={"base": {"g": ones(100, 150)}, "a1": {"g": ones(100, 150)}}))
+    assert d.outcome == "ship"
+
+
+# ---------------------------------------------------------------------------------- no gain / too small
+
+def test_identical_models_on_many_items_are_no_gain():
+    v = ones(30, 200)
+    _, d = run(table({"base": v, "fewshot": v, "a1": v}))
+    assert d.outcome == "no_gain"
+
+
+def test_adapter_worse_than_base_is_no_gain():
+    _, d = run(table({"base": ones(40, 60), "fewshot": ones(40, 60), "a1": ones(10, 60)}))
+    assert d.outcome == "no_gain" and "worse" in d.headline
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_tiny_eval_sets_are_inconclusive_never_a_pass(n):
+    _, d = run(table({"base": [0.0] * n, "fewshot": [0.0] * n, "a1": [1.0] * n}))
+    assert d.outcome == "inconclusive"
+    assert d.sample_size["items_needed"] > 20
+
+
+def test_small_set_with_wide_cis_is_inconclusive_with_items_needed():
+    _, d = run(table({"base": ones(5, 30), "fewshot": ones(6, 30), "a1": ones(9, 30)}))
+    assert d.outcome == "inconclusive"
+    assert any("eval items" in s for s in d.next_steps)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+def test_adapter_erroring_on_30_percent_is_unusable_naming_requests():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)},
+                 errors={"a1": set(range(0, 60, 3))})
+    an, d = run(rows)
+    assert d.outcome == "unusable"
+    assert "20 of 60 requests failed" in d.headline and "s000" in d.headline and "HTTP 500" in d.headline
+
+
+def test_errors_are_not_scored_as_wrong_answers():
+    t = score_table(table({"a1": ones(3, 4)}, errors={"a1": {0}}))
+    assert t.task["a1"][P]["s000"] is None and t.errors["a1"] == {"s000": "HTTP 500: upstream died"}
+
+
+def test_few_errors_below_the_threshold_still_decide():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, errors={"a1": {59}},
+                 probes=SAME_PROBES)
+    assert run(rows)[1].outcome == "ship"
+
+
+def test_nothing_scored_is_unusable():
+    _, d = run([], [])
+    assert d.outcome == "unusable"
+
+
+# -------------------------------------------------------------------------------------------- selection
+
+def test_winner_is_chosen_on_validation_loss_not_eval_scores():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(40, 60), "a2": ones(55, 60)})
+    an, d = run(rows, runs(a1=0.4, a2=0.9))
+    assert d.chosen == "a1" and an.selection.method == "val_loss"
+    assert "validation loss" in d.selection
+
+
+def test_winner_can_be_chosen_on_a_val_split_metric():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(40, 60), "a2": ones(30, 60)},
+                 val={"a1": ones(3, 20), "a2": ones(15, 20)})
+    an, d = run(rows, runs(a1=0.4, a2=0.9), select_by=P)
+    assert d.chosen == "a2" and an.selection.method == f"val:{P}"
+
+
+def test_without_validation_signal_the_choice_is_marked_biased_and_holm_adjusted():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(40, 60), "a2": ones(55, 60)})
+    rs = [RunView("a1", "", "complete", {"lora.r": 4}), RunView("a2", "", "complete", {"lora.r": 8})]
+    an, d = run(rows, rs)
+    assert d.chosen == "a2" and not an.selection.unbiased
+    assert an.comparison("a2", "base").p_adjusted is not None and "optimistic" in d.selection
+
+
+def test_chosen_adapter_comparison_stands_alone_others_are_holm_adjusted():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(40, 60), "a2": ones(55, 60)})
+    an, _ = run(rows, runs(a1=0.4, a2=0.9))
+    assert an.comparison("a1", "base").p_adjusted is None
+    assert an.comparison("a2", "base").p_adjusted is not None
+
+
+def test_adapter_that_did_not_learn_is_never_chosen():
+    rows = table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(10, 60), "a2": ones(50, 60)})
+    rs = runs(a1=0.1, a2=0.9)
+    rs[0].improved = False
+    an, d = run(rows, rs)
+    assert d.chosen == "a2" and "did not learn" in an.selection.excluded["a1"]
+
+
+def test_no_adapter_learned_is_no_gain():
+    rs = runs(a1=0.5)
+    rs[0].improved = False
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(10, 60)}), rs)
+    assert d.outcome == "no_gain" and "no adapter learned" in d.headline
+
+
+def test_adapters_are_named_by_their_hyperparameters():
+    an, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}),
+                [RunView("a1", "", "complete", {"lora.r": 16, "train.lr": 2e-4}, 0.5, True)],
+                )
+    assert d.chosen_name == "r16-lr2e-4"
+
+
+# --------------------------------------------------------------------------------------- pieces
+
+def test_forgetting_passes_when_ci_low_is_above_minus_margin():
+    an, _ = run(table({"base": ones(10, 60), "a1": ones(10, 60)}, probes=SAME_PROBES))
+    assert an.forgetting["a1"]["general"].status == "pass"
+
+
+def test_forgetting_status_inconclusive_gives_probes_needed():
+    an, _ = run(table({"base": ones(10, 60), "a1": ones(10, 60)},
+                      probes={"base": {"m": ones(10, 20)}, "a1": {"m": ones(8, 20)}}))
+    r = an.forgetting["a1"]["m"]
+    assert r.status == "inconclusive" and r.probes_needed and r.probes_needed > 20
+    assert forgetting_status(r.comparison, 0.5, S)[0] == "pass"
+
+
+def test_rare_metrics_are_not_compared():
+    rows = table({"base": ones(10, 60), "a1": ones(50, 60)})
+    for r in rows:
+        r["metrics"]["code_fence"] = 1.0 if r["sample_id"] == "s007" and r["model"] == "a1" else 0.0
+    an, _ = run(rows)
+    assert "code_fence" in an.rare_metrics and "code_fence" not in an.comparisons["base"]["a1"]
+
+
+def test_seed_spread_and_distinguishability():
+    rows = table({"base": ones(10, 60), "a": ones(50, 60), "b": ones(49, 60), "c": ones(51, 60),
+                  "x": ones(20, 60), "y": ones(22, 60), "z": ones(19, 60)})
+    rs = []
+    for rid, cid, loss in (("a", "c1", 0.3), ("b", "c1", 0.31), ("c", "c1", 0.32),
+                           ("x", "c2", 0.5), ("y", "c2", 0.52), ("z", "c2", 0.51)):
+        rs.append(RunView(rid, "", "complete", {"lora.r": 8 if cid == "c1" else 4}, loss, True, seed=0, config_id=cid))
+    an, d = run(rows, rs)
+    assert {sp.config_id: len(sp.values) for sp in an.seeds} == {"c1": 3, "c2": 3}
+    assert an.seed_test["p_value"] < 0.05 and d.chosen == "a"
