@@ -357,6 +357,9 @@ def validate_cfg(cfg: dict, overrides: list[str] | None = None) -> None:
         task = load_task(task_ref)  # FILE:LINE errors for unknown metrics, missing data files, ...
     except UserError as exc:
         raise UserError(f"task: {exc}" if str(exc).startswith("unknown task") else str(exc)) from None
+    for split in ("train", "val", "eval"):  # read now: an empty file or duplicate eval ids must not wait for training
+        if task.has_split(split):
+            task.load_split(split)
     sel = c.get("eval.select_by")
     if sel not in (None, "val_loss") and sel not in task.metric_names():
         c.fail("eval.select_by", f"{sel!r} is neither val_loss nor a metric of task {task.name!r} "

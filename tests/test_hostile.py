@@ -228,3 +228,11 @@ def test_unsafe_run_id_in_a_foreign_sweep_is_refused(secret_run, tmp_path, capsy
     err = capsys.readouterr().err
     assert_one_line_error(rc, err, "'x=")  # refused before any path or server argument is built from it
     assert "evil" not in err
+
+
+def test_duplicate_eval_ids_stop_training_before_it_starts(tmp_path, capsys):
+    """Eval items are read after training; their problems must surface before it."""
+    row = '{"id": "dup", "messages": [{"role": "user", "content": "q%d"}, {"role": "assistant", "content": "a"}]}\n'
+    task = _task(tmp_path, eval_rows=row % 1 + row % 2)
+    err = _train_rejects(tmp_path / "run", capsys, f"task.path={task}")
+    assert "eval.jsonl:2: duplicate sample id 'dup'" in err
