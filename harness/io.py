@@ -148,9 +148,17 @@ def read_jsonl(path: str | os.PathLike, strict: bool = True, appended: bool = Fa
         yield row
 
 
+def _parses(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw.decode("utf-8")), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     """Append rows with one write() per call under an exclusive lock (safe for concurrent writers). A torn
-    tail left by a killed writer is cut off first, so it never becomes a bad line in the middle."""
+    tail left by a killed writer is cut off first, so it never becomes a bad line in the middle (a complete
+    last row that only lacks its newline is kept)."""
     import fcntl
 
     payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
@@ -168,7 +176,9 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
                 tail = fh.read(back)
                 if not tail.endswith(b"\n"):
                     cut = tail.rfind(b"\n")
-                    if cut >= 0 or back == size:
+                    if _parses(tail[cut + 1:]) or (cut < 0 and back < size):
+                        fh.write(b"\n")  # a complete last row without its newline is kept
+                    else:
                         fh.truncate(size - back + cut + 1)
             fh.write(payload.encode("utf-8"))
             fh.flush()

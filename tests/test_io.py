@@ -288,3 +288,13 @@ def test_unsafe_names_are_refused(bad):
 def test_safe_names_pass_unchanged():
     for ok in ["demo", "r16-lr2e-4-e2", "run_01.v2", "lr1e+3", "A" * 128]:
         assert check_safe_name(ok) == ok
+
+
+def test_append_keeps_a_complete_last_row_that_lacks_its_newline(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    p.write_text('{"k": 1}\n{"k": 2}', encoding="utf-8")  # hand-written, no final newline
+    append_jsonl(p, [{"k": 3}])
+    assert list(read_jsonl(p)) == [{"k": 1}, {"k": 2}, {"k": 3}]
+    p.write_text('{"k": 1', encoding="utf-8")  # a lone torn row
+    append_jsonl(p, [{"k": 4}])
+    assert list(read_jsonl(p)) == [{"k": 4}]
