@@ -399,12 +399,13 @@ def run_sweep(overrides: list[str], *, skip_gate: bool = False, quiet: bool = Fa
         rc = run_gate(plan.sweep_dir, plan.cfg["gate"])
         con.print(f"gate: {'PASSED' if rc == 0 else 'FAILED'} ({plan.sweep_dir / 'gate' / 'gate.md'})")
     con.print(f"sweep finished in {timings['total_s']:.0f}s (train {timings['train_s']:.0f}s, eval {timings['eval_s']:.0f}s)")
+    # the last lines are plain, unwrapped one-liners (CI logs grep them)
     if by_status["incomplete"] or never_ran > 0:
-        con.print(f"[red]{len(by_status['incomplete']) + max(never_ran, 0)} grid point(s) did not finish "
-                  "(cancelled or killed): re-run the same command to resume them[/]")
+        print(f"error: {len(by_status['incomplete']) + max(never_ran, 0)} grid point(s) did not finish (cancelled or "
+              "killed); re-run the same command to resume them", file=sys.stderr)
         rc = max(rc, 1)
     if judge_down:
-        con.print(f"[red]judge unavailable:[/] {judge_down} -- report and gate written without the judge; "
-                  "re-run the same command once the judge answers")
+        print(f"error: judge unavailable: {judge_down}; report and gate written without the judge; "
+              "re-run the same command once the judge answers", file=sys.stderr)
         rc = 2
     return rc
