@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -469,9 +470,9 @@ def base_run(limit: int | None, batch_size: int) -> dict:
                           "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_length": 512, "dtype": "float32"})
     backend = make_backend({"kind": "hf", "batch_size": batch_size, "device": "cpu"}, ServeSpec(spec, {}))
     try:
-        t0 = time.perf_counter()
+        t0, c0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()[0]
         outs = backend.generate([Request("base", it["messages"], probe_gen(it)) for it in items])
-        gen_s = time.perf_counter() - t0
+        gen_s, cpu_s, load1 = time.perf_counter() - t0, time.process_time() - c0, os.getloadavg()[0]
     finally:
         backend.close()
     fams: dict[str, list[float]] = {}
@@ -485,7 +486,8 @@ def base_run(limit: int | None, batch_size: int) -> dict:
                              "completion_tokens": o.completion_tokens}
     return {"note": "for information only: no item is kept or dropped on this outcome",
             "model": "SmolLM2-135M-Instruct (Q4_1 GGUF dequantized, fp32, hf backend)", "batch_size": batch_size,
-            "n": len(items), "generate_s": round(gen_s, 1),
+            "n": len(items), "generate_s": round(gen_s, 1), "generate_cpu_s": round(cpu_s, 1),
+            "loadavg_1m_before_after": [round(load0, 1), round(load1, 1)], "cpu_count": os.cpu_count(),
             "completion_tokens": sum(o.completion_tokens for o in outs),
             "pass_rate": {f: round(sum(v) / len(v), 3) for f, v in fams.items()},
             "pass_rate_by_kind": {k: round(sum(v) / len(v), 3) for k, v in sorted(kinds.items())},
