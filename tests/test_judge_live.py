@@ -143,7 +143,7 @@ def test_judge_endpoint_down_then_back_on_a_real_server(llamacpp_judge_cfg, tmp_
         finally:
             be.close()
         s = read_json(scores / "judge_summary.json")
-        assert s["status"] == "partial" and s["cost"]["new"] == 2
+        assert s["status"] == "partial" and s["cost"]["new"] == 2 and s["cost"]["errors"] == 3 * 3 + 2 * 3 * 2 - 2
         cached = list(read_jsonl(scores / "judge_cache.jsonl"))
         assert len(cached) == 2
 

@@ -99,12 +99,12 @@ class JudgeClient:
                 self.stats.cached += 1
                 self.stats.cached_prompt_tokens += int(c.prompt_tokens or 0)
                 self.stats.cached_completion_tokens += int(c.completion_tokens or 0)
+            elif c.finish_reason == "error" or c.error:
+                self.stats.errors += 1  # calls = cached + new + errors: a failed request produced nothing
             else:
                 self.stats.new += 1
                 self.stats.prompt_tokens += int(c.prompt_tokens or 0)
                 self.stats.completion_tokens += int(c.completion_tokens or 0)
-                if c.finish_reason == "error" or c.error:
-                    self.stats.errors += 1
         return comps
 
     def close(self) -> None:
