@@ -76,6 +76,7 @@ def resolve_model(cfg: Any) -> ModelSpec:
             hidden=int(_cfg_get(cfg, "hidden_size", 64)),
             layers=int(_cfg_get(cfg, "num_layers", 2)),
             seed=int(_cfg_get(cfg, "seed", 0)),
+            init_std=_cfg_get(cfg, "init_std", None),
         )
         return ModelSpec(name, path, _read_identity(path), max_length, trc, dtype)
     if source == "hf":
@@ -140,9 +141,13 @@ def convert_gguf_to_safetensors(gguf: Path) -> Path:
     return final
 
 
-def build_tiny_random(hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """A seeded random llama with SmolLM2's tokenizer (vocab 49152): the whole pipeline in seconds."""
-    final = cache_root() / "models" / f"tiny-random-llama-h{hidden}-l{layers}-s{seed}"
+def build_tiny_random(hidden: int = 64, layers: int = 2, seed: int = 0, init_std: float | None = None) -> Path:
+    """A seeded random llama with SmolLM2's tokenizer (vocab 49152): the whole pipeline in seconds.
+
+    With the default init (std 0.02) its tied output embeddings are too small for any adapter to make one token
+    likely, so it cannot learn; `init_std` (e.g. 0.5) gives a tiny model that LoRA can teach a short answer."""
+    tag = "" if init_std is None else f"-std{float(init_std):g}-v2"
+    final = cache_root() / "models" / f"tiny-random-llama-h{hidden}-l{layers}-s{seed}{tag}"
     if (final / READY_MARKER).is_file():
         return final
     import torch
@@ -162,14 +167,21 @@ def build_tiny_random(hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **({} if init_std is None else {"initializer_range": float(init_std)}),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if init_std is not None and tok.pad_token_id is not None:
+        # the pad row (SmolLM2's pad is <|im_end|>) is initialised to zero: with tied embeddings the end-of-turn
+        # token could then never become likely, so a learnable tiny model gets a random row there too
+        with torch.no_grad():
+            model.get_input_embeddings().weight[tok.pad_token_id].normal_(0.0, float(init_std))
     with atomic_dir(final) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / READY_MARKER).write_text(
-            json.dumps({"identity": stable_hash({"tiny": [hidden, layers, seed]}, 16)}, indent=2)
+            json.dumps({"identity": stable_hash({"tiny": [hidden, layers, seed] + ([] if init_std is None
+                                                                           else [float(init_std), 2])}, 16)}, indent=2)
         )
     return final
 

@@ -52,7 +52,7 @@ def write_status(run_dir: Path, status: str, error: str | None = None, **extra: 
     write_json(Path(run_dir) / STATUS, {"status": status, "error": error, **extra})
 
 
-_SHORT = {"lora.r": "r", "lora.alpha": "a", "train.lr": "lr", "train.epochs": "e", "lora.dropout": "do",
+SHORT_NAMES = {"lora.r": "r", "lora.alpha": "a", "train.lr": "lr", "train.epochs": "e", "lora.dropout": "do",
           "seed": "s", "train.batch_size": "bs", "lora.target_modules": "tm"}
 
 
@@ -67,7 +67,7 @@ def display_name(hparams: dict[str, Any], keys: list[str] | None = None) -> str:
         v = hparams[k]
         if k == "lora.alpha" and "lora.r" in hparams and v == 2 * hparams["lora.r"]:
             continue
-        short = _SHORT.get(k, k.rsplit(".", 1)[-1])
+        short = SHORT_NAMES.get(k, k.rsplit(".", 1)[-1])
         if isinstance(v, float):
             if v and (abs(v) < 1e-2 or abs(v) >= 1e4):
                 mant, exp = f"{v:.2e}".split("e")

@@ -21,7 +21,6 @@ KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 KNOWN_PRIVATE: dict[tuple[str, str], str] = {
     ("harness.llama_server", "harness.backends._process"):
         "serving engineer: llama_server.py lives outside backends/ but uses its private process helpers",
-    ("harness.report.plots", "harness.runs:_SHORT"): "lead: make runs._SHORT public (or use runs.display_name)",
 }
 
 

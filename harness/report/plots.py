@@ -131,9 +131,9 @@ def metric_vs_axis(an: Analysis, axis: str) -> Plot | None:
 
 
 def _short(axis: str) -> str:
-    from harness.runs import _SHORT
+    from harness.runs import SHORT_NAMES
 
-    return _SHORT.get(axis, axis.rsplit(".", 1)[-1])
+    return SHORT_NAMES.get(axis, axis.rsplit(".", 1)[-1])
 
 
 def quality_vs_cost(an: Analysis, train_times: dict[str, float]) -> Plot | None:

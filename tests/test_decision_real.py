@@ -1,0 +1,77 @@
+"""The decision on real runs: `harness sweep` on the tiny random llama (real training, real generation, real
+report and gate) reaches `ship` when the adapter learns the task, and `no_gain` when what it learns is not
+what the eval asks for."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main as cli
+
+TASK = """name: {name}
+version: 1
+data: {{train: train.jsonl, val: val.jsonl, eval: eval.jsonl}}
+system_prompt: "Answer with one word."
+prompt_template: "{{prompt}}"
+generation: {{max_new_tokens: 3, temperature: 0.0}}
+metrics:
+  - {{name: exact_match}}
+primary_metric: exact_match
+few_shot: {{k: 2, seed: 0}}
+"""
+WORDS = ["apple", "river", "stone", "cloud", "maple", "tiger", "ocean", "pencil", "garden", "silver", "window", "forest"]
+COMMON = ["model=tiny_random", "model.init_std=0.5", "tracking.wandb=disabled", "sweep=none", "train.batch_size=8", "train.epochs=6",
+          "train.eval_every=6", "train.patience=0", "train.lr=1e-2", "lora.r=8", "train.precision=fp32",
+          "eval.probes=null", "gate=none"]
+
+
+def _task(root: Path, name: str, train_answer: str, eval_answer: str) -> Path:
+    """Every train/val target is `train_answer`; every eval reference is `eval_answer`."""
+    root.mkdir(parents=True)
+
+    def rows(n: int, answer: str, tag: str) -> str:
+        return "".join(json.dumps({"id": f"{tag}-{i}", "messages": [
+            {"role": "user", "content": f"Item {i}: {WORDS[i % len(WORDS)]} {WORDS[(i * 7 + 3) % len(WORDS)]} #{tag}{i}"},
+            {"role": "assistant", "content": answer}]}) + "\n" for i in range(n))
+
+    (root / "train.jsonl").write_text(rows(32, train_answer, "t"))
+    (root / "val.jsonl").write_text(rows(8, train_answer, "v"))
+    (root / "eval.jsonl").write_text(rows(30, eval_answer, "e"))
+    (root / "task.yaml").write_text(TASK.format(name=name))
+    return root / "task.yaml"
+
+
+def _sweep(tmp_path: Path, task: Path, name: str) -> dict:
+    rc = cli(["sweep", *COMMON, f"task.path={task}", f"output_root={tmp_path}", f"sweep_name={name}"])
+    assert rc == 0, rc
+    verdict = json.loads((tmp_path / name / "report" / "verdict.json").read_text())
+    return verdict
+
+
+@pytest.mark.timeout(900)
+def test_an_adapter_that_learns_the_answer_ships(tmp_path):
+    verdict = _sweep(tmp_path, _task(tmp_path / "t1", "learn", "yes", "yes"), "learn")
+    nums = verdict["numbers"]
+    assert verdict["outcome"] == "ship_with_care", verdict["headline"]  # probes were not run: said, not hidden
+    assert "forgetting was not measured" in verdict["headline"]
+    assert nums["adapter"]["mean"] >= 0.9 and nums["base"]["mean"] == 0.0
+    assert verdict["comparisons"]["fewshot"]["exact_match"]["verdict"] == "better"
+    rc = cli(["gate", str(tmp_path / "learn"), "--config", str(_gate(tmp_path, "[ship, ship_with_care]")), "--quiet"])
+    assert rc == 0
+
+
+@pytest.mark.timeout(900)
+def test_an_adapter_that_learns_the_wrong_answer_is_no_gain(tmp_path):
+    verdict = _sweep(tmp_path, _task(tmp_path / "t2", "mismatch", "yes", "no"), "mismatch")
+    assert verdict["outcome"] == "no_gain", verdict["headline"]
+    assert verdict["numbers"]["adapter"]["mean"] == 0.0
+    rc = cli(["gate", str(tmp_path / "mismatch"), "--config", str(_gate(tmp_path, "[ship, ship_with_care]")), "--quiet"])
+    assert rc == 1
+
+
+def _gate(tmp_path: Path, allowed: str) -> Path:
+    p = tmp_path / "gate.yaml"
+    p.write_text(f"checks:\n  - decision: {allowed}\n")
+    return p
