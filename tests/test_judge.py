@@ -818,9 +818,12 @@ def test_cli_calibrate_tiny_model(shared_data, tmp_path, capsys):
                "judge.retries=0", "judge.max_chars=300"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "NOT reliable" in out and "near chance" in out
+    assert "NOT reliable" in out and "near chance" in out and "more pairs" in out
     cal = read_json(tmp_path / "cal" / "calibration.json")
-    assert cal["n"] == 3 and cal["reliable"] is False
+    # the random tiny model writes no verdict: all 3 missing, which scores as "tie" against gold 1/2 labels
+    assert (cal["n"], cal["missing"], cal["ties"], cal["accuracy"]) == (3, 3, 3, 0.0)
+    assert cal["source"] == "generic" and cal["reliable"] is False and cal["labels_needed"] > 0
+    assert cal["backend"] == "hf" and isinstance(cal["judge_model"], str) and cal["judge_model"]
 
 
 def test_run_judge_accepts_hydra_dictconfig(tmp_path):
