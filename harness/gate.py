@@ -142,6 +142,11 @@ def _validate(cfg: GateConfig) -> None:
                 raise cfg.err(at + (k,), f"expected a number, got {c[k]!r}")
         if "margin" in c and c["margin"] < 0:
             raise cfg.err(at + ("margin",), "expected a number >= 0")
+        for k in ("min_delta", "margin", "min_win_rate") + (("min",) if kind == "metric" else ()):
+            lo = -1 if k == "min_delta" else 0
+            if k in c and not lo <= c[k] <= 1:
+                raise cfg.err(at + (k,), f"expected a number in [{lo}, 1] (task metrics and win rates are shares), "
+                                         f"got {c[k]!r}")
         if kind == "decision":
             allowed = c["decision"] if isinstance(c["decision"], list) else [c["decision"]]
             bad = [o for o in allowed if o not in OUTCOMES]

@@ -222,6 +222,7 @@ def test_unusable_input_exit_2(sweeps, tmp_path, capsys):
     ("checks:\n  - metric: no_such_metric\n    min: 0.5\n", 2, "checks[0].metric"),
     ("checks:\n  - forgetting: no_such_family\n    margin: 0.1\n", 2, "checks[0].forgetting"),
     ("checks:\n  - metric: json_valid\n    min: [1\n", 4, None),
+    ("checks:\n  - metric: json_valid\n    min: 2\n", 3, "checks[0].min"),
 ])
 def test_bad_gate_yaml_names_file_line_key(sweeps, tmp_path, capsys, text, line, key):
     cfg = _cfg(tmp_path, text)
