@@ -714,6 +714,10 @@ def test_task_calibration_from_review_labels_beats_generic_and_reuses_the_sweep_
     assert cal["kappa"] == pytest.approx(J.defined_kappa(judged, gold))
     assert cal["labels_needed"] > 0 and any("more pairs" in line for line in logs)
     assert (sweep / "scores" / "judge_calibration" / "calibration.json").is_file()
+    # the sweep's judge_summary.json now names the task calibration (the report and gate read it), no re-judging
+    js = read_json(sweep / "scores" / "judge_summary.json")
+    assert js["calibration"]["source"] == "task" and js["calibration"]["kappa"] == pytest.approx(cal["kappa"])
+    assert js["pairwise"][0]["wins"] == 8
     # run_judge now uses the task calibration, not the generic one
     s = J.run_judge(scores, cfg, pairs=[("run1", "base")], backend=ScriptedBackend(_sweep_judge), log=lambda x: None)
     assert s["calibration"]["source"] == "task" and s["calibration"]["kappa"] == pytest.approx(cal["kappa"])

@@ -211,7 +211,25 @@ def calibrate(data: str | Path, judge_cfg: Any, out_dir: str | Path | None = Non
     log_calibration(cal, log)
     log(judge.client.stats.line())
     log(f"wrote {out_dir / 'calibration.json'}")
+    if sweep_dir is not None:
+        refresh_sweep_calibration(Path(sweep_dir) / "scores", judge_cfg, log)
     return cal
+
+
+def refresh_sweep_calibration(scores_dir: Path, judge_cfg: dict, log: Callable[[str], None] = print) -> dict | None:
+    """Put the calibration a judge run would now use into SCORES/judge_summary.json (when the sweep was judged),
+    so the report, the decision and the gate use the new labels without re-judging anything."""
+    path = scores_dir / "judge_summary.json"
+    summary = read_json(path) if path.is_file() else None
+    if not isinstance(summary, dict) or not summary.get("judge_model"):
+        return None
+    summary["calibration"] = load_calibration(judge_cfg, summary["judge_model"], scores_dir=scores_dir,
+                                              task=find_sweep_task(scores_dir.parent))
+    write_json(path, summary)
+    cal = summary["calibration"] or {}
+    log(f"updated {path}: calibration {cal.get('source')} (kappa {_fmt(cal.get('kappa'))}, "
+        f"{'reliable' if cal.get('reliable') else 'NOT reliable'})")
+    return summary
 
 
 def _no_pairs(min_kappa: float) -> dict:
