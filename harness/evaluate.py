@@ -175,7 +175,7 @@ def evaluate(
     # ---- requests: (model, split, item) for every model; one generate() call
     models: list[tuple[str, str]] = []  # (row model name, backend model key)
     if baselines:
-        models.append(("base", BASE))
+        models.append((BASE, BASE))
         if shots:
             models.append((FEWSHOT, BASE))
     models += [(a, a) for a in adapter_keys]
@@ -308,7 +308,7 @@ def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: di
             probes["all"] = _mean([r["metrics"].get("pass") for r in prows])
         know = [r["metrics"].get(pm) for r in trows if r["knowledge"]]
         form = [r["metrics"].get(pm) for r in trows if not r["knowledge"]]
-        kind = "baseline" if name in ("base", FEWSHOT) else (kinds or {}).get(name, "adapter")
+        kind = "baseline" if name in (BASE, FEWSHOT) else (kinds or {}).get(name, "adapter")
         entry = {
             "kind": kind,
             "n": len(trows),
@@ -380,7 +380,8 @@ def evaluate_models(
     adapters: {run_id: adapter_dir} on `model_cfg`, served by `backend_cfg` (one base load). An adapter
     that did not learn (metrics.json improved=false beside it, or all-zero LoRA B weights) is not
     generated: it is listed in summary["not_learned"] with summary["not_learned_reasons"][run_id].
-    extra_models: {name: ServedModel} scored on the same items (never excluded, never canaried).
+    extra_models: {name: ServedModel} scored on the same items (never excluded as not learned; one on the same
+    base and backend as the adapters shares their backend, and their canary).
     eval_cfg: conf/eval keys (few_shot_k, few_shot_seed, probes, max_eval, select_by, canary, cache).
     cache_path: the generation cache (default out_dir/generations.jsonl; eval_cfg cache=false: none).
     """

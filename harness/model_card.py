@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.backends.base import BASE
+from harness.evaluate import FEWSHOT
 from harness.io import read_json
 from harness.runs import RunInfo
 
@@ -93,7 +95,7 @@ def model_card(info: RunInfo, spec, *, fmt: str, extra: dict | None = None) -> s
         models = summary.get("models") or {}
         lines += ["## Evaluation (sweep report)", "", f"Sweep: `{rep['sweep_dir']}`; task `{summary.get('task')}` "
                   f"(version {summary.get('task_version')}), primary metric `{primary}`.", ""]
-        keys = [k for k in ("base", "fewshot", info.run_id) if k in models]
+        keys = [k for k in (BASE, FEWSHOT, info.run_id) if k in models]
         metric_names: list[str] = []
         for k in keys:
             for name in (models[k].get("metrics") or {}):
