@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.targets import load_target, task_ref
+from harness.targets import load_target, resolve_target, task_ref  # noqa: F401  (resolve_target: used by commands/gate)
 
 DESCRIPTION = """Score base (zero-shot), few-shot base and adapters on the task eval split and the forgetting probes.
 
