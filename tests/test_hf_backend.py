@@ -113,9 +113,9 @@ def test_sampling_seeded(backend):
     r = _req("a1", "hello", temperature=1.0, top_p=0.9, seed=7)
     a, b = backend.generate([r])[0], backend.generate([r])[0]
     assert a.text == b.text
-    other = backend.generate([_req("a1", "hello", temperature=1.0, top_p=0.9, seed=8)])[0]
-    greedy = backend.generate([_req("a1", "hello")])[0]
-    assert other.text != a.text or greedy.text != a.text
+    # the seed matters: five seeds on a random model's flat distribution give more than one sample
+    samples = {backend.generate([_req("a1", "hello", temperature=1.0, top_p=0.9, seed=s)])[0].text for s in range(8, 13)}
+    assert len(samples | {a.text}) > 1
 
 
 def test_identity_and_keys(backend, tiny_spec, tiny_adapters):
@@ -214,8 +214,11 @@ def test_json_end_and_json_stop(backend):
     tok = backend.tokenizer
     dec = PrefixDecoder(None, tok, eos_ids={0}, pad_id=0, device="cpu", batch_size=1)
     ids = tok('{"a": 1} trailing words', add_special_tokens=False)["input_ids"]
-    row = Row([1], "")
-    done = [dec._finished(row, ids[:n], ids[n - 1], [], True, 64) for n in range(1, len(ids) + 1)]
+    row = Row([1], "", params=GenParams(max_new_tokens=64, json_stop=True))
+    done = []
+    for n in range(1, len(ids) + 1):
+        row.tokens = ids[:n]
+        done.append(dec._finished(row, ids[n - 1]))
     first = done.index(True)
     assert tok.decode(ids[:first + 1]).startswith('{"a": 1}') and not any(done[:first])
     assert row.cut == 8 and row.finish == "stop"

@@ -185,11 +185,12 @@ class HFBackend(ServedAdapters):
                     progress(1)
                 continue
             groups.setdefault(r.params, []).append(i)
+        greedy = [i for idxs in groups.values() for i in idxs
+                  if self.engine == "prefix" and requests[i].params.temperature <= 0 and not requests[i].params.logprobs]
+        if greedy:
+            self._generate_prefix(requests, prompts, greedy, out, progress)
         for params, idxs in groups.items():
-            if self.engine == "prefix" and params.temperature <= 0 and not params.logprobs:
-                self._generate_prefix(requests, prompts, idxs, params, out, progress)
-                continue
-            idxs = sorted(idxs, key=lambda i: (len(prompts[i]), i))
+            idxs = sorted((i for i in idxs if out[i] is None), key=lambda i: (len(prompts[i]), i))
             for start in range(0, len(idxs), self.batch_size):
                 chunk = idxs[start:start + self.batch_size]
                 results = self._generate_batch([requests[i].model_key for i in chunk], [prompts[i] for i in chunk], params)
@@ -199,25 +200,22 @@ class HFBackend(ServedAdapters):
                     progress(len(chunk))
         return out  # type: ignore[return-value]
 
-    def _generate_prefix(self, requests, prompts, idxs: list[int], params: GenParams, out: list, progress) -> None:
+    def _generate_prefix(self, requests, prompts, idxs: list[int], out: list, progress) -> None:
         import json
 
         decoder = PrefixDecoder(self.model, self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
                                 device=self.device, batch_size=self.batch_size)
-        by_key: dict[str, list[int]] = {}
-        for i in idxs:
-            by_key.setdefault(requests[i].model_key, []).append(i)
-        for key, key_idxs in by_key.items():
-            rows = {i: Row(prompts[i], json.dumps(requests[i].message_dicts()[:-1], sort_keys=True)) for i in key_idxs}
-            t0 = time.perf_counter()
-            decoder.run(list(rows.values()), params, lambda n, key=key: self._peft_kwargs([key] * n), progress)
-            per_row = (time.perf_counter() - t0) / len(rows)
-            for i, row in rows.items():
-                text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-                if row.cut is not None:
-                    text = text[:row.cut]
-                out[i] = Completion(text=text, prompt_tokens=len(prompts[i]), completion_tokens=len(row.tokens),
-                                    finish_reason=row.finish, latency_s=per_row)
+        rows = {i: Row(prompts[i], json.dumps(requests[i].message_dicts()[:-1], sort_keys=True),
+                       key=requests[i].model_key, params=requests[i].params) for i in idxs}
+        t0 = time.perf_counter()
+        decoder.run(list(rows.values()), self._peft_kwargs, progress)
+        per_row = (time.perf_counter() - t0) / len(rows)
+        for i, row in rows.items():
+            text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+            if row.cut is not None:
+                text = text[:row.cut]
+            out[i] = Completion(text=text, prompt_tokens=len(prompts[i]), completion_tokens=len(row.tokens),
+                                finish_reason=row.finish, latency_s=per_row)
 
     def _generate_batch(self, keys: list[str], seqs: list[list[int]], params: GenParams) -> list[Completion]:
         import torch

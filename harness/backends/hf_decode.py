@@ -1,32 +1,35 @@
-"""Greedy decoding for the hf backend: shared prompt prefixes computed once, finished rows leave the batch.
+"""Greedy decoding for the hf backend: shared prompt prefixes computed once, continuous batching.
 
 Why: on CPU the demo's evaluation is dominated by prompt tokens (every task request repeats the system
 prompt; every few-shot request repeats three worked examples) and by rows that keep computing after
 they have answered (plain `generate` pads a finished row until the longest row of its batch ends).
 
-How (one model key, one GenParams at a time; rows of a batch all use the same adapter):
-1. Requests are grouped by their conversation before the last user turn (same system prompt, same
-   few-shot turns); the group's longest common token prefix is run through the model once, and its
-   KV cache is copied into every row of the group's batches.
-2. The rest of each prompt (left-padded; the padding sits between prefix and suffix, masked, with
-   position ids that skip it) is prefilled for the whole batch, then tokens are decoded greedily.
+How:
+1. Rows are grouped by model key and by their conversation before the last user turn (same system
+   prompt, same few-shot turns); each group's longest common token prefix runs through the model
+   once (with that group's adapter), and its KV cache is copied into every row of the group.
+2. A batch mixes rows of any groups and adapters (peft adapter_names per row): each row's KV starts
+   with its group's prefix, left-padded to the batch's longest prefix; the rest of its prompt is
+   prefilled for the whole batch (padding masked; position ids count only real tokens).
 3. A row that emits an end-of-turn token, completes a stop string, completes its JSON answer
-   (GenParams.json_stop) or reaches max_new_tokens is removed from the batch and its KV cache at once.
+   (GenParams.json_stop) or reaches its max_new_tokens leaves the batch at once; when half the batch
+   has left, waiting rows are prefilled and merged in (continuous batching).
 
 Outputs equal `generate`'s greedy outputs up to float round-off: the same forward runs on the same
-tokens at the same positions, but the prefix is computed in a batch of one, so a near-tie can
-rarely flip (bench/eval_throughput.py counts identical outputs against the generate path).
+tokens at the same positions, but prefixes are computed in a batch of one and padding differs, so a
+near-tie can rarely flip (bench/eval_throughput.py counts identical outputs against the generate path).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-
 @dataclass
 class Row:
     prompt: list[int]
-    context: str  # rows with the same context share a prompt prefix
+    context: str  # rows with the same model key and context share a prompt prefix
+    key: str = ""  # model key (its adapter)
+    params: object = None  # GenParams (greedy): max_new_tokens, stop, json_stop
     tokens: list[int] | None = None
     finish: str = ""  # "stop" | "length"
     cut: int | None = None  # character offset where the text ends (stop string / JSON end), None = whole
@@ -73,7 +76,7 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 
 
 class PrefixDecoder:
-    """Decode rows greedily for one model key; `forward_kwargs(n)` gives the adapter kwargs for n rows."""
+    """Decode rows greedily; `forward_kwargs(keys)` gives the adapter kwargs for a batch of rows' model keys."""
 
     def __init__(self, model, tokenizer, *, eos_ids: set[int], pad_id: int, device, batch_size: int,
                  min_prefix: int = 16):
@@ -85,97 +88,159 @@ class PrefixDecoder:
         self.batch_size = int(batch_size)
         self.min_prefix = int(min_prefix)
 
-    def run(self, rows: list[Row], params, forward_kwargs: Callable[[int], dict],
+    def run(self, rows: list[Row], forward_kwargs: Callable[[list[str]], dict],
             on_done: Callable[[int], None] | None = None) -> None:
-        groups: dict[str, list[Row]] = {}
+        import torch
+
+        groups: dict[tuple[str, str], list[Row]] = {}
         for r in rows:
-            groups.setdefault(r.context, []).append(r)
-        for group in groups.values():
-            p = common_prefix([r.prompt for r in group]) if len(group) > 1 else 0
-            p = min(p, min(len(r.prompt) for r in group) - 1)  # every row keeps >= 1 token to prefill
-            if p < self.min_prefix:
-                p = 0
-            prefix = self._prefill_prefix(group[0].prompt[:p], forward_kwargs) if p else None
-            ordered = sorted(group, key=lambda r: len(r.prompt))
-            for start in range(0, len(ordered), self.batch_size):
-                batch = ordered[start:start + self.batch_size]
-                self._decode(batch, p, prefix, params, forward_kwargs)
-                if on_done is not None:
-                    on_done(len(batch))
+            groups.setdefault((r.key, r.context), []).append(r)
+        plen: dict[int, int] = {}  # id(row) -> its shared prefix length
+        gkey: dict[int, tuple[str, str]] = {}
+        for g, members in groups.items():
+            p = common_prefix([r.prompt for r in members]) if len(members) > 1 else 0
+            p = min(p, min(len(r.prompt) for r in members) - 1)  # every row keeps >= 1 token to prefill
+            for r in members:
+                plen[id(r)], gkey[id(r)] = (p if p >= self.min_prefix else 0), g
+        self._prefixes: dict[tuple[str, str], list] = {}
+        self._plen, self._gkey, self._fk = plen, gkey, forward_kwargs
+        queue = sorted(rows, key=lambda r: (len(r.prompt) - plen[id(r)], r.key))
+        live: list[Row] = []
+        state = None  # (cache, mask, next_pos, pending tokens) of the live rows, in row order
+        with torch.inference_mode():
+            while queue or live:
+                if queue and len(live) <= self.batch_size // 2:
+                    take, queue = queue[:self.batch_size - len(live)], queue[self.batch_size - len(live):]
+                    fresh, new = self._drop_finished(take, self._prefill(take), on_done)  # their first tokens
+                    if fresh:
+                        live, state = self._merge(live, state, fresh, new)
+                    continue
+                cache, mask, pos, pending = state
+                mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+                out = self.model(input_ids=pending[:, None], attention_mask=mask, position_ids=pos, cache=cache,
+                                 use_cache=True, **forward_kwargs([r.key for r in live]))
+                state = (cache, mask, pos + 1, out.logits[:, -1, :].argmax(dim=-1))
+                live, state = self._drop_finished(live, state, on_done)
 
     # ------------------------------------------------------------------ internals
-    def _prefill_prefix(self, ids: list[int], forward_kwargs):
+    def _prefix_kv(self, row: Row):
+        g = self._gkey[id(row)]
+        if g not in self._prefixes:
+            import torch
+            from transformers import DynamicCache
+
+            p = self._plen[id(row)]
+            x = torch.tensor([row.prompt[:p]], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=x, cache=DynamicCache(), use_cache=True, logits_to_keep=1,
+                             **self._fk([row.key]))
+            self._prefixes[g] = [(k[0], v[0]) for k, v, *_ in out.cache]
+        return self._prefixes[g]
+
+    def _prefill(self, rows: list[Row]):
+        """Prefix KV (left-padded) + prefill of each row's remaining prompt; returns the new rows' state."""
         import torch
         from transformers import DynamicCache
 
-        x = torch.tensor([ids], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=x, cache=DynamicCache(), use_cache=True, logits_to_keep=1, **forward_kwargs(1))
-        return [(k, v) for k, v, *_ in out.cache]
-
-    def _decode(self, batch: list[Row], p: int, prefix, params, forward_kwargs) -> None:
-        import torch
-        from transformers import DynamicCache
-
-        n = len(batch)
-        suffixes = [r.prompt[p:] for r in batch]
-        width = max(len(s) for s in suffixes)
+        n = len(rows)
+        ps = [self._plen[id(r)] for r in rows]
+        pmax = max(ps)
+        suffixes = [r.prompt[p:] for r, p in zip(rows, ps)]
+        width = max(len(x) for x in suffixes)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        smask = torch.zeros((n, width), dtype=torch.long)
-        for i, s in enumerate(suffixes):
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            smask[i, width - len(s):] = 1
-        mask = torch.cat([torch.ones((n, p), dtype=torch.long), smask], dim=1).to(self.device)
-        pos = (p + smask.cumsum(1) - 1).clamp(min=0).to(self.device)
-        ids = ids.to(self.device)
-        cache = DynamicCache(ddp_cache_data=[(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix]) \
-            if prefix else DynamicCache()
-        live = list(range(n))  # batch rows still decoding, in tensor row order
-        gen: list[list[int]] = [[] for _ in range(n)]
-        stops = [s for s in params.stop if s]
-        max_new = int(params.max_new_tokens)
-        with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                             logits_to_keep=1, **forward_kwargs(n))
-            next_pos = pos[:, -1:] + 1
-            while True:
-                nxt = out.logits[:, -1, :].argmax(dim=-1)
-                keep: list[int] = []
-                for j, tok in enumerate(nxt.tolist()):
-                    i = live[j]
-                    gen[i].append(tok)
-                    if self._finished(batch[i], gen[i], tok, stops, params.json_stop, max_new):
-                        continue
-                    keep.append(j)
-                if not keep:
-                    break
-                if len(keep) < len(live):
-                    sel = torch.tensor(keep, dtype=torch.long, device=self.device)
-                    cache.batch_select_indices(sel)
-                    mask, next_pos, nxt = mask[sel], next_pos[sel], nxt[sel]
-                    live = [live[j] for j in keep]
-                mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-                out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, cache=cache,
-                                 use_cache=True, **forward_kwargs(len(live)))
-                next_pos = next_pos + 1
+        mask = torch.zeros((n, pmax + width), dtype=torch.long)
+        for i, (x, p) in enumerate(zip(suffixes, ps)):
+            ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+            mask[i, pmax - p:pmax] = 1
+            mask[i, pmax + width - len(x):] = 1
+        smask = mask[:, pmax:]
+        pos = torch.tensor(ps, dtype=torch.long)[:, None] + (smask.cumsum(1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        if pmax:
+            layers = None
+            for i, (r, p) in enumerate(zip(rows, ps)):
+                if not p:
+                    continue
+                kv = self._prefix_kv(r)
+                if layers is None:
+                    layers = [(k.new_zeros((n, *k.shape[:-2], pmax, k.shape[-1])),
+                               v.new_zeros((n, *v.shape[:-2], pmax, v.shape[-1]))) for k, v in kv]
+                for (K, V), (k, v) in zip(layers, kv):
+                    K[i, ..., pmax - p:, :] = k
+                    V[i, ..., pmax - p:, :] = v
+            cache = DynamicCache(ddp_cache_data=layers)
+        mask, pos, ids = mask.to(self.device), pos.to(self.device), ids.to(self.device)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                         logits_to_keep=1, **self._fk([r.key for r in rows]))
+        return cache, mask, pos[:, -1:] + 1, out.logits[:, -1, :].argmax(dim=-1)
 
-    def _finished(self, row: Row, toks: list[int], tok: int, stops: list[str], json_stop: bool, max_new: int) -> bool:
+    @staticmethod
+    def _merge(live, state, rows, new):
+        """One state for old and new rows: KV and masks left-padded to the same length, then stacked."""
+        if not live:
+            return list(rows), new
+        import torch
+        from transformers import DynamicCache
+
+        (c1, m1, p1, t1), (c2, m2, p2, t2) = state, new
+        length = max(m1.shape[1], m2.shape[1])
+
+        def pad(x, dim_len):  # left-pad the sequence axis (-2 for KV, -1 for masks) with zeros
+            extra = length - dim_len
+            if not extra:
+                return x
+            if x.dim() == 2:
+                return torch.cat([x.new_zeros((x.shape[0], extra)), x], dim=1)
+            return torch.cat([x.new_zeros((*x.shape[:-2], extra, x.shape[-1])), x], dim=-2)
+
+        layers = []
+        for (k1, v1, *_), (k2, v2, *_) in zip(c1, c2):
+            layers.append((torch.cat([pad(k1, m1.shape[1]), pad(k2, m2.shape[1])]),
+                           torch.cat([pad(v1, m1.shape[1]), pad(v2, m2.shape[1])])))
+        mask = torch.cat([pad(m1, m1.shape[1]), pad(m2, m2.shape[1])])
+        return live + list(rows), (DynamicCache(ddp_cache_data=layers), mask, torch.cat([p1, p2]), torch.cat([t1, t2]))
+
+    def _drop_finished(self, live, state, on_done):
+        """Record each live row's new token; rows that finished leave the batch (and the KV cache)."""
+        import torch
+
+        cache, mask, pos, tokens = state
+        keep: list[int] = []
+        for j, tok in enumerate(tokens.tolist()):
+            r = live[j]
+            r.tokens = (r.tokens or []) + [tok]
+            if self._finished(r, tok):
+                if on_done is not None:
+                    on_done(1)
+            else:
+                keep.append(j)
+        if len(keep) == len(live):
+            return live, state
+        if not keep:
+            return [], None
+        sel = torch.tensor(keep, dtype=torch.long, device=mask.device)
+        cache.batch_select_indices(sel)
+        return [live[j] for j in keep], (cache, mask[sel], pos[sel], tokens[sel])
+
+    def _finished(self, row: Row, tok: int) -> bool:
+        p = row.params
+        toks = row.tokens
         done = None
         if tok in self.eos_ids:
             done = "stop"
-        elif stops or json_stop:
+        elif p.stop or p.json_stop:
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
-            hits = [h for h in (text.find(s) for s in stops) if h >= 0]
+            hits = [h for h in (text.find(s) for s in p.stop if s) if h >= 0]
             if hits:
                 row.cut, done = min(hits), "stop"
-            elif json_stop:
+            elif p.json_stop:
                 end = json_end(text)
                 if end is not None:
                     row.cut, done = end, "stop"
-        if done is None and len(toks) >= max_new:
+        if done is None and len(toks) >= int(p.max_new_tokens):
             done = "length"
         if done is None:
             return False
-        row.tokens, row.finish = list(toks), done
+        row.finish = done
         return True
 
 
