@@ -75,3 +75,13 @@ def test_sweep_reads_the_grid_from_conf_sweep(toy):
 def test_bad_sweep_override_is_a_clear_error(capsys):
     assert cli(["sweep", "sweep=nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_a_bad_value_in_any_grid_point_fails_before_training(tmp_path, capsys):
+    """validate_cfg runs on every grid point's composed config before the first job starts."""
+    rc = cli(["sweep", "model=tiny_random", "sweep=none", f"output_root={tmp_path}", "sweep_name=bad",
+              "train.lr=1e-3", "train.batch_size=8,0"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size" in err and "grid point train.batch_size=0" in err and "Traceback" not in err
+    assert not (tmp_path / "bad" / "runs").exists()  # nothing trained, not even the valid point
