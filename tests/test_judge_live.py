@@ -116,8 +116,8 @@ def test_judge_endpoint_down_then_back_on_a_real_server(llamacpp_judge_cfg, tmp_
         url = srv.server.urls[BASE]
         cfg = {"enabled": True, "model": BASE, "rubric": "helpfulness", "max_items": 3, "retries": 0, "chunk_size": 2,
                "gen": {"max_new_tokens": 8, "temperature": 0.0, "seed": 0, "logprobs": 0},
-               "backend": {"kind": "openai", "base_url": url, "max_retries": 1, "backoff_base_s": 0.05,
-                           "backoff_max_s": 0.1, "timeout_s": 30, "concurrency": 1}}
+               "backend": {"kind": "openai", "base_url": url, "max_retries": 2, "backoff_base_s": 0.05,
+                           "backoff_max_s": 0.1, "timeout_s": 120, "concurrency": 1}}  # generous: loaded CI machines
         srv.server.kill(BASE)
         with pytest.raises(J.JudgeUnavailable) as ei:
             J.run_judge(scores, cfg, log=lambda s: None)
