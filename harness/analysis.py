@@ -480,7 +480,8 @@ def judge_view(js: dict | None, s: Settings) -> dict | None:
     pairwise = js.get("pairwise") or []
     missing = [(k, v.get("missing", 0), v.get("n", 0)) for k, v in pointwise.items() if isinstance(v, dict)]
     missing += [(f"{p.get('a')} vs {p.get('b')}", p.get("missing", 0), p.get("n", 0)) for p in pairwise]
-    too_many = [k for k, miss, n in missing if (miss or 0) > s.max_judge_missing * max(1, (n or 0) + (miss or 0))]
+    # `n` counts every item asked, missing ones included
+    too_many = [k for k, miss, n in missing if (miss or 0) > s.max_judge_missing * max(1, n or 0)]
     return {"status": js.get("status", "ok"), "error": js.get("error"), "judge_model": js.get("judge_model"),
             "rubric": js.get("rubric"), "calibration": calib,
             "reliable": bool(calib and calib.get("reliable") is True),
