@@ -21,12 +21,13 @@ import math
 import re
 import unicodedata
 from pathlib import Path
-from statistics import NormalDist
+
 from typing import Any, Callable
 
 from harness.backends.base import GenParams
 from harness.io import UserError, iter_jsonl
 from harness.metrics import extract_answer_number, extract_json
+from harness.stats import mde_paired, n_needed_paired
 
 FAMILIES = ("ifeval", "arithmetic", "general", "reading")
 PROBE_GEN = GenParams(max_new_tokens=96, temperature=0.0)  # for items without their own max_new_tokens
@@ -257,10 +258,9 @@ def assumed_discordance(p_base: float) -> float:
     return 2.0 * p * (1.0 - p)
 
 
-def _z_sum(alpha: float, power: float) -> float:
+def _check_alpha_power(alpha: float, power: float) -> None:
     if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
         raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
-    return NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
 
 
 def _discordance(p_base: float, discordance: float | None) -> float:
@@ -272,7 +272,7 @@ def _discordance(p_base: float, discordance: float | None) -> float:
 
 def probes_needed(p_base: float, margin: float, alpha: float = 0.05, power: float = 0.8, *,
                   discordance: float | None = None, diff: float = 0.0) -> int:
-    """Paired probe items needed so that, if the adapter's true pass rate is the base's + `diff` (default equal),
+    """The probe-set view of harness.stats.n_needed_paired: paired probe items needed so that, if the adapter's true pass rate is the base's + `diff` (default equal),
     the lower bound of the two-sided (1 - alpha) CI of (adapter - base) clears -margin with probability `power`.
 
     Normal approximation for paired pass/fail (Nam 1997): an item's difference is -1, 0 or +1 with variance
@@ -283,17 +283,20 @@ def probes_needed(p_base: float, margin: float, alpha: float = 0.05, power: floa
         raise ValueError(f"margin must be in (0, 1), got {margin}")
     if diff <= -margin:
         raise ValueError(f"diff {diff} is at or below -margin {-margin}: non-inferiority cannot be shown")
-    z, d = _z_sum(alpha, power), _discordance(p_base, discordance)
-    var = max(d - diff * diff, 0.0)
-    return 0 if var == 0.0 else math.ceil(z * z * var / (margin + diff) ** 2)
+    _check_alpha_power(alpha, power)
+    var = max(_discordance(p_base, discordance) - diff * diff, 0.0)
+    return 0 if var == 0.0 else n_needed_paired(math.sqrt(var), margin + diff, alpha=alpha, power=power)
 
 
 def probe_mde(n: int, p_base: float, alpha: float = 0.05, power: float = 0.8, *,
               discordance: float | None = None) -> float:
     """Minimum detectable drop of n paired probe items: the smallest margin they show non-inferiority at (equal
     true pass rates, same assumptions as probes_needed): (z_{1-alpha/2} + z_power) sqrt(discordance / n)."""
-    z, d = _z_sum(alpha, power), _discordance(p_base, discordance)
-    return math.inf if n < 1 else z * math.sqrt(d / n)
+    _check_alpha_power(alpha, power)
+    d = _discordance(p_base, discordance)
+    if n < 1:
+        return math.inf
+    return 0.0 if d == 0.0 else mde_paired(math.sqrt(d), n, alpha=alpha, power=power)
 
 
 # --------------------------------------------------------------------------- IFEval mapping
