@@ -21,7 +21,6 @@ import math
 import re
 import unicodedata
 from pathlib import Path
-
 from typing import Any, Callable
 
 from harness.backends.base import GenParams
