@@ -31,6 +31,9 @@ def test_every_shipped_backend_config_validates():
     ({"kind": "vllm", "mode": "cloud"}, r"backend\.mode: must be one of"),
     ({"kind": "vllm", "cpu_kv_cache_gib": 0}, r"backend\.cpu_kv_cache_gib: must be a number of GiB >= 1"),
     ({"kind": "llamacpp", "kv_type": "q4"}, r"backend\.kv_type: must be one of"),
+    ({"kind": "openai", "concurrency": 0}, r"backend\.concurrency: must be an integer >= 1"),
+    ({"kind": "openai", "timeout_s": "soon"}, r"backend\.timeout_s: must be a number of seconds"),
+    ({"kind": "openai", "base_url": "ftp://u:pw@h/v1"}, r"backend\.base_url: must start with http:// .*'ftp://h/v1'"),
 ])
 def test_bad_backend_config_is_a_user_error_naming_the_key(cfg, pattern):
     with pytest.raises(UserError, match=pattern):

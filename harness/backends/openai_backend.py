@@ -146,6 +146,8 @@ class OpenAIBackend:
     ):
         if not base_url and not base_urls:
             raise UserError("backend.base_url is required for the openai backend (e.g. http://127.0.0.1:8000/v1)")
+        self.check_options({"base_url": base_url, "concurrency": concurrency, "max_retries": max_retries,
+                            "timeout_s": timeout_s, "backoff_base_s": backoff_base_s, "backoff_max_s": backoff_max_s})
         self.spec = spec
         self._secret_urls: dict[str, _Secret] = {}  # public url -> url with credentials (used only to connect)
         self.base_url = self._register_url(base_url)
@@ -172,6 +174,20 @@ class OpenAIBackend:
         # With a renderer, prompts are rendered here (harness.prompts, the training format) and sent
         # to /v1/completions; without one, messages go to /v1/chat/completions (the server renders).
         self.prompt_renderer = prompt_renderer
+
+    @classmethod
+    def check_options(cls, opts: dict) -> None:
+        for name, least in (("concurrency", 1), ("max_retries", 0)):
+            v = opts.get(name, least)
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                raise UserError(f"backend.{name}: must be an integer >= {least} (got {v!r})")
+        for name in ("timeout_s", "backoff_base_s", "backoff_max_s"):
+            v = opts.get(name, 1.0)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise UserError(f"backend.{name}: must be a number of seconds > 0 (got {v!r})")
+        url = opts.get("base_url", "http://x")
+        if url and not str(url).startswith(("http://", "https://")):
+            raise UserError(f"backend.base_url: must start with http:// or https:// (got {public_url(str(url))!r})")
 
     # ------------------------------------------------------------------ protocol
     def model_keys(self) -> list[str]:
