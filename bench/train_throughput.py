@@ -1,19 +1,24 @@
-"""Training throughput: our trainer vs plain TRL SFTTrainer (its defaults), same model, data and steps.
+"""Training throughput: `harness train` vs TRL's SFTTrainer, same model, data, LoRA settings and steps.
 
 Each variant runs in its own child process (so peak RSS is its own), all from this one run:
-  trl        TRL SFTTrainer with default SFTConfig (batch 8, lr 2e-4, LoRA r=8 all-linear; use_cpu on CPU)
-  harness    `harness train` defaults (fp32 on CPU, bf16 autocast on CUDA; LM head at supervised positions only)
-  harness_bf16 `harness train train.precision=bf16`: bf16 autocast, checked against the fp32 defaults' val loss
+  trl_defaults  SFTTrainer with untouched SFTConfig defaults (bf16=True, gradient checkpointing on; use_cpu)
+  trl_best      what a competent user picks here: bf16 only where the CPU has it natively, gradient
+                checkpointing off (memory allows), length-grouped batches       <- the baseline of the ratio
+  harness       `harness train` defaults (train.precision=auto: bf16 matmuls where native, else fp32)
+  harness_fp32  `harness train train.precision=fp32`
+  harness_noprefix harness without the shared-prefix pass (each row runs its own system prompt), for the record
+  harness_compile  harness with torch.compile of each decoder layer (inductor CPU), for the record
+All use LoRA r=8, alpha=16, dropout 0.05, all-linear, batch 8, lr 2e-4 on the task's train split.
+tokens/s counts non-pad tokens of the optimisation steps only (model loading and validation excluded).
+With --epochs N every variant trains N full epochs and its adapter is scored on the task's eval split through
+harness.evaluate.evaluate_models (the one evaluation path; greedy, hf backend): that is the quality check.
+Every adapter's validation loss is also measured afterwards with one function in fp32.
 
-Measured (2-core CPU with avx512_bf16, SmolLM2-135M, demo task, --steps 20, 2026-11-24):
-  trl        tokens/s 104.0  peak RSS 3230 MB  wall 218.5 s  val loss 0.4866
-  harness    tokens/s 199.9  peak RSS 5641 MB  wall 133.2 s  val loss 0.4570   (fp32: 1.92x TRL)
-  bf16       tokens/s 236.0  peak RSS 5165 MB  wall 108.2 s  val loss 0.4929   (2.27x TRL, val loss 7.8% off fp32)
-so bf16 autocast is opt-in on CPU (train.precision=bf16); the default stays exact.
-Every adapter's validation loss is measured afterwards with one function in fp32 on the task's val split.
-Prints tokens/s (non-pad tokens), peak RSS and val loss per variant; the last line is the speed ratio.
-
-  python bench/train_throughput.py --steps 30 [--model smollm2_135m] [--task demo]
+  python bench/train_throughput.py --steps 20                      # speed + memory
+  python bench/train_throughput.py --epochs 1                      # speed + memory + task quality
+  ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python bench/train_throughput.py --only trl_best,harness
+                                                                   # emulate an AVX2-only CPU (no native bf16)
+Results: bench/results/train_throughput[-TAG].txt/.json. The last line is the ratio harness / trl_best.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -30,26 +36,92 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
 
-def _cfg(model: str, task: str, steps: int, extra: list[str]) -> dict:
+
+def _cfg(model: str, task: str, steps: int, epochs: int, extra: list[str]) -> dict:
     from harness.config import compose, to_dict
 
-    return to_dict(compose([f"model={model}", f"task={task}", "tracking.wandb=disabled", "lora.r=8",
+    length = [f"train.epochs={epochs}", "train.max_steps=-1", "train.eval_every=0"] if epochs else \
+        [f"train.max_steps={steps}", f"train.eval_every={steps}"]
+    return to_dict(compose([f"model={model}", f"task={task}", "tracking.wandb=disabled", f"lora.r={LORA['r']}",
+                            f"lora.alpha={LORA['alpha']}", f"lora.dropout={LORA['dropout']}",
                             "lora.target_modules=all-linear", "train.batch_size=8", "train.lr=2e-4",
-                            f"train.max_steps={steps}", f"train.eval_every={steps}", "train.patience=0",
-                            "train.checkpoint_every=0", *extra]))
+                            "train.patience=0", "train.checkpoint_every=0", *length, *extra]))
 
 
-def run_harness(cfg: dict, out: Path, q: mp.Queue) -> None:
+def run_harness(cfg: dict, out: Path, q, variant: str) -> None:
     from harness.train import train
 
-    res = train(cfg, out, quiet=True)
+    import harness.train as t
+
+    if variant == "harness_compile":
+        _compile_layers()
+    clock = _StepClock()
+    real_step = t.LoRARecipe.train_step
+
+    def timed_step(self, group):
+        before = self.state.tokens
+        with clock.step() as c:
+            loss = real_step(self, group)
+            c.tokens = self.state.tokens - before
+        return loss
+
+    t.LoRARecipe.train_step = timed_step
+    res = t.train(cfg, out, quiet=True)
     m = res.metrics
-    q.put({"tokens_per_s": m["tokens_per_s"], "train_time_s": m["train_time_s"], "tokens": m["tokens_seen"],
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "adapter": str(out / "adapter")})
+    q.put({**clock.summary(), "eval_time_s": m["eval_time_s"], "steps": m["final_step"], "precision": m["precision"],
+           "peak_rss_mb": _rss(), "adapter": str(out / "adapter")})
 
 
-def run_trl(cfg: dict, out: Path, q: mp.Queue) -> None:
+class _StepClock:
+    """Wall and process-CPU seconds of each optimizer step. Under contention from other processes wall time is
+    noise; with --threads 1, CPU seconds per token stay comparable between variants run one after another."""
+
+    def __init__(self):
+        self.steps: list[tuple[float, float, int]] = []  # (wall, cpu, tokens)
+
+    def step(self):
+        import contextlib
+
+        clock = self
+
+        @contextlib.contextmanager
+        def ctx():
+            rec = type("Rec", (), {"tokens": 0})()
+            w, c = time.perf_counter(), time.process_time()
+            yield rec
+            clock.steps.append((time.perf_counter() - w, time.process_time() - c, rec.tokens))
+
+        return ctx()
+
+    def summary(self) -> dict:
+        steady = self.steps[1:] or self.steps  # the first step pays one-off kernel set-up in every variant
+        wall, cpu, tok = (sum(x[i] for x in steady) for i in range(3))
+        return {"tokens_per_s": round(tok / wall, 2), "tokens_per_cpu_s": round(tok / cpu, 2),
+                "train_time_s": round(sum(x[0] for x in self.steps), 1), "tokens": sum(x[2] for x in self.steps),
+                "first_step_s": round(self.steps[0][0], 1) if self.steps else None}
+
+
+def _compile_layers() -> None:
+    """torch.compile each decoder layer (torchtune's per-layer compile: one graph reused by every layer)."""
+    import torch
+
+    import harness.train as t
+
+    real = t.build_peft_model
+
+    def compiled(*a, **k):
+        model = real(*a, **k)
+        for layer in model.get_base_model().get_decoder().layers:
+            layer.compile(dynamic=True)
+        return model
+
+    t.build_peft_model = compiled
+    torch.set_float32_matmul_precision("high")
+
+
+def run_trl(cfg: dict, out: Path, q, variant: str) -> None:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -58,8 +130,10 @@ def run_trl(cfg: dict, out: Path, q: mp.Queue) -> None:
     from harness.models import load_model, load_tokenizer, resolve_model
     from harness.prompts import build_messages
     from harness.tasks import load_task
+    from harness.train import cpu_has_native_bf16
 
     torch.manual_seed(0)
+    torch.set_num_threads(int(cfg["train"].get("threads") or 0) or os.cpu_count() or 1)
     spec = resolve_model(cfg["model"])
     tok = load_tokenizer(spec)
     task = load_task(cfg["task"]["name"])
@@ -67,22 +141,53 @@ def run_trl(cfg: dict, out: Path, q: mp.Queue) -> None:
     for ex in task.load_split("train"):
         prompt = build_messages(ex, system_prompt=task.system_prompt, prompt_template=task.prompt_template)
         rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": ex.target}]})
-    ds = Dataset.from_list(rows)
     model = load_model(spec, device="cpu", dtype="float32")
+    t = cfg["train"]
+    length = {"num_train_epochs": t["epochs"]} if t["max_steps"] <= 0 else {"max_steps": t["max_steps"]}
+    extra = {}
+    if variant == "trl_best":
+        native = cpu_has_native_bf16() or torch.cuda.is_available()
+        extra = {"bf16": native, "gradient_checkpointing": False, "train_sampling_strategy": "group_by_length"}
     args = SFTConfig(output_dir=str(out / "trl"), per_device_train_batch_size=8, learning_rate=2e-4,
-                     max_steps=int(cfg["train"]["max_steps"]), logging_steps=10, save_strategy="no", report_to=[],
-                     seed=0, dataloader_num_workers=0,
-                     use_cpu=not torch.cuda.is_available())  # TRL's default bf16 refuses to start on CPU otherwise
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
-    lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
-    t0 = time.perf_counter()
+                     logging_steps=10, save_strategy="no", report_to=[], seed=0, dataloader_num_workers=0,
+                     max_length=spec.max_length, use_cpu=not torch.cuda.is_available(), **length, **extra)
+    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=lora)
+    from transformers import TrainerCallback
+
+    clock = _StepClock()
+
+    class Timer(TrainerCallback):
+        """Times each optimizer step; tokens = non-pad tokens of the batches it consumed."""
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.ctx = clock.step()
+            self.rec = self.ctx.__enter__()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.rec.tokens = counted.pop("tokens", 0)
+            self.ctx.__exit__(None, None, None)
+
+    counted: dict[str, int] = {}
+    real_step = trainer.training_step
+
+    def training_step(model, inputs, *a, **k):
+        counted["tokens"] = counted.get("tokens", 0) + int(inputs["attention_mask"].sum())
+        return real_step(model, inputs, *a, **k)
+
+    trainer.training_step = training_step
+    trainer.add_callback(Timer())
     trainer.train()
-    dt = time.perf_counter() - t0
-    tokens = sum(lengths) / len(lengths) * 8 * int(cfg["train"]["max_steps"])  # mean non-pad length x rows seen
     trainer.model.save_pretrained(str(out / "adapter"), safe_serialization=True)
-    q.put({"tokens_per_s": tokens / dt, "train_time_s": dt, "tokens": tokens,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "adapter": str(out / "adapter")})
+    q.put({**clock.summary(), "steps": trainer.state.global_step, "precision": "bf16" if args.bf16 else "fp32",
+           "gradient_checkpointing": bool(args.gradient_checkpointing), "peak_rss_mb": _rss(),
+           "adapter": str(out / "adapter")})
+
+
+def _rss() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0)
 
 
 def val_loss(cfg: dict, adapter: str) -> float:
@@ -95,55 +200,120 @@ def val_loss(cfg: dict, adapter: str) -> float:
     tok = load_tokenizer(spec)
     data = load_train_data(cfg["task"], 0, 0.1)
     model = PeftModel.from_pretrained(load_model(spec, device="cpu", dtype="float32"), adapter)
-    return validation_loss(model, encode(tok, data.val, data, spec.max_length, True), 16, tok.pad_token_id, "cpu", None)
+    return validation_loss(model, encode(tok, data.val, data, spec.max_length, True), 16, tok.pad_token_id, "cpu")
 
 
-def child(fn, cfg, out, q):
+def task_metrics(cfg: dict, adapters: dict[str, str], out: Path) -> dict:
+    """Every adapter scored on the task's eval split by the harness's one evaluation path (greedy, hf, fp32)."""
+    from harness.evaluate import evaluate_models
+
+    summary = evaluate_models(out, cfg["task"]["name"], cfg["model"], {"kind": "hf"},
+                              {k: Path(v) for k, v in adapters.items()}, baselines=False, quiet=True,
+                              eval_cfg={"probes": None, "select_by": "val_loss", "canary": False, "cache": False})
+    models = summary.get("models", summary)
+    return {k: (models.get(k) or {}).get("metrics", models.get(k)) for k in adapters}
+
+
+def cpu_flags() -> str:
     try:
-        fn(cfg, out, q)
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "?"
+    return " ".join(sorted(f for f in flags if re.match(r"(avx|amx)", f)))
+
+
+def child(fn, cfg, out, q, variant):
+    try:
+        fn(cfg, out, q, variant)
     except BaseException as exc:  # report, don't hang the parent
         q.put({"error": f"{type(exc).__name__}: {exc}"})
         raise
 
 
+VARIANTS = {
+    "trl_defaults": (run_trl, []),
+    "trl_best": (run_trl, []),
+    "harness": (run_harness, []),
+    "harness_fp32": (run_harness, ["train.precision=fp32"]),
+    "harness_noprefix": (run_harness, ["train.share_prefix=false"]),
+    "harness_compile": (run_harness, []),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=20, help="optimizer steps per variant (ignored with --epochs)")
+    ap.add_argument("--epochs", type=int, default=0, help="train full epochs and score each adapter on the eval split")
     ap.add_argument("--model", default="smollm2_135m")
     ap.add_argument("--task", default="demo")
-    ap.add_argument("--only", default="trl,harness,harness_bf16")
+    ap.add_argument("--only", default="trl_defaults,trl_best,harness,harness_fp32")
+    ap.add_argument("--tag", default="", help="suffix of the results files (e.g. avx2)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per variant (0 = all cores)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the variants at the same time (with --threads 1 on a busy machine: compare tokens per CPU-s)")
     args = ap.parse_args()
     os.environ["WANDB_MODE"] = "disabled"
     ctx = mp.get_context("spawn")
-    variants = {
-        "trl": (run_trl, []),
-        "harness": (run_harness, []),
-        "harness_bf16": (run_harness, ["train.precision=bf16"]),
-    }
-    results = {}
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
-    for name in args.only.split(","):
-        fn, extra = variants[name]
-        cfg = _cfg(args.model, args.task, args.steps, extra)
+    emulated = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if os.environ.get(k)}
+    from harness.train import cpu_has_native_bf16
+
+    lines = [f"# {time.strftime('%Y-%m-%d %H:%M')} model={args.model} task={args.task} "
+             f"{'epochs=' + str(args.epochs) if args.epochs else 'steps=' + str(args.steps)} cores={os.cpu_count()} "
+             f"threads={args.threads or os.cpu_count()} load_avg={os.getloadavg()[0]:.1f} (other processes: wall-clock "
+             f"numbers are only comparable on a quiet machine; tokens per CPU-s with --threads 1 are)",
+             f"# cpu flags: {cpu_flags()}", f"# native bf16 used: {cpu_has_native_bf16()}  emulation env: {emulated or 'none'}"]
+    for line in lines:
+        print(line, flush=True)
+    results: dict[str, dict] = {}
+    names = args.only.split(",")
+    cfgs = {n: _cfg(args.model, args.task, args.steps, args.epochs, VARIANTS[n][1] + [f"train.threads={args.threads}"])
+            for n in names}
+    running = {}
+    for i, name in enumerate(names):
         q = ctx.Queue()
-        p = ctx.Process(target=child, args=(fn, cfg, tmp / name, q))
+        p = ctx.Process(target=child, args=(VARIANTS[name][0], cfgs[name], tmp / name, q, name))
         p.start()
-        res = q.get()
-        p.join()
-        if "error" in res:
-            print(f"{name}: FAILED {res['error']}")
-            continue
-        res["val_loss"] = val_loss(cfg, res["adapter"])
-        results[name] = res
-        print(f"{name:10s} tokens/s {res['tokens_per_s']:8.1f}  peak RSS {res['peak_rss_mb']:7.0f} MB  "
-              f"wall {res['train_time_s']:7.1f} s  val loss {res['val_loss']:.4f}", flush=True)
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "train_throughput.json").write_text(json.dumps(results, indent=2))
-    if "harness_bf16" in results and "harness" in results:
-        rel = abs(results["harness_bf16"]["val_loss"] - results["harness"]["val_loss"]) / results["harness"]["val_loss"]
-        print(f"val loss bf16 autocast vs the fp32 default: {rel * 100:.2f}% apart (limit 2% for a default)")
-    if "trl" in results and "harness" in results:
-        print(f"ratio harness/trl tokens/s = {results['harness']['tokens_per_s'] / results['trl']['tokens_per_s']:.2f}x")
+        running[name] = (p, q)
+        if not args.parallel or i == len(names) - 1:
+            for n, (p, q) in running.items():
+                res = q.get()
+                p.join()
+                if "error" in res:
+                    lines.append(f"{n:16s} FAILED {res['error']}")
+                    print(lines[-1], flush=True)
+                    continue
+                res["val_loss"] = round(val_loss(cfgs[n], res["adapter"]), 4)
+                results[n] = res
+                lines.append(f"{n:16s} tokens/s {res['tokens_per_s']:7.1f}  per CPU-s {res['tokens_per_cpu_s']:6.1f}  "
+                             f"peak RSS {res['peak_rss_mb']:6.0f} MB  train {res['train_time_s']:6.1f} s  "
+                             f"steps {res['steps']:3d}  {res['precision']:4s}  val loss {res['val_loss']:.4f}"
+                             + (f"  (+ validation {res['eval_time_s']:.1f} s)" if res.get("eval_time_s") else ""))
+                print(lines[-1], flush=True)
+            running = {}
+    if args.epochs and results:
+        scores = task_metrics(_cfg(args.model, args.task, args.steps, args.epochs, []),
+                              {k: v["adapter"] for k, v in results.items()}, tmp / "scores")
+        for name, m in scores.items():
+            results[name]["task_metrics"] = m
+            keep = {k: round(v, 3) for k, v in (m or {}).items() if isinstance(v, (int, float))}
+            lines.append(f"{name:16s} eval split after {args.epochs} epoch(s): {keep}")
+            print(lines[-1], flush=True)
+    base = "trl_best" if "trl_best" in results else "trl_defaults"
+    n_before = len(lines)
+    for name in ("harness", "harness_fp32", "harness_compile"):
+        if name in results and base in results:
+            r, b = results[name], results[base]
+            lines.append(f"{name} vs {base}: {r['tokens_per_s'] / b['tokens_per_s']:.2f}x tokens/s, "
+                         f"{r['tokens_per_cpu_s'] / b['tokens_per_cpu_s']:.2f}x tokens per CPU-s, peak RSS {r['peak_rss_mb'] / b['peak_rss_mb']:.2f}x")
+    if "harness" in results and base in results:
+        lines.append(f"ratio harness/{base} tokens/s = {results['harness']['tokens_per_s'] / results[base]['tokens_per_s']:.2f}x")
+    print("\n".join(lines[n_before:]), flush=True)
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    suffix = f"-{args.tag}" if args.tag else ""
+    (out / f"train_throughput{suffix}.txt").write_text("\n".join(lines) + "\n")
+    (out / f"train_throughput{suffix}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -294,3 +294,92 @@ def test_improved_is_false_when_validation_loss_never_drops(toy, tmp_path):
     learned = train(cfg_for(toy, "train.max_steps=4", "train.eval_every=2", "train.lr=5e-3"), tmp_path / "b", quiet=True)
     assert learned.metrics["improved"] is True
     assert learned.metrics["best_val_loss"] < learned.metrics["initial_val_loss"]
+
+
+def test_precision_auto_is_bf16_only_where_the_cpu_has_it_natively(monkeypatch):
+    from harness.io import UserError
+    from harness.train import resolve_precision
+
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    native = bool(flags & {"avx512_bf16", "amx_bf16"})
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert resolve_precision("auto", "cpu").name == ("bf16" if native else "fp32")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # emulating an AVX2-only CPU turns it off
+    assert resolve_precision("auto", "cpu").name == "fp32"
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert resolve_precision("auto", "cpu").name == "fp32"
+    assert resolve_precision("bf16", "cpu").name == "bf16" and resolve_precision("fp32", "cpu").autocast is None
+    with pytest.raises(UserError, match="train.precision"):
+        resolve_precision("fp64", "cpu")
+
+
+def test_bf16_stores_only_frozen_decoder_matmuls_in_bf16_and_tracks_fp32(toy, tiny_spec):
+    import torch
+
+    from harness.models import load_tokenizer
+    from harness.train import PRECISIONS, build_peft_model, encode, load_train_data, validation_loss
+
+    cfg = cfg_for(toy)
+    models = {p: build_peft_model(cfg, tiny_spec, "cpu", PRECISIONS[p]) for p in ("fp32", "bf16")}
+    dtypes = {n: p.dtype for n, p in models["bf16"].named_parameters()}
+    assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n)
+    assert all(d == torch.bfloat16 for n, d in dtypes.items() if n.endswith("proj.base_layer.weight"))
+    assert all(d == torch.float32 for n, d in dtypes.items() if "norm" in n or "embed_tokens" in n)
+    tok = load_tokenizer(tiny_spec)
+    data = load_train_data(cfg["task"], 0, 0.1)
+    val = encode(tok, data.val, data, 512, True)
+    losses = {p: validation_loss(m, val, 8, tok.pad_token_id, "cpu", PRECISIONS[p]) for p, m in models.items()}
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.01)
+    assert losses["bf16"] != losses["fp32"]  # it really computed in bf16
+
+
+def test_secrets_on_the_command_line_reach_no_file_of_the_run(toy, tmp_path):
+    secret = "sk-PLANTEDsecret0123456789abcdef"
+    run = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "train", "model=tiny_random", "train.batch_size=8",
+                           "tracking.wandb=offline", f"task.path={toy}", "train.max_steps=2", "train.eval_every=2",
+                           f"++judge.backend.api_key={secret}", f"run_dir={run}"],
+                          capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(run.rglob("*.wandb")), "the wandb offline run was not written"
+    leaks = [str(p) for p in run.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == [] and secret not in proc.stdout + proc.stderr
+    assert "harness train" in read(run, "manifest.json")["command"]
+
+
+def test_shared_prefix_pass_gives_the_same_loss_and_gradients(toy, tiny_spec):
+    """The batch's common system prompt runs once and is broadcast: same loss and LoRA gradients as running
+    every row in full (dropout off, where the two differ only by how the prefix's noise is drawn)."""
+    import torch
+
+    from harness.models import load_tokenizer
+    from harness.train import (PRECISIONS, build_peft_model, collate, completion_loss, encode, load_train_data,
+                               shared_prefix_len)
+
+    cfg = cfg_for(toy, "lora.dropout=0.0")
+    model = build_peft_model(cfg, tiny_spec, "cpu", PRECISIONS["fp32"])
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)  # a trained-looking adapter, so the LoRA path matters
+    tok = load_tokenizer(tiny_spec)
+    data = load_train_data(cfg["task"], 0, 0.1)
+    enc = encode(tok, data.train, data, 512, True)
+    ids, labels, mask = collate(enc, list(range(8)), tok.pad_token_id)
+    assert mask.sum() < mask.numel()  # rows of different lengths: padding is exercised
+    p = shared_prefix_len(ids, labels, mask)
+    assert 0 < p < int((labels != -100).float().argmax(1).min())
+    grads, losses = [], []
+    for share in (False, True):
+        model.zero_grad()
+        loss, n = completion_loss(model, ids, labels, mask, None, share_prefix=share)
+        loss.backward()
+        losses.append((loss.item(), n))
+        grads.append({k: v.grad.clone() for k, v in model.named_parameters() if v.requires_grad})
+    assert losses[0][1] == losses[1][1] and losses[0][0] == pytest.approx(losses[1][0], rel=1e-5)
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6)
+    # a batch whose rows share nothing (or one row) falls back to the plain pass
+    assert shared_prefix_len(ids[:1], labels[:1], mask[:1]) == 0
