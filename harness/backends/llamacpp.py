@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from harness.backends.base import BASE, Completion, ProgressFn, Request, ServeSpec, ServedAdapters
+from harness.backends.base import Completion, ProgressFn, Request, ServeSpec, ServedAdapters
 from harness.io import UserError
 
 
