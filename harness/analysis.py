@@ -344,8 +344,8 @@ def analyze(rows: list[dict], runs: list[RunView], s: Settings, *, primary: str 
         metrics = [primary] + [m for m in metrics if m != primary]
     table.metrics = metrics
     run_by_id = {r.run_id: r for r in runs}
-    for rv in runs:  # names from the swept axes, so two runs never share one
-        rv.name = rv.name or display_name(rv.hparams, swept)
+    for rv in runs:  # names from the swept axes, so two runs never share one (all of them for a single point)
+        rv.name = rv.name or display_name(rv.hparams, swept or None)
     in_rows = sorted(set(table.task))
     adapters = sorted(m for m in in_rows if m not in BASELINES)
     baselines = [b for b in BASELINES if b in in_rows]

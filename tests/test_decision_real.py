@@ -43,35 +43,72 @@ def _task(root: Path, name: str, train_answer: str, eval_answer: str) -> Path:
     return root / "task.yaml"
 
 
-def _sweep(tmp_path: Path, task: Path, name: str) -> dict:
-    rc = cli(["sweep", *COMMON, f"task.path={task}", f"output_root={tmp_path}", f"sweep_name={name}"])
+def _sweep(root: Path, task: Path, name: str) -> Path:
+    rc = cli(["sweep", *COMMON, f"task.path={task}", f"output_root={root}", f"sweep_name={name}"])
     assert rc == 0, rc
-    verdict = json.loads((tmp_path / name / "report" / "verdict.json").read_text())
-    return verdict
+    return root / name
 
 
-@pytest.mark.timeout(900)
-def test_an_adapter_that_learns_the_answer_ships(tmp_path):
-    verdict = _sweep(tmp_path, _task(tmp_path / "t1", "learn", "yes", "yes"), "learn")
-    nums = verdict["numbers"]
-    assert verdict["outcome"] == "ship_with_care", verdict["headline"]  # probes were not run: said, not hidden
-    assert "forgetting was not measured" in verdict["headline"]
-    assert nums["adapter"]["mean"] >= 0.9 and nums["base"]["mean"] == 0.0
-    assert verdict["comparisons"]["fewshot"]["exact_match"]["verdict"] == "better"
-    rc = cli(["gate", str(tmp_path / "learn"), "--config", str(_gate(tmp_path, "[ship, ship_with_care]")), "--quiet"])
-    assert rc == 0
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    return {"learn": _sweep(root, _task(root / "t1", "learn", "yes", "yes"), "learn"),
+            "mismatch": _sweep(root, _task(root / "t2", "mismatch", "no", "yes"), "mismatch")}
 
 
-@pytest.mark.timeout(900)
-def test_an_adapter_that_learns_the_wrong_answer_is_no_gain(tmp_path):
-    verdict = _sweep(tmp_path, _task(tmp_path / "t2", "mismatch", "yes", "no"), "mismatch")
-    assert verdict["outcome"] == "no_gain", verdict["headline"]
-    assert verdict["numbers"]["adapter"]["mean"] == 0.0
-    rc = cli(["gate", str(tmp_path / "mismatch"), "--config", str(_gate(tmp_path, "[ship, ship_with_care]")), "--quiet"])
-    assert rc == 1
+def _verdict(sweep: Path) -> dict:
+    return json.loads((sweep / "report" / "verdict.json").read_text())
 
 
 def _gate(tmp_path: Path, allowed: str) -> Path:
     p = tmp_path / "gate.yaml"
     p.write_text(f"checks:\n  - decision: {allowed}\n")
     return p
+
+
+@pytest.mark.timeout(900)
+def test_an_adapter_that_learns_the_answer_ships(sweeps, tmp_path):
+    verdict = _verdict(sweeps["learn"])
+    nums = verdict["numbers"]
+    assert verdict["outcome"] == "ship_with_care", verdict["headline"]  # probes were not run: said, not hidden
+    assert "forgetting was not measured" in verdict["headline"]
+    assert nums["adapter"]["mean"] >= 0.9 and nums["base"]["mean"] == 0.0
+    assert verdict["comparisons"]["fewshot"]["exact_match"]["verdict"] == "better"
+    assert cli(["gate", str(sweeps["learn"]), "--config", str(_gate(tmp_path, "[ship, ship_with_care]")), "--quiet"]) == 0
+
+
+@pytest.mark.timeout(900)
+def test_an_adapter_that_learns_the_wrong_answer_is_no_gain(sweeps, tmp_path):
+    verdict = _verdict(sweeps["mismatch"])
+    assert verdict["outcome"] == "no_gain", verdict["headline"]
+    assert verdict["numbers"]["adapter"]["mean"] == 0.0
+    assert cli(["gate", str(sweeps["mismatch"]), "--config", str(_gate(tmp_path, "[ship, ship_with_care]")),
+                "--quiet"]) == 1
+
+
+@pytest.mark.timeout(900)
+def test_gate_against_the_released_adapter(sweeps, tmp_path):
+    """A retrained adapter is gated against what is in production, re-scored on the same eval items."""
+    import shutil
+
+    released = sweeps["learn"]
+    candidate = tmp_path / "candidate"
+    shutil.copytree(released, candidate)  # the same adapter again: not worse than itself
+    cfg = str(_gate(tmp_path, "[ship, ship_with_care]"))
+    assert cli(["gate", str(candidate), "--config", cfg, "--against", str(released), "--quiet"]) == 0
+    res = json.loads((candidate / "gate" / "gate.json").read_text())
+    check = next(c for c in res["checks"] if c["kind"] == "non-inferiority")
+    assert check["status"] == "pass" and check["value"] == 0.0
+    # an adapter trained on the wrong answer regresses against the released one on the released task's items
+    wrong = tmp_path / "wrong"
+    shutil.copytree(released, wrong)
+    mismatch_run = next(p for p in (sweeps["mismatch"] / "runs").iterdir() if (p / "adapter").is_dir())
+    learn_run = next(p for p in (wrong / "runs").iterdir() if (p / "adapter").is_dir())
+    shutil.rmtree(learn_run / "adapter")
+    shutil.copytree(mismatch_run / "adapter", learn_run / "adapter")
+    shutil.rmtree(wrong / "scores")
+    assert cli(["eval", str(wrong)]) == 0
+    assert cli(["gate", str(wrong), "--config", cfg, "--against", str(released), "--quiet"]) == 1
+    res = json.loads((wrong / "gate" / "gate.json").read_text())
+    check = next(c for c in res["checks"] if c["kind"] == "non-inferiority")
+    assert check["status"] == "fail" and check["value"] < -0.9
