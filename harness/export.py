@@ -432,13 +432,14 @@ def _export_gguf(info: RunInfo, spec, model_cfg: dict, dest: Path, manifest: dic
     res = merge_adapter(info, spec, messages=messages, atol=atol, log=log)
     dest = dest.resolve()  # llama.cpp's converter runs in its own cwd: hand it absolute paths only
     work = Path(tempfile.mkdtemp(prefix=".gguf-work.", dir=dest.parent))
+    built: list[Path] = []
     try:
         hf_dir = work / "merged"
         save_merged(res, hf_dir, dtype="float32", messages=messages, atol=atol)
         tokenizer, res.model = res.tokenizer, None
         outtype, q = GGUF_STEPS[quant]
         log(f"converting merged model to GGUF ({outtype}) with llama.cpp's convert_hf_to_gguf.py ...")
-        built = [hgguf.convert_hf_to_gguf(hf_dir, None, outtype)]
+        built.append(hgguf.convert_hf_to_gguf(hf_dir, None, outtype))
         if q:
             log(f"quantizing to {q} with llama.cpp (llama_model_quantize) ...")
             built.append(hgguf.quantize_gguf(built[0], built[0].with_name(built[0].stem + f"-{q}.gguf"), q))
@@ -459,11 +460,11 @@ def _export_gguf(info: RunInfo, spec, model_cfg: dict, dest: Path, manifest: dic
         stem = _safe_name(info.run_id)
         final = dest / f"{stem}.{quant}.gguf"
         shutil.move(str(served), str(final))
-        for b in built:  # leave no copy (or stale cache entry) of this export in the converter cache
-            b.unlink(missing_ok=True)
-            Path(str(b) + ".json").unlink(missing_ok=True)
         _tokenizer_files(tokenizer, dest / "tokenizer")
     finally:
+        for b in built:  # leave no copy (or stale cache entry) of this export in the converter cache, even on failure
+            b.unlink(missing_ok=True)
+            Path(str(b) + ".json").unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     manifest["gguf_file"] = final.name
     manifest["gguf_sha256"] = gguf_sha

@@ -361,16 +361,19 @@ def test_gguf_check_fails_when_the_gguf_misbehaves(conv, echo_run, tmp_path, mon
     from harness.cli import main as cli_main
     from harness.models import resolve_model
 
+    from harness.gguf import gguf_cache_dir
+
     real = hg.convert_hf_to_gguf
-    base_dir = resolve_model(TINY_CFG).path
+    wrong = tmp_path / "wrong"  # the base model's files under their own name (the shared base GGUF stays untouched)
+    shutil.copytree(resolve_model(TINY_CFG).path, wrong)
 
     def wrong_weights(model_dir, out_file=None, outtype="f16"):
-        return real(base_dir, out_file, outtype) if Path(model_dir).name == "merged" else real(model_dir, out_file, outtype)
+        return real(wrong, out_file, outtype) if Path(model_dir).name == "merged" else real(model_dir, out_file, outtype)
 
     monkeypatch.setattr(hg, "convert_hf_to_gguf", wrong_weights)
     out = tmp_path / "g"
     assert cli_main(["export", str(echo_run), "--format", "gguf", "--quant", "f32", "--out", str(out)]) == 1
-    assert not out.exists()
+    assert not out.exists() and not list(gguf_cache_dir().glob("wrong-*"))  # a failed export leaves no cache copy
     err = capsys.readouterr().err
     assert "GGUF behaviour check FAILED: rouge_l: adapter 1.000, merged 1.000, GGUF" in err
     side = read_json(tmp_path / "g.gguf_check.failed.json")
@@ -466,7 +469,9 @@ def _train_short(spec, tmp: Path, task_path: Path, steps: int = 30) -> tuple[Pat
 @pytest.mark.slow
 @pytest.mark.llamacpp
 def test_export_gguf_smollm2(smol_spec, tmp_path):
-    """Short-trained SmolLM2 demo adapter -> merged -> GGUF q8_0 -> llama.cpp keeps the adapter's behaviour."""
+    """Short-trained SmolLM2 demo adapter -> merged -> GGUF f16 -> llama.cpp keeps the adapter's behaviour.
+    (f16, not the q8_0 default: the llama-cpp-python 0.3.36 build in this image dies with a general protection
+    fault in libggml-cpu.so on q8_0 SmolLM2 generation, for the base model too; the export path is the same.)"""
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama_cpp (llama-cpp-python) is not importable")
     try:
@@ -481,7 +486,7 @@ def test_export_gguf_smollm2(smol_spec, tmp_path):
     from harness.cli import main as cli_main
 
     out = tmp_path / "gguf_out"
-    rc = cli_main(["export", str(run), "--format", "gguf", "--quant", "q8_0", "--out", str(out), "--check-items", "6"])
+    rc = cli_main(["export", str(run), "--format", "gguf", "--quant", "f16", "--out", str(out), "--check-items", "6"])
     assert rc == 0
     m = read_json(out / "export_manifest.json")
     gg = out / m["gguf_file"]
