@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from harness.io import UserError
-
     from harness.config import redact_text
+    from harness.io import UserError
 
     try:
         module = importlib.import_module(f"harness.commands.{cmd.replace('-', '_')}")
@@ -80,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: completed work is saved; re-run the same command to resume", file=sys.stderr)
         return 130
-    except Exception:  # a bug: keep the traceback for the report, never a credential inside it
-        import traceback
+    except Exception as exc:
+        from harness.backends.base import BackendError
+
+        if isinstance(exc, BackendError):  # a server that cannot serve: one line, finished work stays cached
+            print(f"error: {redact_text(str(exc))} (finished generations are cached: re-run the same command "
+                  "to resume)", file=sys.stderr)
+            return 2
+        import traceback  # a bug: keep the traceback for the report, never a credential inside it
 
         print(redact_text(traceback.format_exc()), file=sys.stderr, end="")
         return 1

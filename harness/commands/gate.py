@@ -7,6 +7,7 @@ Writes SWEEP_DIR/gate/{gate.json,junit.xml,gate.md}. Schema: harness/gate.py.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from harness.cli import ArgumentParser
@@ -53,14 +54,16 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--against-margin: expected a number >= 0, got {args.against_margin}")
     config = _resolve_config(args.config)
     if args.against:
-        from harness.commands.eval import resolve_target
         from harness.evaluate import score_released
         from harness.gate import load_gate_config
+        from harness.targets import load_target
 
         load_gate_config(config)  # bad gate input fails before any generation
         released = Path(args.against)
         if not released.exists():
             raise UserError(f"--against: {released}: not found (a previous sweep dir or an exported adapter dir)")
-        score_released(Path(args.sweep_dir), released, resolve_target(Path(args.sweep_dir))[0], quiet=args.quiet)
+        # the sweep dir's stored config goes through the trust policy (no remote code, no server flags from it)
+        cfg = load_target(Path(args.sweep_dir), [], log=lambda m: print(m, file=sys.stderr))[0]
+        score_released(Path(args.sweep_dir), released, cfg, quiet=args.quiet)
     return run_gate(args.sweep_dir, config, adapter=args.adapter, out_dir=args.out, quiet=args.quiet,
                     inconclusive=args.inconclusive, target=args.target, against_margin=args.against_margin)
