@@ -11,7 +11,9 @@ How:
 2. A batch mixes rows of any groups and adapters (peft adapter_names per row): each row's KV starts
    with its group's prefix, left-padded to the batch's longest prefix; the rest of its prompt is
    prefilled for the whole batch (padding masked; position ids count only real tokens).
-3. A row that emits an end-of-turn token, completes a stop string, completes its JSON answer
+3. The batch's KV cache keeps room for the tokens still to come (a decode step writes in place;
+   transformers' DynamicCache copies the whole cache every step: measured 10-30% slower here).
+4. A row that emits an end-of-turn token, completes a stop string, completes its JSON answer
    (GenParams.json_stop) or reaches its max_new_tokens leaves the batch at once; when half the batch
    has left, waiting rows are prefilled and merged in (continuous batching).
 
@@ -21,6 +23,7 @@ near-tie can rarely flip (bench/eval_throughput.py counts identical outputs agai
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -63,6 +66,59 @@ def json_end(text: str) -> int | None:
                     return None if close < 0 else close + 3
                 return end
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _roomy_layer():
+    """A transformers DynamicLayer that keeps spare room (built on first use: transformers is imported lazily).
+
+    DynamicLayer concatenates the whole cache with each new token (a full copy per step and layer);
+    this one writes the token's K/V in place. Attention sees views up to the filled length.
+    """
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        def __init__(self, k, v, room: int):
+            super().__init__()
+            b, h, n, d = k.shape
+            self.kbuf, self.vbuf = k.new_empty((b, h, n + room, d)), v.new_empty((b, h, n + room, d))
+            self.kbuf[:, :, :n], self.vbuf[:, :, :n] = k, v
+            self.n, self.is_initialized, self.device, self.dtype = n, True, k.device, k.dtype
+            self._views()
+
+        def _views(self):
+            self.keys, self.values = self.kbuf[:, :, :self.n], self.vbuf[:, :, :self.n]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            m = key_states.shape[-2]
+            if self.n + m > self.kbuf.shape[-2]:  # out of room: grow (rare: room covers max_new_tokens)
+                grow = max(m, self.kbuf.shape[-2] // 2)
+                self.kbuf = torch.cat([self.kbuf, self.kbuf.new_empty((*self.kbuf.shape[:-2], grow, self.kbuf.shape[-1]))], -2)
+                self.vbuf = torch.cat([self.vbuf, self.vbuf.new_empty((*self.vbuf.shape[:-2], grow, self.vbuf.shape[-1]))], -2)
+            self.kbuf[:, :, self.n:self.n + m] = key_states
+            self.vbuf[:, :, self.n:self.n + m] = value_states
+            self.n += m
+            self._views()
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.n
+
+        def batch_select_indices(self, indices) -> None:
+            self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+            self._views()
+
+    return RoomyLayer
+
+
+def _roomy_cache(kv_pairs, room: int):
+    """A DynamicCache over RoomyLayers holding `kv_pairs` [(keys, values) per layer] with `room` free slots."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = [_roomy_layer()(k, v, room) for k, v in kv_pairs]
+    return cache
 
 
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
@@ -171,6 +227,8 @@ class PrefixDecoder:
         mask, pos, ids = mask.to(self.device), pos.to(self.device), ids.to(self.device)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                          logits_to_keep=1, **self._fk([r.key for r in rows]))
+        room = max(int(r.params.max_new_tokens) for r in rows) + 1
+        cache = _roomy_cache([(k, v) for k, v, *_ in cache], room)
         return cache, mask, pos[:, -1:] + 1, out.logits[:, -1, :].argmax(dim=-1)
 
     @staticmethod
@@ -179,7 +237,6 @@ class PrefixDecoder:
         if not live:
             return list(rows), new
         import torch
-        from transformers import DynamicCache
 
         (c1, m1, p1, t1), (c2, m2, p2, t2) = state, new
         length = max(m1.shape[1], m2.shape[1])
@@ -197,7 +254,8 @@ class PrefixDecoder:
             layers.append((torch.cat([pad(k1, m1.shape[1]), pad(k2, m2.shape[1])]),
                            torch.cat([pad(v1, m1.shape[1]), pad(v2, m2.shape[1])])))
         mask = torch.cat([pad(m1, m1.shape[1]), pad(m2, m2.shape[1])])
-        return live + list(rows), (DynamicCache(ddp_cache_data=layers), mask, torch.cat([p1, p2]), torch.cat([t1, t2]))
+        room = max(int(r.params.max_new_tokens) for r in live + list(rows)) + 1
+        return live + list(rows), (_roomy_cache(layers, room), mask, torch.cat([p1, p2]), torch.cat([t1, t2]))
 
     def _drop_finished(self, live, state, on_done):
         """Record each live row's new token; rows that finished leave the batch (and the KV cache)."""
