@@ -111,6 +111,9 @@ def test_planted_keys_appear_nowhere_and_a_down_judge_still_gets_a_report(tmp_pa
     assert up.returncode in (0, 1), up.stderr[-3000:]  # 0/1 = the gate's verdict
     js = json.loads((sweep / "scores" / "judge_summary.json").read_text())
     assert js["status"] == "ok", js.get("error")
+    # every judge call was answered by the endpoint (the tiny random judge's verdicts do not parse: counted missing)
+    rows = [json.loads(line) for line in (sweep / "scores" / "judge.jsonl").read_text().splitlines() if line.strip()]
+    assert rows and all(not r[o]["backend_error"] and r[o]["raw"] for r in rows for o in ("order_ab", "order_ba"))
     assert {(p["a"], p["b"]) for p in js["pairwise"]} == {(r["run_id"], b) for r in runs for b in ("base", "fewshot")}
     assert {p: p.stat().st_mtime_ns for p in adapters} == adapters  # nothing retrained
     out = up.stdout + up.stderr
