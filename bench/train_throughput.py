@@ -222,6 +222,22 @@ def cpu_flags() -> str:
     return " ".join(sorted(f for f in flags if re.match(r"(avx|amx)", f)))
 
 
+def _result(p, q) -> dict:
+    """The child's result, or an error when it died without one (killed, out of memory)."""
+    import queue
+
+    while True:
+        try:
+            res = q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                res = {"error": f"child exited with code {p.exitcode} and no result"}
+                break
+    p.join()
+    return res
+
+
 def child(fn, cfg, out, q, variant):
     try:
         fn(cfg, out, q, variant)
@@ -277,8 +293,7 @@ def main() -> None:
         running[name] = (p, q)
         if not args.parallel or i == len(names) - 1:
             for n, (p, q) in running.items():
-                res = q.get()
-                p.join()
+                res = _result(p, q)
                 if "error" in res:
                     lines.append(f"{n:16s} FAILED {res['error']}")
                     print(lines[-1], flush=True)
