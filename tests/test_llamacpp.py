@@ -92,7 +92,7 @@ def test_quantize(conv, tiny_spec, tmp_path):
 
 def test_server_cleanup_on_error(conv, tiny_spec, strong_adapters):
     from harness.gguf import convert_hf_to_gguf, convert_lora_to_gguf
-    from harness.llama_server import LlamaServer
+    from harness.backends.llama_server import LlamaServer
 
     g = convert_hf_to_gguf(tiny_spec.path, outtype="f32")
     lg = convert_lora_to_gguf(strong_adapters["strong"], tiny_spec.path)
@@ -110,7 +110,7 @@ def test_server_cleanup_on_error(conv, tiny_spec, strong_adapters):
 
 
 def test_server_startup_failure_is_clear(conv, tmp_path):
-    from harness.llama_server import LlamaServer
+    from harness.backends.llama_server import LlamaServer
 
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file at all")
@@ -131,7 +131,7 @@ def test_no_orphans_when_parent_is_killed(conv, tiny_spec, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(os.getcwd())!r})
-        from harness.llama_server import LlamaServer
+        from harness.backends.llama_server import LlamaServer
         srv = LlamaServer({str(g)!r}, {{}}, n_ctx=256, n_threads=1).start()
         print(" ".join(map(str, srv.pids())), flush=True)
         time.sleep(600)

@@ -257,7 +257,7 @@ llamacpp = pytest.mark.llamacpp
 def real_server(tmp_path_factory):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'lora-harness[llamacpp]')")
     from harness.gguf import convert_hf_to_gguf
-    from harness.llama_server import LlamaServer
+    from harness.backends.llama_server import LlamaServer
     from harness.models import resolve_model
 
     from conftest import TINY_CFG

@@ -61,7 +61,7 @@ class LlamaCppBackend(ServedAdapters):
         """kv_type: KV-cache type f32 | f16 | q8_0; default f32 when outtype is f32 (exact match with fp32
         transformers, also for adapters that make q/k large), llama.cpp's f16 otherwise."""
         from harness.gguf import convert_hf_to_gguf, convert_lora_to_gguf, quantize_gguf  # noqa: I001
-        from harness.llama_server import LlamaServer, llamacpp_available
+        from harness.backends.llama_server import LlamaServer, llamacpp_available
         from harness.models import load_tokenizer, resolve_model
 
         if not llamacpp_available():
