@@ -11,14 +11,13 @@ optimizer in fp32). bench/train_throughput.py measures each choice against TRL's
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from harness.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, refuse_foreign_checkpoint,
                                 save_checkpoint, trainable_state)
