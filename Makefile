@@ -52,7 +52,7 @@ demo: $(VENV)/.installed
 	  echo "demo done: the gate FAILED its thresholds (see sweeps/demo/gate/gate.md); 'harness gate' exits 1 in CI"; rc=0; fi; \
 	exit $$rc
 
-test: $(VENV)/.llamacpp install-browser
+test: $(VENV)/.llamacpp install-browser install-ray install-slurm
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=1800 $(PYTEST_ARGS)
 
 clean-demo:
