@@ -25,6 +25,9 @@ Measured 2026-12-02 on the 2-core AMX/AVX512-BF16 machine while ~8 other jobs ra
   harness   (bf16 + shared prefix)  120.4 tokens/CPU-s  peak RSS 2816 MB
   trl_best  (bf16, no checkpointing, length-grouped)  61.2 tokens/CPU-s  peak RSS 5181 MB
   -> 1.97x tokens per CPU-s at 0.54x the memory (bench/results/train_throughput-cpu1.txt).
+A second run (bench/results/train_throughput-cpu1-more.txt): harness_fp32 146.2, harness_noprefix (bf16) 100.3,
+trl_defaults 49.8 tokens/CPU-s (peak RSS 3423 / 3883 / 3441 MB). CPU-s are comparable within a run only:
+bench/train_step_ab.py measured bf16 1.11x faster than fp32 in one process.
 Wall-clock rows, the AVX2 emulation and the --epochs 1 quality check are for a quiet machine.
 """
 from __future__ import annotations
