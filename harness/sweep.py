@@ -289,25 +289,41 @@ def _select(cfg: dict, dotted: str):
     return cur
 
 
-def _task_name(cfg: dict) -> str:
+def _task_facts(cfg: dict) -> tuple[str, float | None]:
+    """(task name, the task's target for its primary metric) as recorded in sweep.json."""
     from harness.tasks import load_task
 
     try:
-        return load_task(cfg["task"].get("path") or cfg["task"]["name"]).name
+        task = load_task(cfg["task"].get("path") or cfg["task"]["name"])
+        return task.name, task.target
     except UserError:
-        return str(cfg["task"].get("name"))
+        return str(cfg["task"].get("name")), None
+
+
+def decision_settings(cfg: dict, task_target: float | None) -> dict:
+    """The decision's settings for this sweep (conf `decision`, the task's target unless decision.target is
+    set, eval.select_by): recorded once in sweep.json so report and gate judge with the same ones."""
+    d = {k: v for k, v in dict(cfg.get("decision") or {}).items() if v is not None}
+    if "target" in d:
+        d["target_source"] = "decision.target"
+    elif task_target is not None:
+        d.update(target=task_target, target_source="task")
+    d["select_by"] = str((cfg.get("eval") or {}).get("select_by") or "val_loss")
+    return d
 
 
 def write_sweep_json(plan: SweepPlan, runs: list[dict], seed_configs: list[dict] | None = None) -> dict:
     from harness.pruning import read_rungs
 
     s = plan.settings
+    task_name, target = _task_facts(plan.cfg)
     doc = {
         "name": plan.name,
         "grid": plan.grid,
         "overrides": plan.public_overrides,
         "command": "harness sweep " + " ".join(shlex.quote(o) for o in plan.public_overrides),
-        "task": _task_name(plan.cfg),
+        "task": task_name,
+        "decision": decision_settings(plan.cfg, target),
         "model": plan.cfg["model"].get("name"),
         "seeds": {"n": int(s.get("seeds", 1)), "top_k": int(s.get("seed_top_k", 2)), "chosen_by": "best_val_loss",
                   "configs": [r["config_id"] for r in seed_configs or []]},
@@ -397,7 +413,8 @@ def run_sweep(overrides: list[str], *, skip_gate: bool = False, quiet: bool = Fa
         from harness.gate import run_gate
 
         rc = run_gate(plan.sweep_dir, plan.cfg["gate"])
-        con.print(f"gate: {'PASSED' if rc == 0 else 'FAILED'} ({plan.sweep_dir / 'gate' / 'gate.md'})")
+        word = {0: "PASSED", 1: "FAILED", 2: "UNUSABLE", 3: "INCONCLUSIVE"}.get(rc, f"exit {rc}")
+        con.print(f"gate: {word} ({plan.sweep_dir / 'gate' / 'gate.md'})")
     con.print(f"sweep finished in {timings['total_s']:.0f}s (train {timings['train_s']:.0f}s, eval {timings['eval_s']:.0f}s)")
     # the last lines are plain, unwrapped one-liners (CI logs grep them)
     if by_status["incomplete"] or never_ran > 0:
