@@ -275,8 +275,8 @@ def collect_runs(plan: SweepPlan) -> list[dict]:
     axes = [k for k in plan.grid if len({repr(r["hparams"].get(k)) for r in rows}) > 1]
     if len({r["seed"] for r in rows}) > 1 and "seed" not in axes:
         axes.append("seed")
-    for r in rows:
-        r["name"] = display_name({**r["hparams"], "seed": r["seed"]}, axes) if rows else None
+    for r in rows:  # a single grid point is named by all its hyperparameters
+        r["name"] = display_name({**r["hparams"], "seed": r["seed"]}, axes or list(STANDARD_HPARAMS))
     return rows
 
 
