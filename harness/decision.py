@@ -6,8 +6,10 @@ checked in this order (the first that holds wins):
   unusable        backend errors above max_error_rate on a model the decision needs, or nothing scored
   inconclusive    fewer paired eval items than min_items: no decision is possible at this size
   ship            the chosen adapter beats base and the few-shot prompt with confidence on the primary
-                  metric, meets the target (when there is one), and is non-inferior on every probe family
-  ship_with_care  as ship, but forgetting is shown, cannot be ruled out, or was not measured
+                  metric, meets the target (when there is one), is non-inferior on the pooled forgetting probes
+                  and no probe family fails on its own
+  ship_with_care  as ship, but forgetting is shown (pooled or in a family), cannot be ruled out on the pooled
+                  probes, or was not measured
   use_prompt      the few-shot prompt (or the plain base) meets the target — or, without a target, beats
                   base with confidence — and the adapter is not better than it with confidence
   wrong_tool      items that need knowledge did not improve while form did (or nothing improved on a
@@ -126,38 +128,45 @@ def decide(an: Analysis) -> Decision:
                  + (f"meets it ({mA:.3f})." if gap >= 0 else f"misses it by {-gap:.3f} ({mA:.3f})."))
 
     # ship / ship with care (unless, short of a met target, the failures are facts the adapter cannot learn)
-    fam = {f: r.status for f, r in an.forgetting.get(chosen, {}).items() if f != "all"}
-    d.forgetting = fam
+    per = an.forgetting.get(chosen, {})
+    fam = {f: r.status for f, r in per.items() if f != "all"}
+    d.forgetting = dict(fam, **({"all": per["all"].status} if "all" in per else {}))
     wt = _wrong_tool(an, chosen)
     if beats_base and beats_fs and (d.meets_target if s.target is not None else wt is None):
-        fails = sorted(f for f, st in fam.items() if st == "fail")
-        unclear = sorted(f for f, st in fam.items() if st == "inconclusive")
-        if not fam:
+        if not per:
             R.append("Forgetting was not measured (no probe scores for base and the adapter).")
             return _done(d, "ship_with_care", "it beats both baselines, but forgetting was not measured",
                          ["Run the forgetting probes (eval.probes=default) before shipping."] + _export_steps(an))
-        if fails or unclear:
-            R.append(_forgetting_text(an, chosen))
-            what = (f"it forgets on {', '.join(fails)}" if fails else "") + \
-                   ("; " if fails and unclear else "") + \
-                   (f"forgetting on {', '.join(unclear)} cannot be ruled out" if unclear else "")
-            steps = []
-            if fails:
-                steps.append("Against forgetting: lower the learning rate or rank, train fewer epochs, or mix "
-                             "general instruction data into the training set.")
-            for f in unclear:
-                r = an.forgetting[chosen][f]
-                beyond = r.comparison is not None and r.comparison.diff < -s.margin
-                steps.append(f"Settle `{f}`: about {r.probes_needed} probes would show "
-                             + ("whether this drop is real (it is beyond the margin but not significant)." if beyond
-                                else f"whether the drop stays within {s.margin:.2f}."))
-            return _done(d, "ship_with_care", f"it beats both baselines but {what}", steps + _export_steps(an))
+        # non-inferiority on the pooled probe set is the test; a family that fails on its own is forgetting too,
+        # one too small to judge alone is reported with the probes that would settle it
         R.append(_forgetting_text(an, chosen))
+        fails = sorted(f for f, st in fam.items() if st == "fail")
+        unclear = sorted(f for f, st in fam.items() if st == "inconclusive")
+        pooled = per.get("all")
+        settle = [_settle_step(f, per[f], s.margin) for f in unclear]
+        if fails or pooled is None or pooled.status != "pass":
+            what = []
+            if fails:
+                what.append(f"it forgets on {', '.join(fails)}")
+            if pooled is not None and pooled.status == "fail":
+                what.append("it forgets on the probes overall")
+            elif pooled is not None and pooled.status == "inconclusive":
+                what.append(f"forgetting cannot be ruled out (the {pooled.comparison.n if pooled.comparison else 0} "
+                            f"probes pooled do not show the drop stays within {s.margin:.2f})")
+            steps = ["Against forgetting: lower the learning rate or rank, train fewer epochs, or mix general "
+                     "instruction data into the training set."] if fails or (pooled and pooled.status == "fail") else []
+            if pooled is not None and pooled.status == "inconclusive":
+                steps.append(_settle_step("all probes pooled", pooled, s.margin))
+            return _done(d, "ship_with_care", f"it beats both baselines but {'; '.join(what)}",
+                         steps + settle + _export_steps(an))
+        if unclear:
+            R.append(f"Families too small to judge on their own: {', '.join(unclear)} (the pooled probes show no "
+                     "forgetting).")
         if wt:
             R.append(wt)
         return _done(d, "ship", "it beats the base model and the few-shot prompt with confidence"
                      + (" and meets the target" if s.target is not None else "") + ", with no forgetting",
-                     _export_steps(an))
+                     _export_steps(an) + settle)
 
     # use the prompt
     fB = an.baseline_comparisons.get("fewshot_vs_base")
@@ -237,6 +246,13 @@ def _problems(an: Analysis) -> list[str]:
             out.append(f"{an.name(m)}: {st.errors} of {st.n} requests failed ({st.error_rate:.0%} > "
                        f"{s.max_error_rate:.0%}), e.g. {ex}")
     return out
+
+
+def _settle_step(name: str, r, margin: float) -> str:
+    beyond = r.comparison is not None and r.comparison.diff < -margin
+    return (f"Settle `{name}`: about {r.probes_needed} probes would show "
+            + ("whether this drop is real (it is beyond the margin but not significant)." if beyond
+               else f"whether the drop stays within {margin:.2f}."))
 
 
 def _selection_text(an: Analysis) -> str:

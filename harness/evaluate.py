@@ -32,7 +32,7 @@ from harness.backends.base import BASE, Completion, Request
 from harness.example import Example
 from harness.io import UserError, read_json, stable_hash, write_json, write_jsonl
 from harness.metrics import mean_values, score_sample
-from harness.probes import PROBE_GEN, check_probe, load_probes
+from harness.probes import PROBE_GEN, check_probe, load_probes, probe_gen
 from harness.prompts import build_messages
 from harness.tasks import Task, build_few_shot, load_task
 
@@ -197,7 +197,7 @@ def evaluate(
         for item in probe_items:
             msgs = [dict(m) for m in item["messages"]]
             jobs.append({"model": name, "split": "probe", "item": item, "prompt": msgs})
-            requests.append(Request(key, msgs, PROBE_GEN))
+            requests.append(Request(key, msgs, probe_gen(item)))  # each probe's own short budget
 
     b = get_backend()
     available = set(b.model_keys())
@@ -226,7 +226,8 @@ def evaluate(
         "probe_set": str(probes) if probes else None,
         "few_shot": {"k": k if baselines else 0, "seed": seed, "ids": [s.id for s in shots]},
         "generation": task.gen.to_dict(),
-        "probe_generation": PROBE_GEN.to_dict(),
+        "probe_generation": {**PROBE_GEN.to_dict(), "max_new_tokens": "per item (default "
+                                                                       f"{PROBE_GEN.max_new_tokens})"},
         "identities": identities,
         "backend": getattr(b, "name", None),
         "errors": sum(m["errors"] for m in summary["models"].values()),

@@ -142,6 +142,17 @@ def run_identity(cfg: dict, data: TrainData, model_identity: str) -> str:
 # ----------------------------------------------------------------------------- model and loss
 
 
+def top_layers(n: int | None, total: int) -> list[int] | None:
+    """Indices of the top `n` decoder layers (None = every layer). Adapting only the top layers also ends the
+    backward pass there: on a 2-core CPU that is the cheapest way to train fewer FLOPs per step."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= total:
+        raise UserError(f"lora.top_layers: expected an integer in [1, {total}] (the model has {total} layers) or null, "
+                        f"got {n!r}")
+    return list(range(total - n, total))
+
+
 def build_peft_model(cfg: dict, spec, device: str, precision: Precision | None = None):
     from peft import LoraConfig, get_peft_model
 
@@ -153,9 +164,16 @@ def build_peft_model(cfg: dict, spec, device: str, precision: Precision | None =
         if targets not in PRESET_TARGETS:
             raise UserError(f"lora.target_modules: unknown preset {targets!r} (attention, mlp, all-linear, or a list)")
         targets = PRESET_TARGETS[targets]
+    layers = top_layers(lcfg.get("top_layers"), model.config.num_hidden_layers)
+    if layers is not None and isinstance(targets, str):  # PEFT needs names with layers_to_transform
+        import torch
+
+        targets = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                          if isinstance(m, torch.nn.Linear) and ".layers." in n})
     lora = LoraConfig(
         r=int(lcfg["r"]), lora_alpha=float(lcfg["alpha"]), lora_dropout=float(lcfg.get("dropout", 0.0)),
         target_modules=targets, bias=lcfg.get("bias", "none"), task_type="CAUSAL_LM",
+        layers_to_transform=layers,
     )
     try:
         peft_model = get_peft_model(model, lora)  # LoRA weights are fp32 whatever the base dtype

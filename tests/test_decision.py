@@ -75,14 +75,21 @@ def test_clear_win_without_probes_ships_with_care_saying_not_measured():
 def test_clear_win_with_significant_forgetting_names_the_family():
     probes = {"base": {"math": ones(100, 150)}, "a1": {"math": ones(40, 150)}}
     _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes))
-    assert d.outcome == "ship_with_care" and "math" in d.headline and d.forgetting == {"math": "fail"}
+    assert d.outcome == "ship_with_care" and "math" in d.headline and d.forgetting == {"math": "fail", "all": "fail"}
 
 
 def test_forgetting_that_cannot_be_ruled_out_says_how_many_probes():
     probes = {"base": {"math": ones(9, 13)}, "a1": {"math": ones(7, 13)}}
     _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes))
-    assert d.outcome == "ship_with_care" and d.forgetting == {"math": "inconclusive"}
+    assert d.outcome == "ship_with_care" and d.forgetting == {"math": "inconclusive", "all": "inconclusive"}
     assert any("probes would show" in s for s in d.next_steps)
+
+
+def test_a_family_too_small_to_judge_does_not_block_ship_when_the_pool_passes():
+    probes = {"base": {"big": ones(100, 150), "small": ones(9, 13)}, "a1": {"big": ones(100, 150), "small": ones(8, 13)}}
+    _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes))
+    assert d.outcome == "ship" and d.forgetting == {"big": "pass", "small": "inconclusive", "all": "pass"}
+    assert any("too small to judge" in r for r in d.reasons) and any("Settle `small`" in s for s in d.next_steps)
 
 
 def test_two_probe_flips_out_of_13_are_not_forgetting():

@@ -114,7 +114,7 @@ def test_default_gate_passes_and_writes_outputs(sweeps, capsys):
     assert res["passed"] is True and res["adapter"] == "r4-lr0.0002" and res["adapter_name"] == "r4-lr2e-4"
     assert {c["kind"] for c in res["checks"]} == {"decision", "metric", "forgetting"}
     root = ET.parse(sweep / "gate" / "junit.xml").getroot()
-    assert len(root.findall(".//testcase")) == res["n_checks"] == 4
+    assert len(root.findall(".//testcase")) == res["n_checks"] == 3
     assert root.findall(".//failure") == [] and root.findall(".//skipped") == []
     assert (sweep / "gate" / "gate.md").read_text().startswith("# Gate: PASS")
 

@@ -47,20 +47,22 @@ ENGINES = ("prefix", "generate")
 
 
 def _cpu_threads() -> int:
-    """One thread per available core, minus cores other processes keep busy (1-min load average).
+    """Every available core, unless the machine is heavily oversubscribed (1-min load above twice the cores).
 
-    Oversubscribing is very costly with torch's OpenMP pool: on the 2-core dev box with a load of
-    ~12, 2 threads decoded SmolLM2 8x slower than 1 thread. Pass `threads` to override.
+    Oversubscribing is very costly with torch's OpenMP pool (on the 2-core dev box at a load of ~12, 2 threads
+    decoded SmolLM2 8x slower than 1 thread), but the load average also counts this process's own training a
+    minute earlier: backing off at ordinary loads made the sweep's evaluation single-threaded (1.6x slower).
+    Pass `threads` to override.
     """
     try:
         cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         cores = max(1, os.cpu_count() or 1)
     try:
-        busy = int(os.getloadavg()[0])
+        load = os.getloadavg()[0]
     except OSError:  # pragma: no cover
-        busy = 0
-    return max(1, cores - max(0, busy - 1))
+        load = 0.0
+    return 1 if load > 2 * cores else cores
 
 
 class HFBackend(ServedAdapters):
