@@ -92,12 +92,13 @@ def refuse_foreign_checkpoint(run_dir: Path, run_id: str, cfg: dict, keys: tuple
     found = latest_checkpoint(run_dir / "checkpoints")
     if found is None or found[1].get("run_id") == run_id:
         return
-    import yaml
+    from harness.io import load_yaml_with_lines
 
     try:
-        old = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        old = {}
+        old, _ = load_yaml_with_lines(run_dir / "config.yaml")
+    except UserError:
+        old = None
+    old = old if isinstance(old, dict) else {}
     new = redact(cfg)
     diff = _config_diff({k: old.get(k) for k in keys}, {k: new.get(k) for k in keys})
     what = "; ".join(diff[:6]) if diff else "same settings, but the data or the base model changed"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.io import read_json, write_json
+from harness.io import UserError, load_yaml_with_lines, read_json, write_json
 
 STATUS = "status.json"
 
@@ -81,11 +81,13 @@ def display_name(hparams: dict[str, Any], keys: list[str] | None = None) -> str:
 
 
 def load_run(run_dir: str | Path) -> RunInfo:
-    import yaml
-
     run_dir = Path(run_dir)
     st = read_status(run_dir)
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    cfg = {}
+    if (run_dir / "config.yaml").is_file():  # not UTF-8, absurd nesting, bad syntax: one "FILE:LINE: ..." error
+        cfg, _ = load_yaml_with_lines(run_dir / "config.yaml")
+        if cfg is not None and not isinstance(cfg, dict):
+            raise UserError(f"{run_dir / 'config.yaml'}: expected a mapping of config sections")
     return RunInfo(run_dir, manifest.get("run_id", run_dir.name), st.get("status", "missing"), metrics, manifest, cfg or {}, st.get("error"))

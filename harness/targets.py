@@ -56,10 +56,10 @@ def _read_cfg(run_dir: Path) -> dict:
     p = run_dir / "config.yaml"
     if not p.is_file():
         raise UserError(f"{p}: not found (a run dir has config.yaml; a sweep dir has sweep.json)")
-    try:
-        cfg = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p}: invalid YAML ({exc})".replace("\n", " ")) from None
+    from harness.io import load_yaml_with_lines
+
+    cfg, _ = load_yaml_with_lines(p)  # not UTF-8, absurd nesting, bad syntax: one "FILE:LINE: ..." error
+    cfg = cfg or {}
     if not isinstance(cfg, dict):
         raise UserError(f"{p}: expected a mapping of config sections")
     for k in ("model", "task"):

@@ -83,7 +83,7 @@ def no_server_left_behind():
         out = set()
         for p in psutil.Process().children(recursive=True):
             try:
-                if p.status() != psutil.STATUS_ZOMBIE and "harness.llama_server" in " ".join(p.cmdline()):
+                if p.status() != psutil.STATUS_ZOMBIE and "harness.backends._process" in " ".join(p.cmdline()):
                     out.add(p.pid)
             except psutil.Error:
                 pass

@@ -422,7 +422,7 @@ def test_demo_data_is_clean():
         r = check_files(DEMO / f"{a}.jsonl", DEMO / f"{b}.jsonl")
         assert r.ok and not r.warnings, [str(p) for p in r.problems[:5]]
     counts = {s: len(load_examples(DEMO / f"{s}.jsonl")) for s in ("train", "val", "eval")}
-    assert counts == {"train": 320, "val": 40, "eval": 60}
+    assert counts == {"train": 256, "val": 24, "eval": 60}
 
 
 def test_demo_data_content_and_schema():
@@ -432,30 +432,38 @@ def test_demo_data_content_and_schema():
     schema = json.loads((DEMO / "schema.json").read_text())
     task = yaml.safe_load((DEMO / "task.yaml").read_text())
     assert task["primary_metric"] == "all_fields_correct" and task["knowledge_field"] == "knowledge"
-    assert "Answer with JSON only." in task["system_prompt"]
+    assert "Reply with JSON only" in task["system_prompt"] and 0 < task["target"] <= 1
     for v in schema["properties"].values():
         for allowed in v["enum"]:
             assert allowed in task["system_prompt"]
     ev = load_examples(DEMO / "eval.jsonl")
     train = load_examples(DEMO / "train.jsonl")
-    assert sum(bool(e.meta.get("knowledge")) for e in ev) == 15
+    assert not any(e.meta.get("knowledge") for e in ev)  # the README demo is a pure form task
     for e in train + ev:
-        assert e.system is None and 15 <= len(e.user_text.split()) <= 50
+        assert e.system is None and 6 <= len(e.user_text.split()) <= 30
         jsonschema.validate(json.loads(e.target), schema)
-    # Knowledge items name a codename that the training data teaches.
+
+
+def test_demo_knowledge_variant_names_codenames_the_training_data_teaches(tmp_path):
+    """`generate.py --knowledge 15 --codename 6`: the wrong-tool variant (facts, not form)."""
+    r = subprocess.run([sys.executable, str(DEMO / "generate.py"), "--out", str(tmp_path), "--knowledge", "15",
+                        "--codename", "6"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("demo_generate", DEMO / "generate.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    CODENAMES = gen.CODENAMES
-
+    ev = load_examples(tmp_path / "eval.jsonl")
+    train = load_examples(tmp_path / "train.jsonl")
+    assert sum(bool(e.meta.get("knowledge")) for e in ev) == 15
     train_text = " ".join(e.user_text for e in train).lower()
     for e in ev:
         if e.meta.get("knowledge"):
-            product = json.loads(e.target)["product"]
-            name = CODENAMES[product].lower()
+            name = gen.CODENAMES[json.loads(e.target)["product"]].lower()
             assert name in e.user_text.lower() and train_text.count(name) >= 6
+    rep = check_files(tmp_path / "train.jsonl", tmp_path / "eval.jsonl")
+    assert rep.ok and not rep.warnings, [str(p) for p in rep.problems[:5]]
 
 
 def test_demo_generator_is_deterministic(tmp_path):

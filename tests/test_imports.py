@@ -18,10 +18,7 @@ PKG = ROOT / "harness"
 # (cycle as a sorted tuple of modules) -> owner. Empty: no cycle is accepted.
 KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 # (importer, "module:_name" or a package-private module) -> owner
-KNOWN_PRIVATE: dict[tuple[str, str], str] = {
-    ("harness.llama_server", "harness.backends._process"):
-        "serving engineer: llama_server.py lives outside backends/ but uses its private process helpers",
-}
+KNOWN_PRIVATE: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

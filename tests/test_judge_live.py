@@ -21,7 +21,7 @@ pytestmark = pytest.mark.llamacpp
 @pytest.fixture(scope="module")
 def llamacpp_judge_cfg():
     pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'lora-harness[llamacpp]')")
-    from harness.llama_server import llamacpp_available
+    from harness.backends.llama_server import llamacpp_available
 
     if not llamacpp_available():
         pytest.skip("llama-cpp-python's server extras (uvicorn, fastapi, sse_starlette) are not installed")

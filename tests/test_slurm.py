@@ -26,8 +26,10 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a local slurmd must run as root to start jobs"),
 ]
 
-COMMON = ["model=tiny_random", "tracking.wandb=disabled", "sweep=none", "train.batch_size=8", "train.max_steps=4",
-          "train.eval_every=2", "train.checkpoint_every=1", "train.max_grad_norm=1e30", "train.precision=fp32",
+# 40 steps (a few seconds per run on the tiny model): long enough that the scancel sent when a run is seen
+# "running" lands before it finishes, even on a busy 2-core machine (4 steps raced and lost in CI once).
+COMMON = ["model=tiny_random", "tracking.wandb=disabled", "sweep=none", "train.batch_size=8", "train.max_steps=40",
+          "train.eval_every=10", "train.checkpoint_every=1", "train.max_grad_norm=1e30", "train.precision=fp32",
           "eval.probes=null", "gate=none", "sweep_name=s", "lora.r=4", "train.lr=1e-3,2e-3,3e-3",
           "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=15",

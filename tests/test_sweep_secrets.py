@@ -95,7 +95,7 @@ def test_planted_keys_appear_nowhere_and_a_down_judge_still_gets_a_report(tmp_pa
     # the endpoint comes up (a real OpenAI-compatible llama.cpp server on that port): the re-run fills in the judge
     pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
     from harness.gguf import convert_hf_to_gguf
-    from harness.llama_server import LlamaServer, llamacpp_available
+    from harness.backends.llama_server import LlamaServer, llamacpp_available
     from harness.models import resolve_model
     from tests.conftest import TINY_CFG
 

@@ -383,3 +383,25 @@ def test_shared_prefix_pass_gives_the_same_loss_and_gradients(toy, tiny_spec):
         torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6)
     # a batch whose rows share nothing (or one row) falls back to the plain pass
     assert shared_prefix_len(ids[:1], labels[:1], mask[:1]) == 0
+
+
+def test_top_layers_adapts_only_the_top_decoder_layers(toy, tiny_spec):
+    from harness.train import PRECISIONS, build_peft_model
+
+    cfg = cfg_for(toy, "lora.top_layers=1")
+    model = build_peft_model(cfg, tiny_spec, "cpu", PRECISIONS["fp32"])
+    total = model.config.num_hidden_layers
+    adapted = {int(n.split(".layers.")[1].split(".")[0]) for n, _ in model.named_parameters() if "lora_A" in n}
+    assert adapted == {total - 1}
+    every = build_peft_model(cfg_for(toy), tiny_spec, "cpu", PRECISIONS["fp32"])
+    assert {int(n.split(".layers.")[1].split(".")[0]) for n, _ in every.named_parameters() if "lora_A" in n} \
+        == set(range(total))
+
+
+@pytest.mark.parametrize("value", ["0", "99", "true", "half"])
+def test_top_layers_out_of_range_is_a_clear_error_before_training(toy, tmp_path, capsys, value):
+    rc = cli(["train", *FAST, f"task.path={toy}", f"lora.top_layers={value}", "train.max_steps=1",
+              f"run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "lora.top_layers" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "adapter").exists()

@@ -8,11 +8,16 @@ tickets already accepted (in every split) by the data doctor's own exact/MinHash
 Jaccard threshold (0.6) than the doctor's default (0.8), so the splits hold no duplicates or leakage by
 construction.
 
-Knowledge items: each product has an internal codename (e.g. "Project Falcon" = billing-portal). Some
-training tickets name the product only by its codename (or state the codename next to the product), so
-the mapping is a fact present in the training data. 15 eval items, marked "knowledge": true, name only
-the codename and use sentence templates that never appear in train/val, so a model can only get the
-product right by having learned the fact, not the format.
+Sized for the demo (4 products, 3 severities, 3 categories, short tickets): a 135M model learns it in a
+couple of dozen LoRA steps on a 2-core CPU, while a 3-shot prompt, which sees 3 examples, cannot know
+every alias and cue.
+
+Knowledge items (off by default; `--knowledge 15 --codename 6` makes the "wrong tool" variant): each
+product has an internal codename (e.g. "Project Falcon" = billing-portal). Some training tickets then name
+the product only by its codename (or state the codename next to the product), so the mapping is a fact
+present in the training data; the knowledge eval items, marked "knowledge": true, name only the codename
+and use sentence templates that never appear in train/val, so a model can only get the product right by
+having learned the fact, not the format.
 """
 from __future__ import annotations
 
@@ -28,92 +33,61 @@ sys.path.insert(0, str(HERE.parents[1]))
 from harness.data import DupIndex, exact_key  # noqa: E402
 from harness.example import Example  # noqa: E402
 
-PRODUCTS = ["billing-portal", "mobile-app", "web-dashboard", "api-gateway", "data-export", "auth-service"]
-SEVERITIES = ["low", "medium", "high", "critical"]
-CATEGORIES = ["bug", "billing", "account", "performance", "feature_request"]
+PRODUCTS = ["billing-portal", "mobile-app", "web-dashboard", "api-gateway"]
+SEVERITIES = ["low", "high", "critical"]
+CATEGORIES = ["bug", "billing", "account"]
 
+# Sized to be learned in a couple of dozen LoRA steps on a 135M model (the demo must finish in minutes on a
+# 2-core CPU) while a 3-shot prompt, which sees 3 examples, cannot know every alias and cue.
 ALIASES = {
-    "billing-portal": ["the billing portal", "the invoices page", "the payment portal", "the billing site"],
-    "mobile-app": ["the iOS app", "the Android app", "your mobile app", "the phone app"],
-    "web-dashboard": ["the web dashboard", "the analytics dashboard", "the dashboard", "the reports dashboard"],
-    "api-gateway": ["the REST API", "your API gateway", "the public API", "the API endpoints"],
-    "data-export": ["the CSV export", "the data export tool", "the export feature", "scheduled exports"],
-    "auth-service": ["the login page", "single sign-on", "the SSO login", "two-factor sign-in"],
+    "billing-portal": ["the billing portal", "the billing site"],
+    "mobile-app": ["the mobile app", "the phone app"],
+    "web-dashboard": ["the web dashboard", "the dashboard"],
+    "api-gateway": ["the API gateway", "the public API"],
 }
 CODENAMES = {
     "billing-portal": "Project Falcon",
     "mobile-app": "Project Kestrel",
     "web-dashboard": "Project Nimbus",
     "api-gateway": "Project Orca",
-    "data-export": "Project Juniper",
-    "auth-service": "Project Bastion",
 }
 
 CATEGORY_CUES = {
-    "bug": ["crashes as soon as I open it", "shows an error 500 after saving", "the submit button does nothing",
-            "displays the wrong dates on every record", "freezes when I click filter", "loses my changes on reload"],
-    "billing": ["charged us twice this month", "the invoice amount does not match our plan",
-                "we need a refund for the duplicate charge", "our card was billed after we cancelled",
-                "the tax on the invoice is wrong", "shows an unpaid balance we already paid"],
-    "account": ["I cannot reset my password", "my account got locked after one attempt",
-                "I need to change the owner email on our account", "a new teammate never got the invite",
-                "I want to delete an old user", "my username changed by itself"],
-    "performance": ["takes over 30 seconds to load", "is extremely slow since the update",
-                    "keeps timing out under normal load", "responses lag by several seconds",
-                    "uses so much memory that the browser stalls", "gets slower every hour"],
-    "feature_request": ["it would be great to have a dark mode", "please add an option to export to Excel",
-                        "could you support bulk editing", "we would love webhooks for new events",
-                        "please let us schedule reports weekly", "can you add a French translation"],
+    "bug": ["crashes when I open it", "shows error 500 on save", "the submit button does nothing"],
+    "billing": ["charged us twice this month", "the invoice total is wrong", "billed us after we cancelled"],
+    "account": ["I cannot reset my password", "my account is locked", "the invite email never arrived"],
 }
 SEVERITY_CUES = {
-    "low": ["Minor thing, no rush.", "Just cosmetic, whenever you get a chance.", "Low priority for us.",
-            "Not urgent at all."],
-    "medium": ["It is annoying but there is a workaround.", "Some of our users are affected.",
-               "We can live with it for a few days.", "Please look at it this week."],
-    "high": ["Most of our team is blocked.", "There is no workaround and customers are complaining.",
-             "This is blocking our month-end work.", "Many customers are affected right now."],
-    "critical": ["Production is completely down for everyone!", "URGENT: all users are affected, we are losing money.",
-                 "Everything is down, this is an emergency.", "Critical outage, nobody can work at all."],
+    "low": ["No rush.", "Minor issue, whenever you can."],
+    "high": ["Our whole team is blocked.", "Customers are complaining."],
+    "critical": ["Everything is down for everyone!", "URGENT: production outage."],
 }
-# Feature requests are never critical; outages are rarely "low".
-SEVERITY_FOR_CATEGORY = {"feature_request": ["low", "medium"]}
+SEVERITY_FOR_CATEGORY: dict[str, list[str]] = {}
 
-GREETINGS = ["", "", "", "", "Hi,", "Hello team,", "Hey support,", "Good morning,", "Dear support,"]
-SIGNOFFS = ["", "", "", "", "Thanks.", "Thanks, Maria", "Regards, Tom", "Cheers, Priya", "Best, Ken", "Please help."]
-NAMES = ["Acme Corp", "Globex", "Initech", "Umbrella Ltd", "Stark Retail", "Wayne Foods", "Hooli", "Vandelay Imports"]
+GREETINGS = ["", "", "", "Hi,", "Hello,"]
+SIGNOFFS = ["", "", "", "Thanks.", "Regards, Tom"]
+NAMES = ["Acme", "Globex", "Initech", "Hooli", "Umbrella", "Stark"]
 
 # {p} = product reference, {c} = category cue, {s} = severity cue, {x} = extra detail.
 TEMPLATES = [
     "{p} {c}. {s}",
-    "Since this morning {p} {c}. {s} {x}",
+    "Since today {p} {c}. {s} {x}",
     "{s} {p} {c}.",
-    "Reporting an issue with {p}: it {c}. {s}",
-    "We use {p} daily and it {c}. {x} {s}",
-    "Problem with {p} - {c}. {s}",
-    "{x} Today {p} {c}. {s}",
-    "Ticket about {p}. Basically it {c}. {s}",
+    "Issue with {p}: it {c}. {s}",
+    "{x} {p} {c}. {s}",
 ]
-FEATURE_TEMPLATES = [
-    "About {p}: {c}. {s}",
-    "Suggestion for {p}: {c}. {s} {x}",
-    "{s} Regarding {p}, {c}.",
-    "We like {p} a lot, but {c}. {s}",
-]
+FEATURE_TEMPLATES = TEMPLATES
 ACCOUNT_BILLING_TEMPLATES = [
     "About {p}: {c}. {s}",
-    "Question on {p}: {c}. {x} {s}",
     "{s} In {p}, {c}.",
-    "Using {p} today, {c}. {s}",
+    "Using {p}: {c}. {x} {s}",
 ]
 # Only ever used for eval knowledge items: held-out phrasing around the codename.
 HELDOUT_TEMPLATES = [
-    "Heads up from the {n} account team regarding {p}: {c}. {s}",
-    "Our admins asked me to flag that in {p} {c}. {s}",
-    "Escalating on behalf of {n}. Inside {p}, {c}. {s}",
-    "Quick report, the {p} workspace: {c}. {s}",
+    "Heads up from {n} regarding {p}: {c}. {s}",
+    "Escalating for {n}. Inside {p}, {c}. {s}",
 ]
-EXTRAS = ["Order #{num}.", "Account id {num}.", "We are {n}.", "This started around {h}:{m:02d}.",
-          "Tried in Chrome and Firefox.", "Our plan is Business.", "Screenshot attached.", "Case ref {num}."]
+EXTRAS = ["Order #{num}.", "Account {num}.", "We are {n}.", "Case {num}."]
 
 
 def _noise(text: str, rng: random.Random) -> str:
@@ -170,8 +144,6 @@ def make_ticket(rng: random.Random, *, mode: str = "alias", heldout: bool = Fals
     ref = _product_ref(p, mode, rng)
     if heldout:
         tmpl = rng.choice(HELDOUT_TEMPLATES)
-    elif c == "feature_request":
-        tmpl = rng.choice(FEATURE_TEMPLATES)
     elif c in ("account", "billing"):
         tmpl = rng.choice(ACCOUNT_BILLING_TEMPLATES + TEMPLATES[:2])
     else:
@@ -186,7 +158,8 @@ def record(rid: str, text: str, target: str, **meta) -> dict:
             **meta}
 
 
-def generate(seed: int = 0, n_train: int = 320, n_val: int = 40, n_eval: int = 60, n_knowledge: int = 15):
+def generate(seed: int = 0, n_train: int = 256, n_val: int = 24, n_eval: int = 60, n_knowledge: int = 0,
+             n_codename: int = 0):
     rng = random.Random(seed)
     index = DupIndex(threshold=0.6)
     accepted = 0
@@ -195,7 +168,7 @@ def generate(seed: int = 0, n_train: int = 320, n_val: int = 40, n_eval: int = 6
         nonlocal accepted
         for _ in range(1000):
             text, target = make_ticket(rng, **kw)
-            if not 15 <= len(text.split()) <= 50:
+            if not 6 <= len(text.split()) <= 30:
                 continue
             ex = Example(({"role": "user", "content": text}, {"role": "assistant", "content": target}),
                          source="gen", line=accepted)
@@ -208,8 +181,8 @@ def generate(seed: int = 0, n_train: int = 320, n_val: int = 40, n_eval: int = 6
         raise RuntimeError("could not generate a fresh ticket")
 
     splits: dict[str, list[dict]] = {"train": [], "val": [], "eval": []}
-    # Train: every product appears by codename alone (>= 6 times) and with the fact stated (>= 2 times).
-    modes = (["codename"] * 6 + ["both"] * 2)
+    # Train: every product appears by codename alone (n_codename times) and with the fact stated (2 times).
+    modes = (["codename"] * n_codename + ["both"] * 2) if n_codename else []
     for product in PRODUCTS:
         for mode in modes:
             splits["train"].append(fresh(mode=mode, product=product))
@@ -217,7 +190,7 @@ def generate(seed: int = 0, n_train: int = 320, n_val: int = 40, n_eval: int = 6
         splits["train"].append(fresh(mode="alias"))
     rng.shuffle(splits["train"])
     for _ in range(n_val):
-        splits["val"].append(fresh(mode=rng.choice(["alias"] * 5 + ["codename"])))
+        splits["val"].append(fresh(mode=rng.choice(["alias"] * 5 + (["codename"] if n_codename else []))))
     eval_items = []
     for i in range(n_knowledge):
         eval_items.append((*fresh(mode="codename", heldout=True, product=PRODUCTS[i % len(PRODUCTS)]), True))
@@ -251,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE))
+    ap.add_argument("--knowledge", type=int, default=0, help="eval items that need the codename fact")
+    ap.add_argument("--codename", type=int, default=0, help="training tickets per product naming it by codename")
     args = ap.parse_args(argv)
-    data = generate(args.seed)
+    data = generate(args.seed, n_knowledge=args.knowledge, n_codename=args.codename)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in data.items():
