@@ -167,3 +167,18 @@ def test_no_module_imports_another_modules_private_names():
         "\n".join(f"{a} imports {b}" for a, b in new)
     if fixed:
         warnings.warn(f"fixed, remove from KNOWN_PRIVATE: {fixed}")
+
+
+MAX_LINES = 600
+
+
+def test_every_module_is_short_or_says_why_it_is_not():
+    """A module over 600 lines must say in its docstring why it cannot be split ("longer than 600 lines because")."""
+    long = []
+    for path in sorted(PKG.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_LINES:
+            doc = ast.get_docstring(ast.parse(text)) or ""
+            if "longer than 600 lines because" not in doc.lower():
+                long.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+    assert not long, long
