@@ -171,3 +171,14 @@ def test_judge_rubrics_gate_and_tracking_are_checked_before_training(override, n
     with pytest.raises(UserError) as info:
         validate_cfg(to_dict(compose(["model=smollm2_135m", *extra, override])))
     assert needle in str(info.value), str(info.value)
+
+
+def test_a_sweep_file_sets_top_level_settings_and_the_command_line_still_wins():
+    """conf/sweep/demo.yaml turns pruning on: a sweep file's `sweep:` block is not overridden by conf/config.yaml."""
+    from harness.config import to_dict
+
+    demo = to_dict(compose(["sweep=demo"]))
+    assert demo["sweep"]["prune"]["enabled"] is True and demo["sweep"]["prune"]["min_step"] == 8
+    assert demo["eval"]["probes"] == "fast" and demo["lora"]["r"] == 16 and demo["lora"]["alpha"] == 32
+    assert to_dict(compose([]))["sweep"]["prune"]["enabled"] is False
+    assert to_dict(compose(["sweep=demo", "sweep.prune.enabled=false"]))["sweep"]["prune"]["enabled"] is False
