@@ -165,7 +165,7 @@ def decide(an: Analysis) -> Decision:
         if wt:
             R.append(wt)
         return _done(d, "ship", "it beats the base model and the few-shot prompt with confidence"
-                     + (" and meets the target" if s.target is not None else "") + ", with no forgetting",
+                     + (" and meets the target" if s.target is not None else "") + ", with no forgetting on the probes",
                      _export_steps(an) + settle)
 
     # use the prompt
@@ -261,7 +261,13 @@ def _selection_text(an: Analysis) -> str:
         return "no adapter could be chosen"
     nm = f"`{an.name(sel.chosen)}`"
     if sel.method == "only adapter":
-        return f"{nm} is the only adapter that learned"
+        others = [rv for rid, rv in an.runs.items() if rid != sel.chosen]
+        why = {"pruned": "stopped early by successive halving", "failed": "failed", "incomplete": "did not finish"}
+        told = [f"`{rv.name}` {why[rv.status]}" for rv in others if rv.status in why]
+        told += [f"`{an.name(rid)}` did not learn" for rid in sel.excluded]
+        if not others and not sel.excluded:
+            return f"{nm} is the only adapter"
+        return f"{nm} is the only adapter scored" + (f" ({'; '.join(told)})" if told else "")
     if sel.method == "val_loss":
         return f"{nm} has the lowest validation loss ({sel.values[sel.chosen]:.4f}) of {len(sel.values)} adapters; " \
                "the eval items played no part in choosing it"

@@ -1,6 +1,6 @@
 """The decision on real runs: `harness sweep` on the tiny random llama (real training, real generation, real
-report and gate) reaches `ship` when the adapter learns the task, and `no_gain` when what it learns is not
-what the eval asks for."""
+report and gate) reaches `ship` when the adapter learns the task and the forgetting probes show nothing lost
+(`ship_with_care` while they are not measured), and `no_gain` when what it learns is not what the eval asks for."""
 from __future__ import annotations
 
 import json
@@ -75,6 +75,21 @@ def test_an_adapter_that_learns_the_answer_ships(sweeps, tmp_path):
     assert nums["adapter"]["mean"] >= 0.9 and nums["base"]["mean"] == 0.0
     assert verdict["comparisons"]["fewshot"]["exact_match"]["verdict"] == "better"
     assert cli(["gate", str(sweeps["learn"]), "--config", str(_gate(tmp_path, "[ship, ship_with_care]")), "--quiet"]) == 0
+
+
+@pytest.mark.timeout(900)
+def test_with_forgetting_measured_and_not_worse_the_adapter_ships(sweeps, tmp_path):
+    """The same sweep, re-scored with the 160 forgetting probes: nothing forgotten -> `ship`, gate passes."""
+    import shutil
+
+    sweep = tmp_path / "learn"
+    shutil.copytree(sweeps["learn"], sweep)
+    assert cli(["eval", str(sweep), "eval.probes=fast", "--no-progress"]) == 0
+    assert cli(["report", str(sweep)]) == 0
+    verdict = _verdict(sweep)
+    assert verdict["outcome"] == "ship", verdict["headline"]
+    assert verdict["forgetting"] and "fail" not in verdict["forgetting"].values()
+    assert cli(["gate", str(sweep), "--config", str(_gate(tmp_path, "[ship]")), "--quiet"]) == 0
 
 
 @pytest.mark.timeout(900)

@@ -68,7 +68,8 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
     facts = [f"task `{sweep.meta.get('task') or sweep.summary.get('task') or '?'}`"
              + (f" (version {sweep.summary['task_version']})" if sweep.summary.get("task_version") else ""),
              f"base model `{sweep.meta.get('model') or '?'}`", f"primary metric `{P}`",
-             f"{len(sweep.runs)} runs ({len(an.adapters)} adapters scored)", f"{an.n_items} paired eval items",
+             f"{len(sweep.runs)} run{'s' if len(sweep.runs) != 1 else ''} ({len(an.adapters)} adapter"
+             f"{'s' if len(an.adapters) != 1 else ''} scored)", f"{an.n_items} paired eval items",
              f"alpha {an.settings.alpha}"]
     B.append(("p", "; ".join(facts) + "."))
 
