@@ -67,7 +67,7 @@ def test_sweep_reads_the_grid_from_conf_sweep(toy):
     from harness.sweep import plan_sweep
 
     plan = plan_sweep(["sweep=demo", f"task.path={toy}", "model=tiny_random"])
-    assert plan.grid == {"lora.r": ["8", "16"]}
+    assert plan.grid == {"train.lr": ["1e-3", "2e-4"]} and plan.cfg["sweep"]["prune"]["enabled"] is True
     plan = plan_sweep(["sweep=rank_lr", "train.lr=5e-4,1e-3", f"task.path={toy}", "model=tiny_random"])
     assert plan.grid["train.lr"] == ["5e-4", "1e-3"] and plan.grid["lora.r"] == ["8", "16"]
 

@@ -147,16 +147,23 @@ def served(tmp_path_factory):
     ads = {"a1": make_random_adapter(spec, root / "a1", r=8, seed=1, scale=0.3),
            "a2": make_random_adapter(spec, root / "a2", r=16, seed=2, scale=0.3)}
     log_dirs_before = set(Path(tempfile.gettempdir()).glob("vllm-server-*"))
+    children_before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. other modules' helpers
     b = make_backend({"kind": "vllm", "mode": "server", "dtype": "float32", "enforce_eager": True,
                       "max_model_len": 512, "startup_timeout_s": 900}, ServeSpec(TINY64_CFG, ads))
     hf = make_backend({"kind": "hf", "device": "cpu", "batch_size": 16}, ServeSpec(TINY64_CFG, ads))
     yield b, hf
-    pids = [p.pid for p in psutil.Process().children(recursive=True)]
+    procs = [p for p in psutil.Process().children(recursive=True) if p.pid not in children_before]
     b.close()
     hf.close()
     assert set(Path(tempfile.gettempdir()).glob("vllm-server-*")) == log_dirs_before  # temp logs removed
     time.sleep(1)
-    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{p.pid} {' '.join(p.cmdline())[:200]}")
+        except psutil.Error:
+            pass
     assert not alive, f"vLLM processes left running: {alive}"
 
 
