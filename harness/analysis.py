@@ -172,7 +172,8 @@ class Analysis:
 
 # ------------------------------------------------------------------------------------------- score table
 
-def _num(v: Any) -> float | None:
+def metric_value(v: Any) -> float | None:
+    """A metric value as float; None for missing, non-numeric or NaN (one rule for analysis, report and review)."""
     if v is None:
         return None
     try:
@@ -185,9 +186,9 @@ def _num(v: Any) -> float | None:
 def probe_value(metrics: dict) -> float | None:
     """A probe row's pass value: `pass` (or `score`), else the single metric it has."""
     for k in ("pass", "score"):
-        if k in metrics and _num(metrics[k]) is not None:
-            return _num(metrics[k])
-    vals = [_num(v) for v in metrics.values() if _num(v) is not None]
+        if k in metrics and metric_value(metrics[k]) is not None:
+            return metric_value(metrics[k])
+    vals = [metric_value(v) for v in metrics.values() if metric_value(v) is not None]
     return vals[0] if len(vals) == 1 else (sum(vals) / len(vals) if vals else None)
 
 
@@ -223,7 +224,7 @@ def score_table(rows: list[dict]) -> ScoreTable:
         for k, v in metrics.items():
             if split == "task":
                 names.add(k)
-            per.setdefault(k, {})[sid] = None if err else _num(v)
+            per.setdefault(k, {})[sid] = None if err else metric_value(v)
         if split == "task":
             per.setdefault("__items__", {})[sid] = None
             t.knowledge[sid] = bool(r.get("knowledge"))

@@ -71,6 +71,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def conv():
+    """llama.cpp's converter scripts (from the cached llama-cpp-python sdist); skips where llama.cpp is absent."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (`make install-llamacpp`)")
+    from harness.gguf import converter_dir
+    from harness.io import UserError
+
+    try:
+        return converter_dir()
+    except UserError as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def no_server_left_behind():
     """Every test module must stop the llama.cpp servers it starts: none may outlive it (no orphans).

@@ -284,17 +284,6 @@ def test_refuses_base_mismatch(tiny_spec, tiny_run):
 
 
 @pytest.fixture(scope="module")
-def conv():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'lora-harness[llamacpp]')")
-    from harness.gguf import converter_dir
-
-    try:
-        return converter_dir()
-    except UserError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
 def echo_run(tiny_spec, tmp_path_factory):
     """A run on a NON-JSON task (rouge_l) whose references are the adapter's own greedy outputs (so the adapter
     scores 1.0), produced through the same evaluation path the export check uses. A strong adapter: the tiny

@@ -25,17 +25,6 @@ psutil = pytest.importorskip("psutil")
 
 
 @pytest.fixture(scope="module")
-def conv():
-    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'lora-harness[llamacpp]')")
-    from harness.gguf import converter_dir
-
-    try:
-        return converter_dir()
-    except UserError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
 def strong_adapters(tiny_spec, tmp_path_factory):
     root = tmp_path_factory.mktemp("lcpp_adapters")
     return {

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
+from harness.analysis import metric_value
 from harness.io import UserError, atomic_write_text, read_json, read_jsonl
 from harness.judge import question_text
 from harness.runs import display_name
@@ -49,17 +49,6 @@ def write_review(sweep_dir: Path, *, chosen: str | None, primary: str | None, na
 
 
 # ------------------------------------------------------------------------------------------------ loading
-
-def _num(v: Any) -> float | None:
-    """A metric value as float, None for missing / non-numeric / NaN (the same rule the report uses)."""
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
 
 def _read_json(path: Path, what: str) -> Any:
     try:
@@ -132,7 +121,7 @@ def _judge_rows(path: Path) -> tuple[list[dict], list[dict]]:
             pairwise.append({"sample_id": sid, "a": a, "b": b, "verdict": verdict,
                              "consistent": r.get("consistent"), "orders": orders})
         elif "model" in r and ("score" in r or r.get("kind") == "pointwise"):
-            pointwise.append({"sample_id": sid, "model": str(r["model"]), "score": _num(r.get("score")),
+            pointwise.append({"sample_id": sid, "model": str(r["model"]), "score": metric_value(r.get("score")),
                               "reason": r.get("reason"), "rubric": r.get("rubric")})
     return pairwise, pointwise
 
@@ -158,7 +147,7 @@ def discordance(a_values: dict[str, float | None], b_values: dict[str, float | N
         return {"items": {}, "binary": False, "b10": 0, "b01": 0, "p_value": None, "n": 0, "test": None}
     items: dict[str, int] = {}
     for sid in sorted(set(a_values) & set(b_values)):
-        x, y = _num(a_values[sid]), _num(b_values[sid])
+        x, y = metric_value(a_values[sid]), metric_value(b_values[sid])
         if x is None or y is None:
             continue
         if "mcnemar" in res:
@@ -202,7 +191,7 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
     models = _ordered_models(set(by_model), chosen)
     adapters = [m for m in models if m not in BASELINES]
     baselines = [m for m in models if m in BASELINES]
-    metrics = sorted({k for r in rows for k, v in (r.get("metrics") or {}).items() if _num(v) is not None})
+    metrics = sorted({k for r in rows for k, v in (r.get("metrics") or {}).items() if metric_value(v) is not None})
     primary = primary or summary.get("primary_metric") or meta.get("primary_metric")
     if primary not in metrics:
         primary = metrics[0] if metrics else None
@@ -215,7 +204,7 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
                    "kind": "baseline" if m in BASELINES else "adapter"} for m in models]
 
     # discordant pairs on the primary metric, every adapter vs every baseline
-    values = {m: {sid: _num((r.get("metrics") or {}).get(primary)) for sid, r in per.items()}
+    values = {m: {sid: metric_value((r.get("metrics") or {}).get(primary)) for sid, r in per.items()}
               for m, per in by_model.items()}
     disc: dict[str, dict] = {}
     if primary is not None:
@@ -246,7 +235,7 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
             out = r.get("output")
             outs[m] = {"text": "" if out is None else str(out), "error": r.get("error"),
                        "finish": r.get("finish_reason"), "tokens": r.get("completion_tokens"),
-                       "metrics": [_num((r.get("metrics") or {}).get(k)) for k in metrics],
+                       "metrics": [metric_value((r.get("metrics") or {}).get(k)) for k in metrics],
                        "details": r.get("details") or {}}
         ref = canon.get("reference") if canon else None
         items.append({
