@@ -92,13 +92,12 @@ def refuse_foreign_checkpoint(run_dir: Path, run_id: str, cfg: dict, keys: tuple
     found = latest_checkpoint(run_dir / "checkpoints")
     if found is None or found[1].get("run_id") == run_id:
         return
-    from harness.io import load_yaml_with_lines
+    from harness.runs import read_run_config
 
     try:
-        old, _ = load_yaml_with_lines(run_dir / "config.yaml")
-    except UserError:
-        old = None
-    old = old if isinstance(old, dict) else {}
+        old = read_run_config(run_dir)
+    except UserError:  # an unreadable old config still must not be resumed: say so without its settings
+        old = {}
     new = redact(cfg)
     diff = _config_diff({k: old.get(k) for k in keys}, {k: new.get(k) for k in keys})
     what = "; ".join(diff[:6]) if diff else "same settings, but the data or the base model changed"

@@ -80,14 +80,22 @@ def display_name(hparams: dict[str, Any], keys: list[str] | None = None) -> str:
     return "-".join(parts) or "adapter"
 
 
+def read_run_config(run_dir: str | Path) -> dict:
+    """A run's config.yaml as a dict ({} when absent). The one reader of it: anything that is not a readable
+    mapping (not UTF-8, absurd nesting, bad syntax, a list) is a UserError "FILE:LINE: ...", never a traceback."""
+    p = Path(run_dir) / "config.yaml"
+    if not p.is_file():
+        return {}
+    cfg, _ = load_yaml_with_lines(p)
+    if cfg is not None and not isinstance(cfg, dict):
+        raise UserError(f"{p}: expected a mapping of config sections")
+    return cfg or {}
+
+
 def load_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     st = read_status(run_dir)
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
-    cfg = {}
-    if (run_dir / "config.yaml").is_file():  # not UTF-8, absurd nesting, bad syntax: one "FILE:LINE: ..." error
-        cfg, _ = load_yaml_with_lines(run_dir / "config.yaml")
-        if cfg is not None and not isinstance(cfg, dict):
-            raise UserError(f"{run_dir / 'config.yaml'}: expected a mapping of config sections")
-    return RunInfo(run_dir, manifest.get("run_id", run_dir.name), st.get("status", "missing"), metrics, manifest, cfg or {}, st.get("error"))
+    return RunInfo(run_dir, manifest.get("run_id", run_dir.name), st.get("status", "missing"), metrics, manifest,
+                   read_run_config(run_dir), st.get("error"))

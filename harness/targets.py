@@ -10,7 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
 
 from harness.io import UserError, read_json
 
@@ -52,20 +51,15 @@ def untrusted_snapshot(cfg: dict, overrides: list[str], source: Path) -> tuple[d
     return cfg, notes
 
 
-def _read_cfg(run_dir: Path) -> dict:
-    p = run_dir / "config.yaml"
+def _run_cfg(info) -> dict:
+    """The run's config as load_run read it (harness.runs.read_run_config), checked for what evaluation needs."""
+    p = info.run_dir / "config.yaml"
     if not p.is_file():
         raise UserError(f"{p}: not found (a run dir has config.yaml; a sweep dir has sweep.json)")
-    from harness.io import load_yaml_with_lines
-
-    cfg, _ = load_yaml_with_lines(p)  # not UTF-8, absurd nesting, bad syntax: one "FILE:LINE: ..." error
-    cfg = cfg or {}
-    if not isinstance(cfg, dict):
-        raise UserError(f"{p}: expected a mapping of config sections")
     for k in ("model", "task"):
-        if k not in cfg:
+        if k not in info.config:
             raise UserError(f"{p}: {k}: missing")
-    return cfg
+    return info.config
 
 
 def resolve_target(path: Path) -> tuple[dict, dict[str, Path], Path]:
@@ -89,7 +83,7 @@ def resolve_target(path: Path) -> tuple[dict, dict[str, Path], Path]:
                 skipped.append(r.get("run_id"))
                 continue
             adapters[str(r.get("run_id") or info.run_id)] = info.adapter_dir
-            cfg = cfg or _read_cfg(run_dir)
+            cfg = cfg or _run_cfg(info)
         if skipped:
             print(f"note: skipping {len(skipped)} incomplete run(s): {', '.join(map(str, skipped))}", file=sys.stderr)
         if cfg is None:
@@ -99,7 +93,7 @@ def resolve_target(path: Path) -> tuple[dict, dict[str, Path], Path]:
         info = load_run(path)
         if not info.complete:
             raise UserError(f"{path}: run is not complete (status {info.status!r}); finish or resume training first")
-        return _read_cfg(path), {info.run_id: info.adapter_dir}, path / "scores"
+        return _run_cfg(info), {info.run_id: info.adapter_dir}, path / "scores"
     raise UserError(f"{path}: neither a sweep dir (sweep.json) nor a run dir (config.yaml)")
 
 
