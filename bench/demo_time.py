@@ -19,15 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_flags  # noqa: E402
+
 GOAL_S = 15 * 60
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    return " ".join(sorted({w for w in text.split() if w.startswith("avx")}))
 
 
 def timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, int]:
@@ -39,7 +36,7 @@ def timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]), help="git repository to clone (HEAD)")
+    ap.add_argument("--repo", default=str(ROOT), help="git repository to clone (HEAD)")
     ap.add_argument("--workdir", default="/tmp/demo-time")
     ap.add_argument("--keep-cache", action="store_true", help="reuse ~/.cache/lora-harness (skips the conversion)")
     ap.add_argument("--out", default=None, help="also write the table here")

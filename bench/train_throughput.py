@@ -42,7 +42,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import re
 import resource
 import sys
 import tempfile
@@ -51,6 +50,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.machine import cpu_flags  # noqa: E402
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.05}
 
@@ -228,14 +229,6 @@ def task_metrics(cfg: dict, adapters: dict[str, str], out: Path) -> dict:
                               eval_cfg={"probes": None, "select_by": "val_loss", "canary": False, "cache": False})
     models = summary.get("models", summary)
     return {k: (models.get(k) or {}).get("metrics", models.get(k)) for k in adapters}
-
-
-def cpu_flags() -> str:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "?"
-    return " ".join(sorted(f for f in flags if re.match(r"(avx|amx)", f)))
 
 
 def _result(p, q) -> dict:
