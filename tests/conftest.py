@@ -33,7 +33,8 @@ def smol_spec():
     return resolve_model(SMOL_CFG)
 
 
-def make_random_adapter(spec, out_dir: Path, *, r: int = 4, seed: int = 1, scale: float = 0.5, zero: bool = False) -> Path:
+def make_random_adapter(spec, out_dir: Path, *, r: int = 4, seed: int = 1, scale: float = 0.5, zero: bool = False,
+                        targets=("q_proj", "k_proj", "v_proj", "o_proj"), **lora_kwargs) -> Path:
     """A real PEFT LoRA adapter on `spec` with random (or all-zero) weights, saved as safetensors."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -41,7 +42,7 @@ def make_random_adapter(spec, out_dir: Path, *, r: int = 4, seed: int = 1, scale
     from harness.models import load_model
 
     model = load_model(spec, device="cpu", dtype="float32")
-    cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], lora_dropout=0.0)
+    cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), lora_dropout=0.0, **lora_kwargs)
     peft_model = get_peft_model(model, cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

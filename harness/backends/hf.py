@@ -6,9 +6,11 @@ only) under an internal name, and each batch row picks its adapter through peft'
 the base and any number of adapters: one forward pass serves them all.
 
 Engines (`engine` option):
-- "prefix" (default; greedy requests without logprobs): harness.backends.hf_decode: one model key
-  at a time, shared prompt prefixes (system prompt, few-shot turns) computed once, finished rows
-  leave the batch at once. Sampling or logprobs requests use "generate".
+- "prefix" (default; greedy requests without logprobs): harness.backends.hf_decode: rows of one model
+  key side by side, shared prompt prefixes (system prompt, few-shot turns) computed once, finished rows
+  leave the batch at once. On Llama-architecture models it runs harness.backends.hf_lean (the same
+  logits as transformers + PEFT, bit for bit, with less around the matrix products; `lean=false` turns
+  it off). Sampling or logprobs requests use "generate".
 - "generate": requests grouped by generation settings, sorted by prompt length, left-padded, one
   `generate` call per batch with base and adapters mixed (peft adapter_names).
 For greedy decoding in fp32, a row's output in a batch equals its output alone
@@ -77,14 +79,16 @@ class HFBackend(ServedAdapters):
         threads: int | None = None,
         generate_kwargs: dict | None = None,
         engine: str = "prefix",
+        lean: bool = True,
     ):
         import torch
 
         from harness.models import default_device, load_model, load_tokenizer, resolve_model
 
-        self.check_options({"batch_size": batch_size, "engine": engine})
+        self.check_options({"batch_size": batch_size, "engine": engine, "lean": lean})
         self.batch_size = int(batch_size)
         self.engine = engine
+        self.lean, self._lean, self.lean_reason = bool(lean), None, None
         self.device = default_device() if device in (None, "", "auto") else str(device)
         if self.device == "cpu":
             torch.set_num_threads(int(threads) if threads else _cpu_threads())
@@ -132,10 +136,12 @@ class HFBackend(ServedAdapters):
             raise UserError(f"backend.batch_size: must be an integer >= 1 (got {bs!r})")
         if opts.get("engine", "prefix") not in ENGINES:
             raise UserError(f"backend.engine: must be one of {', '.join(ENGINES)} (got {opts.get('engine')!r})")
+        if not isinstance(opts.get("lean", True), bool):
+            raise UserError(f"backend.lean: must be true or false (got {opts.get('lean')!r})")
 
     # ------------------------------------------------------------------ interface
     def close(self) -> None:
-        self.model = None
+        self.model, self._lean = None, None
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         from harness.prompts import render_prompt
@@ -205,7 +211,7 @@ class HFBackend(ServedAdapters):
     def _generate_prefix(self, requests, prompts, idxs: list[int], out: list, progress) -> None:
         import json
 
-        decoder = PrefixDecoder(self.model, self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
+        decoder = PrefixDecoder(self._decoding_model(), self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
                                 device=self.device, batch_size=self.batch_size)
         rows = {i: Row(prompts[i], json.dumps(requests[i].message_dicts()[:-1], sort_keys=True),
                        key=requests[i].model_key, params=requests[i].params) for i in idxs}
@@ -218,6 +224,16 @@ class HFBackend(ServedAdapters):
                 text = text[:row.cut]
             out[i] = Completion(text=text, prompt_tokens=len(prompts[i]), completion_tokens=len(row.tokens),
                                 finish_reason=row.finish, latency_s=per_row)
+
+    def _decoding_model(self):
+        """The lean Llama forward where it applies (same numbers, less overhead: harness.backends.hf_lean), else the model."""
+        if self._lean is None:
+            from harness.backends.hf_lean import LeanLlama
+
+            lean, why = LeanLlama.build(self.model) if self.lean else (None, "backend.lean=false")
+            self._lean = lean or self.model
+            self.lean_reason = why
+        return self._lean
 
     def _generate_batch(self, keys: list[str], seqs: list[list[int]], params: GenParams) -> list[Completion]:
         import torch

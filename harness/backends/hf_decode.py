@@ -79,11 +79,15 @@ def _roomy_layer():
     from transformers.cache_utils import DynamicLayer
 
     class RoomyLayer(DynamicLayer):
-        def __init__(self, k, v, room: int):
+        def __init__(self, k, v, room: int, filled: int | None = None):
+            """Copy `k`/`v` into buffers with `room` free slots; or, with `filled`, adopt `k`/`v` as the buffers."""
             super().__init__()
             b, h, n, d = k.shape
-            self.kbuf, self.vbuf = k.new_empty((b, h, n + room, d)), v.new_empty((b, h, n + room, d))
-            self.kbuf[:, :, :n], self.vbuf[:, :, :n] = k, v
+            if filled is None:
+                self.kbuf, self.vbuf = k.new_empty((b, h, n + room, d)), v.new_empty((b, h, n + room, d))
+                self.kbuf[:, :, :n], self.vbuf[:, :, :n] = k, v
+            else:
+                self.kbuf, self.vbuf, n = k, v, filled
             self.n, self.is_initialized, self.device, self.dtype = n, True, k.device, k.dtype
             self._views()
 
@@ -112,12 +116,13 @@ def _roomy_layer():
     return RoomyLayer
 
 
-def _roomy_cache(kv_pairs, room: int):
-    """A DynamicCache over RoomyLayers holding `kv_pairs` [(keys, values) per layer] with `room` free slots."""
+def _roomy_cache(kv_pairs, room: int, filled: int | None = None):
+    """A DynamicCache over RoomyLayers holding `kv_pairs` [(keys, values) per layer] with `room` free slots
+    (with `filled`: the pairs are the buffers themselves, their first `filled` positions in use)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    cache.layers = [_roomy_layer()(k, v, room) for k, v in kv_pairs]
+    cache.layers = [_roomy_layer()(k, v, room, filled) for k, v in kv_pairs]
     return cache
 
 
@@ -160,7 +165,8 @@ class PrefixDecoder:
                 plen[id(r)], gkey[id(r)] = (p if p >= self.min_prefix else 0), g
         self._prefixes: dict[tuple[str, str], list] = {}
         self._plen, self._gkey, self._fk = plen, gkey, forward_kwargs
-        queue = sorted(rows, key=lambda r: (len(r.prompt) - plen[id(r)], r.key))
+        # one model key and one context per batch where possible: no per-row adapter bookkeeping, little padding
+        queue = sorted(rows, key=lambda r: (r.key, r.context, len(r.prompt) - plen[id(r)]))
         live: list[Row] = []
         state = None  # (cache, mask, next_pos, pending tokens) of the live rows, in row order
         with torch.inference_mode():
@@ -210,26 +216,35 @@ class PrefixDecoder:
             mask[i, pmax + width - len(x):] = 1
         smask = mask[:, pmax:]
         pos = torch.tensor(ps, dtype=torch.long)[:, None] + (smask.cumsum(1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        if pmax:
-            layers = None
-            for i, (r, p) in enumerate(zip(rows, ps)):
-                if not p:
-                    continue
-                kv = self._prefix_kv(r)
-                if layers is None:
-                    layers = [(k.new_zeros((n, *k.shape[:-2], pmax, k.shape[-1])),
-                               v.new_zeros((n, *v.shape[:-2], pmax, v.shape[-1]))) for k, v in kv]
-                for (K, V), (k, v) in zip(layers, kv):
-                    K[i, ..., pmax - p:, :] = k
-                    V[i, ..., pmax - p:, :] = v
-            cache = DynamicCache(ddp_cache_data=layers)
+        # one buffer per layer for the prefixes, this prefill and the tokens to come: filled in place, no copies
+        room = max(int(r.params.max_new_tokens) for r in rows) + 1
+        kv_shape = self._kv_shape()
+        layers = [(torch.zeros((n, kv_shape[0], pmax + width + room, kv_shape[1]), dtype=kv_shape[2],
+                               device=self.device),
+                   torch.zeros((n, kv_shape[0], pmax + width + room, kv_shape[1]), dtype=kv_shape[2],
+                               device=self.device)) for _ in range(kv_shape[3])]
+        for i, (r, p) in enumerate(zip(rows, ps)):
+            if p:
+                for (K, V), (k, v) in zip(layers, self._prefix_kv(r)):
+                    K[i, :, pmax - p:pmax], V[i, :, pmax - p:pmax] = k, v
+        cache = _roomy_cache(layers, room, filled=pmax)
         mask, pos, ids = mask.to(self.device), pos.to(self.device), ids.to(self.device)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                          logits_to_keep=1, **self._fk([r.key for r in rows]))
-        room = max(int(r.params.max_new_tokens) for r in rows) + 1
-        cache = _roomy_cache([(k, v) for k, v, *_ in cache], room)
         return cache, mask, pos[:, -1:] + 1, out.logits[:, -1, :].argmax(dim=-1)
+
+    def _kv_shape(self):
+        """(K/V heads, head dim, dtype, layers) of the model's cache, from one token's forward (once)."""
+        if not hasattr(self, "_kv_shape_cached"):
+            import torch
+            from transformers import DynamicCache
+
+            x = torch.tensor([[self.pad_id]], dtype=torch.long, device=self.device)
+            cache = DynamicCache()
+            self.model(input_ids=x, cache=cache, use_cache=True, logits_to_keep=1)
+            k = next(iter(cache))[0]
+            self._kv_shape_cached = (k.shape[1], k.shape[-1], k.dtype, len(list(cache)))
+        return self._kv_shape_cached
 
     @staticmethod
     def _merge(live, state, rows, new):
@@ -240,22 +255,20 @@ class PrefixDecoder:
 
         (c1, m1, p1, t1), (c2, m2, p2, t2) = state, new
         length = max(m1.shape[1], m2.shape[1])
-
-        def pad(x, dim_len):  # left-pad the sequence axis (-2 for KV, -1 for masks) with zeros
-            extra = length - dim_len
-            if not extra:
-                return x
-            if x.dim() == 2:
-                return torch.cat([x.new_zeros((x.shape[0], extra)), x], dim=1)
-            return torch.cat([x.new_zeros((*x.shape[:-2], extra, x.shape[-1])), x], dim=-2)
-
-        layers = []
-        for (k1, v1, *_), (k2, v2, *_) in zip(c1, c2):
-            layers.append((torch.cat([pad(k1, m1.shape[1]), pad(k2, m2.shape[1])]),
-                           torch.cat([pad(v1, m1.shape[1]), pad(v2, m2.shape[1])])))
-        mask = torch.cat([pad(m1, m1.shape[1]), pad(m2, m2.shape[1])])
         room = max(int(r.params.max_new_tokens) for r in live + list(rows)) + 1
-        return live + list(rows), (_roomy_cache(layers, room), mask, torch.cat([p1, p2]), torch.cat([t1, t2]))
+        n1, n2 = m1.shape[0], m2.shape[0]
+        layers = []
+        for (k1, v1, *_), (k2, v2, *_) in zip(c1, c2):  # right-aligned into one buffer per layer (one copy)
+            h, d = k1.shape[1], k1.shape[-1]
+            K = k1.new_zeros((n1 + n2, h, length + room, d))
+            V = v1.new_zeros((n1 + n2, h, length + room, d))
+            K[:n1, :, length - m1.shape[1]:length], V[:n1, :, length - m1.shape[1]:length] = k1, v1
+            K[n1:, :, length - m2.shape[1]:length], V[n1:, :, length - m2.shape[1]:length] = k2, v2
+            layers.append((K, V))
+        mask = m1.new_zeros((n1 + n2, length))
+        mask[:n1, length - m1.shape[1]:], mask[n1:, length - m2.shape[1]:] = m1, m2
+        return live + list(rows), (_roomy_cache(layers, room, filled=length), mask, torch.cat([p1, p2]),
+                                   torch.cat([t1, t2]))
 
     def _drop_finished(self, live, state, on_done):
         """Record each live row's new token; rows that finished leave the batch (and the KV cache)."""

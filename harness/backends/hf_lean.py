@@ -1,0 +1,241 @@
+"""A lean inference forward for Llama-architecture models: the prefix engine's fast path on CPU.
+
+Why: on a 2-core CPU the transformers + PEFT forward spent more time around the matrix products than in
+them (bench, demo workload: 50 s in `linear` of 124 s; PEFT's per-call hook setup and per-layer
+mixed-batch bookkeeping ~27 s, mask building, per-head K/V copies for grouped-query attention). This
+forward runs the same weights through the same operations with less around them:
+- q/k/v and gate/up projections as one matrix product each (weights concatenated once at load);
+- LoRA applied like PEFT does (`x + lora_B(lora_A(x)) * scaling`, unmerged), per adapter on the rows
+  that use it, with no hooks;
+- grouped-query attention without copying K/V per head (queries packed per K/V head for decoding, as
+  transformers does), a boolean mask built once per forward, not per layer;
+- RMSNorm, rotary embeddings and the embedding lookup are the model's own modules (same numerics).
+
+It is used only where it computes what the model computes: a `LlamaForCausalLM` (or a PEFT model on
+one) with no biases, SiLU MLP, and adapters that are plain LoRA on the seven projections. Anything else
+(other architectures, DoRA, LoRA on embeddings or the head, ...) keeps the transformers forward:
+`LeanLlama.build` returns None with the reason. tests/test_hf_lean.py pins logits against the
+transformers forward (base and adapters, prefill with left padding, decoding with a cache).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class _Lora:
+    a: object  # [r, in]
+    b: object  # [out, r]
+    scaling: float
+
+
+@dataclass
+class _Layer:
+    ln1: object
+    ln2: object
+    qkv: object  # [q + k + v, hidden]
+    o: object
+    gate_up: object  # [2 * inter, hidden]
+    down: object
+    # adapter name -> projection -> LoRA
+    lora: dict[str, dict[str, _Lora]] = field(default_factory=dict)
+
+
+def unsupported(model) -> str | None:
+    """Why `model` cannot run on the lean forward (None if it can)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    if type(base).__name__ != "LlamaForCausalLM" or getattr(cfg, "model_type", "") != "llama":
+        return f"{type(base).__name__} is not LlamaForCausalLM"
+    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+        return "attention or MLP biases"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act}"
+    peft_cfg = getattr(model, "peft_config", None) or {}
+    for name, pc in peft_cfg.items():
+        if type(pc).__name__ != "LoraConfig":
+            return f"adapter {name}: {type(pc).__name__} (only LoRA)"
+        if getattr(pc, "use_dora", False) or getattr(pc, "lora_bias", False):
+            return f"adapter {name}: DoRA / LoRA bias"
+        if getattr(pc, "modules_to_save", None) or getattr(pc, "trainable_token_indices", None):
+            return f"adapter {name}: modules_to_save / trainable tokens"
+    for mod_name, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and mod_name.rsplit(".", 1)[-1] not in _PROJ:
+            if any(True for _ in mod.lora_A.keys()):
+                return f"LoRA on {mod_name} (only the attention and MLP projections)"
+        if hasattr(mod, "lora_embedding_A") and len(mod.lora_embedding_A):
+            return f"LoRA on embeddings ({mod_name})"
+    return None
+
+
+class LeanLlama:
+    """Callable like the model in PrefixDecoder: `lean(input_ids=, attention_mask=, position_ids=, cache=,
+    logits_to_keep=1, adapter_names=[...])` -> object with `.logits` [B, 1, V] and `.cache`."""
+
+    @classmethod
+    def build(cls, model) -> tuple["LeanLlama | None", str | None]:
+        why = unsupported(model)
+        if why:
+            return None, why
+        return cls(model), None
+
+    def __init__(self, model):
+        import torch
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        cfg = base.config
+        self.inner = base.model
+        self.lm_head = base.lm_head.weight
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.scaling = self.head_dim ** -0.5
+        self.q_out = self.n_heads * self.head_dim
+        self.kv_out = self.n_kv * self.head_dim
+        self.inter = cfg.intermediate_size
+        self.layers: list[_Layer] = []
+
+        def weight(mod):
+            return (mod.base_layer if hasattr(mod, "base_layer") else mod).weight
+
+        with torch.no_grad():
+            for layer in self.inner.layers[: cfg.num_hidden_layers]:
+                at, mlp = layer.self_attn, layer.mlp
+                lean = _Layer(
+                    ln1=layer.input_layernorm, ln2=layer.post_attention_layernorm,
+                    qkv=torch.cat([weight(at.q_proj), weight(at.k_proj), weight(at.v_proj)]).contiguous(),
+                    o=weight(at.o_proj),
+                    gate_up=torch.cat([weight(mlp.gate_proj), weight(mlp.up_proj)]).contiguous(),
+                    down=weight(mlp.down_proj))
+                for proj, mod in (("q_proj", at.q_proj), ("k_proj", at.k_proj), ("v_proj", at.v_proj),
+                                  ("o_proj", at.o_proj), ("gate_proj", mlp.gate_proj), ("up_proj", mlp.up_proj),
+                                  ("down_proj", mlp.down_proj)):
+                    for name in getattr(mod, "lora_A", {}):
+                        lean.lora.setdefault(name, {})[proj] = _Lora(
+                            mod.lora_A[name].weight, mod.lora_B[name].weight, float(mod.scaling[name]))
+                self.layers.append(lean)
+        # slices of the fused outputs, per projection
+        q, kv, i = self.q_out, self.kv_out, self.inter
+        self._slices = {"q_proj": slice(0, q), "k_proj": slice(q, q + kv), "v_proj": slice(q + kv, q + 2 * kv),
+                        "gate_proj": slice(0, i), "up_proj": slice(i, 2 * i)}
+
+    # ------------------------------------------------------------------ forward
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=1,
+                 adapter_names=None, use_cache=True):
+        import torch
+
+        bsz, q_len = input_ids.shape
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + q_len, device=input_ids.device)[None].expand(bsz, -1)
+        groups = self._adapter_rows(adapter_names, bsz)
+        x = self.inner.embed_tokens(input_ids)
+        cos, sin = self.inner.rotary_emb(x, position_ids)
+        cos, sin = cos[:, None], sin[:, None]
+        mask = self._mask(attention_mask, bsz, q_len, past, x.device)
+        for li, layer in enumerate(self.layers):
+            h = layer.ln1(x)
+            qkv = self._linear(h, layer.qkv, layer, ("q_proj", "k_proj", "v_proj"), groups)
+            # contiguous slices: the same memory layout as separate projections (SDPA's blocking follows it)
+            q = qkv[..., : self.q_out].contiguous().view(bsz, q_len, self.n_heads, self.head_dim).transpose(1, 2)
+            k = qkv[..., self.q_out: self.q_out + self.kv_out].contiguous().view(
+                bsz, q_len, self.n_kv, self.head_dim).transpose(1, 2)
+            v = qkv[..., self.q_out + self.kv_out:].contiguous().view(
+                bsz, q_len, self.n_kv, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            if cache is not None:
+                k, v = cache.update(k, v, li)
+            a = self._attention(q, k, v, mask, q_len)
+            x = x + self._linear(a, layer.o, layer, ("o_proj",), groups)
+            h = layer.ln2(x)
+            gu = self._linear(h, layer.gate_up, layer, ("gate_proj", "up_proj"), groups)
+            g, u = gu[..., : self.inter], gu[..., self.inter:]
+            x = x + self._linear(torch.nn.functional.silu(g) * u, layer.down, layer, ("down_proj",), groups)
+        x = self.inner.norm(x)  # the whole sequence, then the slice: GEMM on the same strided view as transformers
+        logits = torch.nn.functional.linear(x[:, -logits_to_keep:] if logits_to_keep else x, self.lm_head)
+        return SimpleNamespace(logits=logits, cache=cache)
+
+    def _adapter_rows(self, names, bsz: int):
+        """[(adapter name, row index tensor or None for all rows)] for the rows that use an adapter."""
+        if not names:
+            return []
+        import torch
+
+        known = self.layers[0].lora.keys() if self.layers else ()
+        used = [n for n in dict.fromkeys(names) if n in known]
+        if len(used) == 1 and all(n == used[0] for n in names):
+            return [(used[0], None)]
+        out = []
+        for n in used:
+            idx = [i for i, m in enumerate(names) if m == n]
+            # rows of one adapter side by side (the decoder keeps them so): a slice is a view, no gather/scatter
+            contiguous = idx[-1] - idx[0] + 1 == len(idx)
+            out.append((n, slice(idx[0], idx[-1] + 1) if contiguous else torch.tensor(idx, dtype=torch.long)))
+        return out
+
+    def _linear(self, x, w, layer: _Layer, projs, groups):
+        import torch
+
+        out = torch.nn.functional.linear(x, w)
+        for name, rows in groups:
+            lora = layer.lora.get(name, {})
+            for proj in projs:
+                ad = lora.get(proj)
+                if ad is None:
+                    continue
+                sl = self._slices.get(proj, slice(None))
+                if rows is None:
+                    delta = torch.nn.functional.linear(torch.nn.functional.linear(x, ad.a), ad.b) * ad.scaling
+                    out[..., sl] = out[..., sl] + delta
+                else:
+                    delta = torch.nn.functional.linear(torch.nn.functional.linear(x[rows], ad.a), ad.b) * ad.scaling
+                    out[rows, ..., sl] = out[rows, ..., sl] + delta
+        return out
+
+    def _mask(self, attention_mask, bsz: int, q_len: int, past: int, device):
+        """Boolean [B, 1, q, past+q] (True = attend), or None for an unpadded causal prefill."""
+        import torch
+
+        if attention_mask is None:
+            if q_len > 1 and past == 0:
+                return None
+            attention_mask = torch.ones((bsz, past + q_len), dtype=torch.long, device=device)
+        real = attention_mask.bool()[:, None, None, :]
+        if q_len == 1:
+            return real
+        total = past + q_len
+        qpos = torch.arange(past, total, device=device)[:, None]
+        kpos = torch.arange(total, device=device)[None, :]
+        # a padded query sees itself, so no row of the softmax is empty (its output is never used)
+        return ((kpos <= qpos) & real) | (kpos == qpos)
+
+    def _attention(self, q, k, v, mask, q_len: int):
+        import torch
+
+        bsz, groups = q.shape[0], self.n_heads // self.n_kv
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        if q_len == 1 and groups > 1:  # decode: queries packed per K/V head, no K/V copies
+            out = sdpa(q.reshape(bsz, self.n_kv, groups, self.head_dim), k, v, attn_mask=mask, scale=self.scaling)
+            out = out.reshape(bsz, self.n_heads, 1, self.head_dim)
+        elif mask is None:
+            out = sdpa(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=groups > 1)
+        else:
+            if groups > 1:
+                k = k[:, :, None].expand(bsz, self.n_kv, groups, *k.shape[-2:]).reshape(bsz, self.n_heads, *k.shape[-2:])
+                v = v[:, :, None].expand(bsz, self.n_kv, groups, *v.shape[-2:]).reshape(bsz, self.n_heads, *v.shape[-2:])
+            out = sdpa(q, k, v, attn_mask=mask, scale=self.scaling)
+        return out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
+
+
+def _rotate_half(x):
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+__all__ = ["LeanLlama", "unsupported"]

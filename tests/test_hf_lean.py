@@ -1,0 +1,132 @@
+"""The lean Llama forward computes exactly what transformers + PEFT compute (bitwise), or is not used."""
+from __future__ import annotations
+
+import pytest
+
+from harness.backends.base import BASE, GenParams, Request, ServeSpec
+from harness.io import UserError
+from tests.conftest import SMOL_CFG, TINY_CFG, make_random_adapter
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@pytest.fixture(scope="module")
+def all_linear_adapters(tiny_spec, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lean-adapters")
+    return {"r4": make_random_adapter(tiny_spec, root / "r4", r=4, seed=3, targets=ALL_LINEAR),
+            "r8": make_random_adapter(tiny_spec, root / "r8", r=8, seed=4, targets=ALL_LINEAR, use_rslora=True)}
+
+
+def _backend(cfg, adapters, **kw):
+    from harness.backends.hf import HFBackend
+
+    return HFBackend(ServeSpec(cfg, adapters), batch_size=8, device="cpu", **kw)
+
+
+def _compare_forward(backend, names, seed=0):
+    """Prefill (left padding, rows of several adapters) then two decoding steps: logits of both forwards."""
+    import torch
+    from transformers import DynamicCache
+
+    from harness.backends.hf_decode import _roomy_cache
+    from harness.backends.hf_lean import LeanLlama
+
+    lean, why = LeanLlama.build(backend.model)
+    assert why is None and lean is not None
+    g = torch.Generator().manual_seed(seed)
+    n, width = len(names), 23
+    ids = torch.randint(0, backend.model.config.vocab_size, (n, width), generator=g)
+    mask = torch.ones((n, width), dtype=torch.long)
+    for i in range(0, n, 2):
+        mask[i, : 3 + i] = 0  # left padding of different lengths
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    kw = {"adapter_names": names}
+    caches = []
+    with torch.inference_mode():
+        ref = backend.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=DynamicCache(),
+                            use_cache=True, logits_to_keep=1, **kw)
+        got = lean(input_ids=ids, attention_mask=mask, position_ids=pos, cache=DynamicCache(), logits_to_keep=1, **kw)
+        pairs = [(ref.logits, got.logits)]
+        for out in (ref, got):  # continue both from a cache with room, as the decoder does
+            caches.append(_roomy_cache([(k, v) for k, v, *_ in out.cache], room=4))
+        tok = ref.logits[:, -1].argmax(-1)[:, None]
+        for step in range(2):
+            mask = torch.cat([mask, mask.new_ones((n, 1))], 1)
+            pos = pos[:, -1:] + 1
+            a = backend.model(input_ids=tok, attention_mask=mask, position_ids=pos, cache=caches[0], use_cache=True, **kw)
+            b = lean(input_ids=tok, attention_mask=mask, position_ids=pos, cache=caches[1], **kw)
+            pairs.append((a.logits[:, -1:], b.logits[:, -1:]))
+            tok = a.logits[:, -1].argmax(-1)[:, None]
+    return pairs
+
+
+def test_lean_logits_equal_transformers_peft_bitwise(tiny_adapters, all_linear_adapters):
+    """Base and adapters mixed row by row (adapter rows apart and side by side), padded prefill and decoding."""
+    import torch
+
+    b = _backend(TINY_CFG, {"a1": tiny_adapters["a1"], **all_linear_adapters})
+    i = b._internal
+    for names in ([i[BASE], i["r4"], i["a1"], i["r4"], i[BASE], i["r8"]],  # r4 rows apart: gathered
+                  [i["r8"], i["r8"], i["r8"], i[BASE], i[BASE]],  # side by side: a slice
+                  [i["r4"]] * 4, [i[BASE]] * 3):
+        for ref, got in _compare_forward(b, names):
+            assert torch.equal(ref, got), (names, (ref - got).abs().max().item())
+
+
+def test_lean_adapters_really_change_the_output(all_linear_adapters):
+    """Not a vacuous equality: the MLP-only LoRA part moves the logits."""
+    import torch
+
+    b = _backend(TINY_CFG, all_linear_adapters)
+    pairs = _compare_forward(b, [b._internal[BASE], b._internal["r4"]])
+    assert not torch.equal(pairs[0][1][0], pairs[0][1][1])
+
+
+@pytest.mark.slow
+def test_lean_logits_equal_transformers_peft_on_smollm2(smol_spec, tmp_path):
+    """The real model's shapes (GQA 9/3 heads, 30 layers): bitwise equal for an all-linear r16 adapter."""
+    import torch
+
+    ad = make_random_adapter(smol_spec, tmp_path / "r16", r=16, seed=5, scale=0.02, targets=ALL_LINEAR)
+    b = _backend(SMOL_CFG, {"r16": ad})
+    i = b._internal
+    for ref, got in _compare_forward(b, [i[BASE], i["r16"], i["r16"], i[BASE]]):
+        assert torch.equal(ref, got), (ref - got).abs().max().item()
+
+
+def test_unsupported_adapters_keep_the_transformers_forward(tiny_spec, tmp_path):
+    """LoRA on the LM head is not in the lean forward: the backend says why and answers as transformers does."""
+    head = make_random_adapter(tiny_spec, tmp_path / "head", seed=6, targets=("q_proj", "lm_head"))
+    b = _backend(TINY_CFG, {"head": head})
+    reqs = [Request(k, [{"role": "user", "content": t}], GenParams(max_new_tokens=6))
+            for k in (BASE, "head") for t in ("hello there", "one two three four")]
+    fast = [c.text for c in b.generate(reqs)]
+    assert b._decoding_model() is b.model and "lm_head" in b.lean_reason
+    plain = _backend(TINY_CFG, {"head": head}, engine="generate")
+    assert fast == [c.text for c in plain.generate(reqs)]
+
+
+def test_non_llama_model_is_not_lean(tiny_spec):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from harness.backends.hf_lean import unsupported
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
+    assert "GPT2LMHeadModel is not LlamaForCausalLM" == unsupported(model)
+
+
+def test_lean_off_gives_the_same_outputs(tiny_adapters, all_linear_adapters):
+    adapters = {"a1": tiny_adapters["a1"], **all_linear_adapters}
+    on, off = _backend(TINY_CFG, adapters), _backend(TINY_CFG, adapters, lean=False)
+    reqs = [Request(k, [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": t}],
+                    GenParams(max_new_tokens=8)) for t in ("a b c", "the quick brown fox", "1 2") for k in on.model_keys()]
+    assert [c.text for c in on.generate(reqs)] == [c.text for c in off.generate(reqs)]
+    assert on._decoding_model() is not on.model and off._decoding_model() is off.model
+    assert off.lean_reason == "backend.lean=false"
+
+
+def test_lean_option_is_checked():
+    from harness.backends.hf import HFBackend
+
+    with pytest.raises(UserError, match="backend.lean"):
+        HFBackend.check_options({"lean": "yes"})
