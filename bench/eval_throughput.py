@@ -16,7 +16,9 @@ Engines (each in its own process: peak RSS is that engine's; warm-up of 2 reques
            --naive-limit N only a stratified N-request sample runs and its wall time is scaled to the
            whole workload (requests differ in length; the sample takes every k-th request)
   hf       today's hf backend: engine=generate (mixed-adapter padded batches), batch_size 16 (conf default)
-  prefix   hf backend engine=prefix (shared prompt prefixes once, finished rows leave the batch)
+  prefix   hf backend engine=prefix, the default (shared prompt prefixes once, rows of one adapter side by
+           side, finished rows leave the batch) on the lean Llama forward (harness/backends/hf_lean.py)
+  prefix-transformers   the same engine on the transformers + PEFT forward (backend.lean=false)
   prefix+json   the same with the task's json_stop (stop when the JSON answer closes): a measured
            difference in outputs (text after the JSON is not generated)
   vllm     vLLM CPU server from .venv-vllm (continuous batching + prefix caching), fp32, eager
@@ -158,13 +160,15 @@ def run_naive(model_cfg, adapters, reqs, threads: int, sample: list[int]) -> dic
             "sampled": len(sample), "peak_rss_mb": _peak_rss_mb()}
 
 
-def run_hf(model_cfg, adapters, reqs, threads: int, engine: str, batch_size: int, json_stop: bool) -> dict:
+def run_hf(model_cfg, adapters, reqs, threads: int, engine: str, batch_size: int, json_stop: bool,
+           lean: bool = True) -> dict:
     import dataclasses
 
     from harness.backends.base import ServeSpec
     from harness.backends.hf import HFBackend
 
-    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads, engine=engine)
+    b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads, engine=engine,
+                  lean=lean)
     if json_stop:
         reqs = [dataclasses.replace(r, params=dataclasses.replace(r.params, json_stop=True))
                 if r.params.max_new_tokens and _is_task(r) else r for r in reqs]
@@ -225,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probes", default="fast", help="probe set name (evalsets/probes/NAME.jsonl) or 'none'")
     ap.add_argument("--max-eval", type=int, default=None)
     ap.add_argument("--max-probes", type=int, default=None, help="keep only the first N probe prompts")
-    ap.add_argument("--engines", default="naive,hf,prefix,prefix+json", help="naive,hf,prefix,prefix+json,vllm")
-    ap.add_argument("--batch-size", type=int, default=32, help="batch size of the prefix engine")
+    ap.add_argument("--engines", default="naive,hf,prefix,prefix+json",
+                    help="naive,hf,prefix,prefix+json,prefix-transformers,vllm")
+    ap.add_argument("--batch-size", type=int, default=64, help="batch size of the prefix engine (conf default)")
     ap.add_argument("--hf-batch-size", type=int, default=16, help="batch size of today's hf backend (conf default)")
     ap.add_argument("--naive-limit", type=int, default=24, help="requests the naive loop really runs (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for every engine (0 = load-aware default)")
@@ -269,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
             res = in_child(run_naive, SMOL_CFG, adapters, reqs, threads, sample)
         elif name == "hf":
             res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "generate", args.hf_batch_size, False)
-        elif name in ("prefix", "prefix+json"):
-            res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "prefix", args.batch_size, name == "prefix+json")
+        elif name in ("prefix", "prefix+json", "prefix-transformers"):
+            res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "prefix", args.batch_size, name == "prefix+json",
+                           name != "prefix-transformers")
         elif name == "vllm":
             try:
                 res = in_child(run_vllm, SMOL_CFG, adapters, reqs, threads)
@@ -310,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "results": {k: {kk: vv for kk, vv in v.items() if kk != "texts"}
                                                           for k, v in results.items()}}, indent=2))
     parts = []
-    for name in ("prefix", "prefix+json", "vllm"):
+    for name in ("prefix", "prefix+json", "prefix-transformers", "vllm"):
         if name in results:
             for base in ("hf", "naive"):
                 if base in results:

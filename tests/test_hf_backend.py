@@ -222,3 +222,27 @@ def test_json_end_and_json_stop(backend):
     first = done.index(True)
     assert tok.decode(ids[:first + 1]).startswith('{"a": 1}') and not any(done[:first])
     assert row.cut == 8 and row.finish == "stop"
+
+
+def test_kv_budget_caps_the_batch_not_the_answers(tiny_adapters, monkeypatch):
+    """Where K/V buffers for a whole batch would not fit the memory budget, fewer rows run at once; same outputs."""
+    import harness.backends.hf_decode as hd
+    from harness.backends.hf import HFBackend
+
+    spec = ServeSpec(TINY_CFG, {k: tiny_adapters[k] for k in ("a1", "a2")})
+    reqs = [_req(k, p, max_new_tokens=6) for p in PROMPTS for k in (BASE, "a1", "a2")]
+    free = HFBackend(spec, batch_size=16, device="cpu").generate(reqs)
+    seen = []
+    orig = hd.PrefixDecoder._rows_that_fit
+
+    def spy(self, rows):
+        seen.append(orig(self, rows))
+        return seen[-1]
+
+    heads, dim, _, layers = 2, 32, None, 2  # the tiny model: 2 K/V heads of 32, 2 layers, fp32
+    per_row = 2 * layers * heads * dim * 4 * (max(len(p) for p in PROMPTS) + 6)  # bytes, generously long rows
+    monkeypatch.setattr(hd, "default_kv_budget", lambda: 3 * per_row)
+    monkeypatch.setattr(hd.PrefixDecoder, "_rows_that_fit", spy)
+    capped = HFBackend(spec, batch_size=16, device="cpu").generate(reqs)
+    assert [c.text for c in capped] == [c.text for c in free]
+    assert seen and max(seen) < 16 and min(seen) >= 1

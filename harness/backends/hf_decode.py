@@ -24,6 +24,7 @@ near-tie can rarely flip (bench/eval_throughput.py counts identical outputs agai
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -126,6 +127,15 @@ def _roomy_cache(kv_pairs, room: int, filled: int | None = None):
     return cache
 
 
+def default_kv_budget() -> int:
+    """Bytes the decoder's K/V buffers may take: a quarter of the memory available now, at most 4 GiB."""
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not Linux
+        avail = 16 * 2**30
+    return int(min(4 * 2**30, avail // 4))
+
+
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     n = min(len(s) for s in seqs)
     first = seqs[0]
@@ -140,7 +150,7 @@ class PrefixDecoder:
     """Decode rows greedily; `forward_kwargs(keys)` gives the adapter kwargs for a batch of rows' model keys."""
 
     def __init__(self, model, tokenizer, *, eos_ids: set[int], pad_id: int, device, batch_size: int,
-                 min_prefix: int = 16):
+                 min_prefix: int = 16, kv_budget: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = set(eos_ids)
@@ -148,6 +158,7 @@ class PrefixDecoder:
         self.device = device
         self.batch_size = int(batch_size)
         self.min_prefix = int(min_prefix)
+        self.kv_budget = default_kv_budget() if kv_budget is None else int(kv_budget)  # 0 = no limit
 
     def run(self, rows: list[Row], forward_kwargs: Callable[[list[str]], dict],
             on_done: Callable[[int], None] | None = None) -> None:
@@ -171,11 +182,14 @@ class PrefixDecoder:
         state = None  # (cache, mask, next_pos, pending tokens) of the live rows, in row order
         with torch.inference_mode():
             while queue or live:
-                if queue and len(live) <= self.batch_size // 2:
-                    take, queue = queue[:self.batch_size - len(live)], queue[self.batch_size - len(live):]
-                    fresh, new = self._drop_finished(take, self._prefill(take), on_done)  # their first tokens
-                    if fresh:
-                        live, state = self._merge(live, state, fresh, new)
+                limit = self._rows_that_fit(queue[:self.batch_size] + live)
+                if queue and len(live) <= limit // 2:
+                    n = max(1, limit - len(live))
+                    take, queue = queue[:n], queue[n:]
+                    for chunk in self._prefill_chunks(take):
+                        fresh, new = self._drop_finished(chunk, self._prefill(chunk), on_done)  # first tokens
+                        if fresh:
+                            live, state = self._merge(live, state, fresh, new)
                     continue
                 cache, mask, pos, pending = state
                 mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
@@ -232,6 +246,36 @@ class PrefixDecoder:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
                          logits_to_keep=1, **self._fk([r.key for r in rows]))
         return cache, mask, pos[:, -1:] + 1, out.logits[:, -1, :].argmax(dim=-1)
+
+    def _prefill_chunks(self, rows: list[Row], min_rows: int = 8, waste: float = 0.2) -> list[list[Row]]:
+        """Rows to prefill together: one model key each, by prompt length, split where padding would pass
+        `waste` of the real tokens (a prefill computes every padded position; groups differ in length)."""
+        plen = self._plen
+        rows = sorted(rows, key=lambda r: (r.key, len(r.prompt) - plen[id(r)]))
+        chunks: list[list[Row]] = []
+        real = 0
+        for r in rows:
+            n = len(r.prompt) - plen[id(r)]
+            cur = chunks[-1] if chunks else None
+            if cur is None or cur[0].key != r.key or (
+                    len(cur) >= min_rows and (len(cur) + 1) * n > (1 + waste) * (real + n)):
+                chunks.append([r])
+                real = n
+            else:
+                cur.append(r)
+                real += n
+        return chunks
+
+    def _rows_that_fit(self, rows: list[Row]) -> int:
+        """batch_size, or fewer rows where their K/V buffers would pass kv_budget bytes (large models)."""
+        if not self.kv_budget:
+            return self.batch_size
+        heads, dim, dtype, layers = self._kv_shape()
+        import torch
+
+        per_token = 2 * layers * heads * dim * torch.empty((), dtype=dtype).element_size()
+        longest = max(len(r.prompt) + int(r.params.max_new_tokens) for r in rows)
+        return max(1, min(self.batch_size, int(self.kv_budget // (per_token * longest))))
 
     def _kv_shape(self):
         """(K/V heads, head dim, dtype, layers) of the model's cache, from one token's forward (once)."""
