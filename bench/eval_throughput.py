@@ -214,6 +214,43 @@ def run_vllm(model_cfg, adapters, reqs, threads: int) -> dict:
     return _result(out, dt, {"startup_s": startup, "server_rss_mb": peak[0]})
 
 
+def compute_floor(reqs, spec, threads: int) -> dict:
+    """The least time this workload can take here in fp32: its matrix-product FLOPs at this CPU's measured rate.
+
+    Prompt tokens count once per shared prefix (what the prefix engine computes); a generated token also
+    pays the LM head; the rate is one large fp32 linear of the model's MLP shape (the best case)."""
+    import torch
+
+    from harness.backends.hf_decode import common_prefix
+    from harness.models import load_tokenizer
+    from harness.prompts import render_prompt
+
+    torch.set_num_threads(threads)
+    cfg = json.loads((Path(spec.path) / "config.json").read_text())
+    h, inter, layers, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * (h // cfg["num_attention_heads"])
+    per_token = 2 * layers * (2 * h * h + 2 * h * kv + 3 * h * inter)  # q, o, k, v, gate, up, down
+    tok = load_tokenizer(spec)
+    groups: dict = {}
+    for r in reqs:
+        ids = tok(render_prompt(tok, r.message_dicts()), add_special_tokens=False)["input_ids"]
+        groups.setdefault((r.model_key, json.dumps(r.message_dicts()[:-1])), []).append(ids)
+    unique = 0
+    for g in groups.values():
+        p = common_prefix(g) if len(g) > 1 else 0
+        unique += sum(len(x) for x in g) - (len(g) - 1) * (p if p >= 16 else 0)
+    x, w = torch.randn(512, h), torch.randn(inter, h)
+    torch.nn.functional.linear(x, w)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < 1.0:
+        torch.nn.functional.linear(x, w)
+        n += 1
+    gflops = 2 * 512 * h * inter * n / (time.perf_counter() - t0) / 1e9
+    return {"prompt_tokens": sum(len(x) for g in groups.values() for x in g), "unique_prompt_tokens": unique,
+            "gflops": gflops, "prefill_s": unique * per_token / gflops / 1e9,
+            "s_per_generated": (per_token + 2 * h * vocab) / gflops / 1e9}
+
+
 def in_child(fn, *args):
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ex:
         return ex.submit(fn, *args).result()
@@ -229,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probes", default="fast", help="probe set name (evalsets/probes/NAME.jsonl) or 'none'")
     ap.add_argument("--max-eval", type=int, default=None)
     ap.add_argument("--max-probes", type=int, default=None, help="keep only the first N probe prompts")
-    ap.add_argument("--engines", default="naive,hf,prefix,prefix+json",
+    ap.add_argument("--engines", default="naive,hf,prefix,prefix+json",  # "none": workload and floor only
                     help="naive,hf,prefix,prefix+json,prefix-transformers,vllm")
     ap.add_argument("--batch-size", type=int, default=64, help="batch size of the prefix engine (conf default)")
     ap.add_argument("--hf-batch-size", type=int, default=16, help="batch size of today's hf backend (conf default)")
@@ -264,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
           f"probes={args.probes} threads={threads} loadavg={os.getloadavg()[0]:.1f}", flush=True)
     print(f"cpu: {flags}", flush=True)
 
-    engines = [e for e in args.engines.split(",") if e]
+    floor = compute_floor(reqs, spec, threads)
+    engines = [e for e in args.engines.split(",") if e and e != "none"]
     results: dict[str, dict] = {}
     for name in engines:
         t0 = time.time()
@@ -312,9 +350,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"args": vars(args), "cpu": flags, "threads": threads,
-                                              "requests": len(reqs), "by_key": by_key,
+                                              "requests": len(reqs), "by_key": by_key, "floor": floor,
                                               "results": {k: {kk: vv for kk, vv in v.items() if kk != "texts"}
                                                           for k, v in results.items()}}, indent=2))
+    gen = next((r["tokens"] for r in results.values() if "sampled" not in r), 0)
+    if gen:
+        best = floor["prefill_s"] + gen * floor["s_per_generated"]
+        line = (f"floor: {floor['unique_prompt_tokens']} prompt tokens after shared prefixes (of "
+                f"{floor['prompt_tokens']}) + {gen} generated, every matrix product at {floor['gflops']:.0f} GFLOPS "
+                f"(one fp32 512-row linear here) -> {best:.0f} s")
+        if "naive" in results:
+            line += f"; 40x naive = {results['naive']['wall_s'] / 40:.0f} s"
+        if "hf" in results:
+            line += f"; 5x hf = {results['hf']['wall_s'] / 5:.0f} s"
+        print(line, flush=True)
     parts = []
     for name in ("prefix", "prefix+json", "prefix-transformers", "vllm"):
         if name in results:

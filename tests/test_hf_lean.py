@@ -73,6 +73,20 @@ def test_lean_logits_equal_transformers_peft_bitwise(tiny_adapters, all_linear_a
             assert torch.equal(ref, got), (names, (ref - got).abs().max().item())
 
 
+def test_lean_weights_are_not_a_second_copy(all_linear_adapters):
+    """The fused q/k/v and gate/up weights share memory with the model's own parameters."""
+    from harness.backends.hf_lean import LeanLlama
+
+    b = _backend(TINY_CFG, all_linear_adapters)
+    lean, _ = LeanLlama.build(b.model)
+    layer = b.model.get_base_model().model.layers[1]
+    storage = lean.layers[1].qkv.untyped_storage().data_ptr()
+    for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+        assert proj.base_layer.weight.untyped_storage().data_ptr() == storage
+    assert layer.mlp.up_proj.base_layer.weight.untyped_storage().data_ptr() == \
+        lean.layers[1].gate_up.untyped_storage().data_ptr()
+
+
 def test_lean_adapters_really_change_the_output(all_linear_adapters):
     """Not a vacuous equality: the MLP-only LoRA part moves the logits."""
     import torch

@@ -106,9 +106,9 @@ class LeanLlama:
                 at, mlp = layer.self_attn, layer.mlp
                 lean = _Layer(
                     ln1=layer.input_layernorm, ln2=layer.post_attention_layernorm,
-                    qkv=torch.cat([weight(at.q_proj), weight(at.k_proj), weight(at.v_proj)]).contiguous(),
+                    qkv=_fuse([weight(at.q_proj), weight(at.k_proj), weight(at.v_proj)]),
                     o=weight(at.o_proj),
-                    gate_up=torch.cat([weight(mlp.gate_proj), weight(mlp.up_proj)]).contiguous(),
+                    gate_up=_fuse([weight(mlp.gate_proj), weight(mlp.up_proj)]),
                     down=weight(mlp.down_proj))
                 for proj, mod in (("q_proj", at.q_proj), ("k_proj", at.k_proj), ("v_proj", at.v_proj),
                                   ("o_proj", at.o_proj), ("gate_proj", mlp.gate_proj), ("up_proj", mlp.up_proj),
@@ -229,6 +229,18 @@ class LeanLlama:
                 v = v[:, :, None].expand(bsz, self.n_kv, groups, *v.shape[-2:]).reshape(bsz, self.n_heads, *v.shape[-2:])
             out = sdpa(q, k, v, attn_mask=mask, scale=self.scaling)
         return out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
+
+
+def _fuse(weights):
+    """One [sum of rows, in] weight; the model's own parameters become row views of it (no second copy)."""
+    import torch
+
+    fused = torch.cat([w.detach() for w in weights])
+    start = 0
+    for w in weights:
+        w.data = fused[start:start + w.shape[0]]  # contiguous: a block of whole rows
+        start += w.shape[0]
+    return fused
 
 
 def _rotate_half(x):
