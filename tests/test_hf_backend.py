@@ -246,3 +246,20 @@ def test_kv_budget_caps_the_batch_not_the_answers(tiny_adapters, monkeypatch):
     capped = HFBackend(spec, batch_size=16, device="cpu").generate(reqs)
     assert [c.text for c in capped] == [c.text for c in free]
     assert seen and max(seen) < 16 and min(seen) >= 1
+
+
+def test_prefill_chunks_one_key_each_and_little_padding():
+    """Rows are prefilled in chunks of one model key, by length, split where padding would pass 20%."""
+    from harness.backends.hf_decode import PrefixDecoder, Row
+
+    d = PrefixDecoder(None, None, eos_ids={0}, pad_id=0, device="cpu", batch_size=64, kv_budget=0)
+    rows = [Row([1] * n, "c", key=k) for k in ("b", "a") for n in [10] * 8 + [11] * 4 + [40] * 8]
+    d._plen = {id(r): 0 for r in rows}
+    chunks = d._prefill_chunks(rows)
+    assert sorted(id(r) for c in chunks for r in c) == sorted(id(r) for r in rows)
+    assert all(len({r.key for r in c}) == 1 for c in chunks)
+    for c in chunks:
+        lens = [len(r.prompt) for r in c]
+        assert lens == sorted(lens)
+        assert len(c) * max(lens) <= 1.2 * sum(lens) or len(c) <= 8
+    assert [len(c) for c in chunks] == [12, 8, 12, 8]
