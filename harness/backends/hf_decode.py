@@ -8,14 +8,19 @@ How:
 1. Rows are grouped by model key and by their conversation before the last user turn (same system
    prompt, same few-shot turns); each group's longest common token prefix runs through the model
    once (with that group's adapter), and its KV cache is copied into every row of the group.
-2. A batch mixes rows of any groups and adapters (peft adapter_names per row): each row's KV starts
-   with its group's prefix, left-padded to the batch's longest prefix; the rest of its prompt is
-   prefilled for the whole batch (padding masked; position ids count only real tokens).
-3. The batch's KV cache keeps room for the tokens still to come (a decode step writes in place;
-   transformers' DynamicCache copies the whole cache every step: measured 10-30% slower here).
+2. Rows are taken in order of (model key, group, prompt length), so a batch holds one adapter's rows
+   side by side (the LoRA step works on a slice of the batch, not a gather); a batch may still mix
+   groups and adapters (adapter_names per row). Each row's KV starts with its group's prefix,
+   left-padded to the batch's longest prefix; the rest of its prompt is prefilled in chunks of one
+   adapter and similar length (padding masked; position ids count only real tokens).
+3. The batch's KV cache is one buffer per layer with room for the tokens still to come: prefill, merge
+   and each decode step write into it in place (transformers' DynamicCache copies the whole cache every
+   step: measured 10-30% slower here). Rows per batch: batch_size, fewer where their KV buffers would
+   pass a quarter of free memory (at most 4 GiB).
 4. A row that emits an end-of-turn token, completes a stop string, completes its JSON answer
    (GenParams.json_stop) or reaches its max_new_tokens leaves the batch at once; when half the batch
    has left, waiting rows are prefilled and merged in (continuous batching).
+5. `model` may be the transformers model or harness.backends.hf_lean's forward (same logits, bitwise).
 
 Outputs equal `generate`'s greedy outputs up to float round-off: the same forward runs on the same
 tokens at the same positions, but prefixes are computed in a batch of one and padding differs, so a
@@ -182,8 +187,9 @@ class PrefixDecoder:
         state = None  # (cache, mask, next_pos, pending tokens) of the live rows, in row order
         with torch.inference_mode():
             while queue or live:
-                limit = self._rows_that_fit(queue[:self.batch_size] + live)
-                if queue and len(live) <= limit // 2:
+                limit = (self._rows_that_fit(queue[:self.batch_size] + live)
+                         if queue and len(live) <= self.batch_size // 2 else 0)  # 0: keep decoding
+                if len(live) <= limit // 2:
                     n = max(1, limit - len(live))
                     take, queue = queue[:n], queue[n:]
                     for chunk in self._prefill_chunks(take):
