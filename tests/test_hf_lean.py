@@ -120,6 +120,23 @@ def test_unsupported_adapters_keep_the_transformers_forward(tiny_spec, tmp_path)
     assert fast == [c.text for c in plain.generate(reqs)]
 
 
+def test_quantized_or_custom_projection_is_not_lean(tiny_spec):
+    """A projection that is not a plain float Linear (e.g. bitsandbytes 4-bit) must not be read as one."""
+    import torch
+
+    from harness.backends.hf_lean import unsupported
+    from harness.models import load_model
+
+    class Linear4bit(torch.nn.Linear):  # stands in for bitsandbytes' subclass (CUDA only)
+        pass
+
+    model = load_model(tiny_spec, device="cpu", dtype="float32")
+    assert unsupported(model) is None
+    old = model.model.layers[0].mlp.up_proj
+    model.model.layers[0].mlp.up_proj = Linear4bit(old.in_features, old.out_features, bias=False)
+    assert unsupported(model).startswith("Linear4bit projection")
+
+
 def test_non_llama_model_is_not_lean(tiny_spec):
     from transformers import GPT2Config, GPT2LMHeadModel
 

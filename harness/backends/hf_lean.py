@@ -62,6 +62,13 @@ def unsupported(model) -> str | None:
             return f"adapter {name}: DoRA / LoRA bias"
         if getattr(pc, "modules_to_save", None) or getattr(pc, "trainable_token_indices", None):
             return f"adapter {name}: modules_to_save / trainable tokens"
+    import torch
+
+    for layer in base.model.layers:  # plain floating-point Linear weights only (not 4-bit / 8-bit ones)
+        for mod in (*(getattr(layer.self_attn, p) for p in _PROJ[:4]), *(getattr(layer.mlp, p) for p in _PROJ[4:])):
+            lin = mod.base_layer if hasattr(mod, "base_layer") else mod
+            if type(lin) is not torch.nn.Linear or not lin.weight.is_floating_point() or lin.bias is not None:
+                return f"{type(lin).__name__} projection with {lin.weight.dtype} weights (only plain float Linear)"
     for mod_name, mod in model.named_modules():
         if hasattr(mod, "lora_A") and mod_name.rsplit(".", 1)[-1] not in _PROJ:
             if any(True for _ in mod.lora_A.keys()):
