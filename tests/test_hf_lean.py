@@ -96,6 +96,19 @@ def test_lean_adapters_really_change_the_output(all_linear_adapters):
     assert not torch.equal(pairs[0][1][0], pairs[0][1][1])
 
 
+def test_lean_adapter_on_top_layers_only(tiny_spec, tmp_path):
+    """An adapter on the last layer only (lora.top_layers) is applied there, not mistaken for the base model."""
+    import torch
+
+    top = make_random_adapter(tiny_spec, tmp_path / "top", seed=7, targets=ALL_LINEAR, layers_to_transform=[1])
+    b = _backend(TINY_CFG, {"top": top})
+    i = b._internal
+    pairs = _compare_forward(b, [i[BASE], i["top"], i["top"]])
+    for ref, got in pairs:
+        assert torch.equal(ref, got), (ref - got).abs().max().item()
+    assert not torch.equal(pairs[0][1][0], pairs[0][1][1])
+
+
 @pytest.mark.slow
 def test_lean_logits_equal_transformers_peft_on_smollm2(smol_spec, tmp_path):
     """The real model's shapes (GQA 9/3 heads, 30 layers): bitwise equal for an all-linear r16 adapter."""

@@ -124,6 +124,8 @@ class LeanLlama:
                         lean.lora.setdefault(name, {})[proj] = _Lora(
                             mod.lora_A[name].weight, mod.lora_B[name].weight, float(mod.scaling[name]))
                 self.layers.append(lean)
+        # an adapter may cover only some layers (lora.top_layers): known if any layer has it
+        self.adapters = {name for layer in self.layers for name in layer.lora}
         # slices of the fused outputs, per projection
         q, kv, i = self.q_out, self.kv_out, self.inter
         self._slices = {"q_proj": slice(0, q), "k_proj": slice(q, q + kv), "v_proj": slice(q + kv, q + 2 * kv),
@@ -172,8 +174,7 @@ class LeanLlama:
             return []
         import torch
 
-        known = self.layers[0].lora.keys() if self.layers else ()
-        used = [n for n in dict.fromkeys(names) if n in known]
+        used = [n for n in dict.fromkeys(names) if n in self.adapters]
         if len(used) == 1 and all(n == used[0] for n in names):
             return [(used[0], None)]
         out = []
