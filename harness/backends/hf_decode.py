@@ -164,6 +164,7 @@ class PrefixDecoder:
         self.batch_size = int(batch_size)
         self.min_prefix = int(min_prefix)
         self.kv_budget = default_kv_budget() if kv_budget is None else int(kv_budget)  # 0 = no limit
+        self._kv_shape_cached = None
 
     def run(self, rows: list[Row], forward_kwargs: Callable[[list[str]], dict],
             on_done: Callable[[int], None] | None = None) -> None:
@@ -285,7 +286,7 @@ class PrefixDecoder:
 
     def _kv_shape(self):
         """(K/V heads, head dim, dtype, layers) of the model's cache, from one token's forward (once)."""
-        if not hasattr(self, "_kv_shape_cached"):
+        if self._kv_shape_cached is None:
             import torch
             from transformers import DynamicCache
 
