@@ -13,13 +13,15 @@ How:
    groups and adapters (adapter_names per row). Each row's KV starts with its group's prefix,
    left-padded to the batch's longest prefix; the rest of its prompt is prefilled in chunks of one
    adapter and similar length (padding masked; position ids count only real tokens).
-3. The batch's KV cache is one buffer per layer with room for the tokens still to come: prefill, merge
-   and each decode step write into it in place (transformers' DynamicCache copies the whole cache every
-   step: measured 10-30% slower here). Rows per batch: batch_size, fewer where their KV buffers would
+3. The K/V cache is one pool of buffers per layer, allocated once per run (`_KVPool`): live rows are its
+   first rows, all ending at one column; prefill, prefix copies and each decoding step write into it in
+   place (transformers' DynamicCache copies the whole cache every step: measured 10-30% slower here; a
+   fresh buffer per batch cost page faults and copies). A row that finishes is replaced by the pool's last
+   live row (one row's K/V copied, not the batch's). Rows at once: batch_size, fewer where the pool would
    pass a quarter of free memory (at most 4 GiB).
 4. A row that emits an end-of-turn token, completes a stop string, completes its JSON answer
    (GenParams.json_stop) or reaches its max_new_tokens leaves the batch at once; when half the batch
-   has left, waiting rows are prefilled and merged in (continuous batching).
+   has left, waiting rows are prefilled into the free pool rows (continuous batching).
 5. `model` may be the transformers model or harness.backends.hf_lean's forward (same logits, bitwise).
 
 Outputs equal `generate`'s greedy outputs up to float round-off: the same forward runs on the same
@@ -94,6 +96,7 @@ def _roomy_layer():
                 self.kbuf[:, :, :n], self.vbuf[:, :, :n] = k, v
             else:
                 self.kbuf, self.vbuf, n = k, v, filled
+            self.adopted = filled is not None
             self.n, self.is_initialized, self.device, self.dtype = n, True, k.device, k.dtype
             self._views()
 
@@ -103,6 +106,8 @@ def _roomy_layer():
         def update(self, key_states, value_states, *args, **kwargs):
             m = key_states.shape[-2]
             if self.n + m > self.kbuf.shape[-2]:  # out of room: grow (rare: room covers max_new_tokens)
+                if self.adopted:  # a view of the decoder's pool: a copy would leave the pool stale
+                    raise RuntimeError(f"K/V pool out of room ({self.n} + {m} > {self.kbuf.shape[-2]} columns)")
                 grow = max(m, self.kbuf.shape[-2] // 2)
                 self.kbuf = torch.cat([self.kbuf, self.kbuf.new_empty((*self.kbuf.shape[:-2], grow, self.kbuf.shape[-1]))], -2)
                 self.vbuf = torch.cat([self.vbuf, self.vbuf.new_empty((*self.vbuf.shape[:-2], grow, self.vbuf.shape[-1]))], -2)
@@ -130,6 +135,46 @@ def _roomy_cache(kv_pairs, room: int, filled: int | None = None):
     cache = DynamicCache()
     cache.layers = [_roomy_layer()(k, v, room, filled) for k, v in kv_pairs]
     return cache
+
+
+class _KVPool:
+    """The decoder's K/V buffers, one pair per layer, allocated once per run (fresh multi-GB buffers per batch
+    cost page faults and copies: 20% of the demo's evaluation at 128 rows). Live rows are pool rows [0, rows);
+    their positions end at column `n` (each row left-padded before its first real column), so one decoding
+    step writes column n for every row."""
+
+    def __init__(self, kv_shape, rows: int, length: int, device):
+        import torch
+
+        heads, dim, dtype, layers = kv_shape
+        # zeros: masked columns are read by attention with weight 0, so they must be finite (0 * NaN = NaN);
+        # everything written later is a K/V value, finite too
+        self.k = [torch.zeros((rows, heads, length, dim), dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros_like(k) for k in self.k]
+        self.length, self.n = length, 0
+
+    def cache(self, r0: int, r1: int, c0: int, filled: int):
+        """A cache over pool rows [r0, r1) from column c0, its first `filled` columns in use: writes land in the pool."""
+        return _roomy_cache([(k[r0:r1, :, c0:], v[r0:r1, :, c0:]) for k, v in zip(self.k, self.v)], 0, filled=filled)
+
+    def shift(self, rows: int, lo: int, delta: int) -> None:
+        """Move the first `rows` rows' columns [lo, n) by `delta` (left or right); n moves with them."""
+        for buf in (*self.k, *self.v):
+            buf[:rows, :, lo + delta:self.n + delta] = buf[:rows, :, lo:self.n].clone()
+        self.n += delta
+
+    def move_rows(self, dst: list[int], src: list[int]) -> None:
+        for buf in (*self.k, *self.v):
+            buf[dst, :, :self.n] = buf[src, :, :self.n]
+
+    def grow(self, length: int, rows: int) -> None:
+        """More columns (rare): a new pool, the first `rows` rows copied."""
+        for bufs in (self.k, self.v):
+            for i, b in enumerate(bufs):
+                bigger = b.new_zeros((*b.shape[:2], length, b.shape[3]))
+                bigger[:rows, :, :self.n] = b[:rows, :, :self.n]
+                bufs[i] = bigger
+        self.length = length
 
 
 def default_kv_budget() -> int:
@@ -184,26 +229,26 @@ class PrefixDecoder:
         self._plen, self._gkey, self._fk = plen, gkey, forward_kwargs
         # one model key and one context per batch where possible: no per-row adapter bookkeeping, little padding
         queue = sorted(rows, key=lambda r: (r.key, r.context, len(r.prompt) - plen[id(r)]))
-        live: list[Row] = []
-        state = None  # (cache, mask, next_pos, pending tokens) of the live rows, in row order
+        cap = min(self._rows_that_fit(rows), len(rows))
+        pool = _KVPool(self._kv_shape(), cap, self._pool_length(rows), self.device)
+        live: list[Row] = []  # pool row i holds live[i]
+        state = None  # (mask [rows, pool.n], next position ids [rows, 1], pending tokens [rows]) of the live rows
         with torch.inference_mode():
             while queue or live:
-                limit = (self._rows_that_fit(queue[:self.batch_size] + live)
-                         if queue and len(live) <= self.batch_size // 2 else 0)  # 0: keep decoding
-                if len(live) <= limit // 2:
-                    n = max(1, limit - len(live))
-                    take, queue = queue[:n], queue[n:]
+                if queue and len(live) <= cap // 2:  # refill: prefill waiting rows into the free pool rows
+                    take, queue = queue[:cap - len(live)], queue[cap - len(live):]
                     for chunk in self._prefill_chunks(take):
-                        fresh, new = self._drop_finished(chunk, self._prefill(chunk), on_done)  # first tokens
-                        if fresh:
-                            live, state = self._merge(live, state, fresh, new)
+                        live, state = self._prefill(pool, live, state, chunk, on_done)
                     continue
-                cache, mask, pos, pending = state
+                mask, pos, pending = state
                 mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-                out = self.model(input_ids=pending[:, None], attention_mask=mask, position_ids=pos, cache=cache,
-                                 use_cache=True, **forward_kwargs([r.key for r in live]))
-                state = (cache, mask, pos + 1, out.logits[:, -1, :].argmax(dim=-1))
-                live, state = self._drop_finished(live, state, on_done)
+                out = self.model(input_ids=pending[:, None], attention_mask=mask, position_ids=pos,
+                                 cache=pool.cache(0, len(live), 0, pool.n), use_cache=True,
+                                 **forward_kwargs([r.key for r in live]))
+                pool.n += 1
+                tokens = out.logits[:, -1, :].argmax(dim=-1)
+                keep = self._record(live, tokens.tolist(), on_done)
+                live, state = self._compact(pool, live, (mask, pos + 1, tokens), keep)
 
     # ------------------------------------------------------------------ internals
     def _prefix_kv(self, row: Row):
@@ -219,40 +264,64 @@ class PrefixDecoder:
             self._prefixes[g] = [(k[0], v[0]) for k, v, *_ in out.cache]
         return self._prefixes[g]
 
-    def _prefill(self, rows: list[Row]):
-        """Prefix KV (left-padded) + prefill of each row's remaining prompt; returns the new rows' state."""
+    def _prefill(self, pool: "_KVPool", live: list[Row], state, rows: list[Row], on_done):
+        """Prefill `rows` into pool rows after the live ones, ending at the live rows' column: prefix K/V copied
+        in (left-padded), the rest of each prompt computed in place. Returns the live rows and state with them."""
         import torch
-        from transformers import DynamicCache
 
-        n = len(rows)
+        m, n = len(live), len(rows)
         ps = [self._plen[id(r)] for r in rows]
         pmax = max(ps)
         suffixes = [r.prompt[p:] for r, p in zip(rows, ps)]
         width = max(len(x) for x in suffixes)
+        span = pmax + width
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, pmax + width), dtype=torch.long)
+        cmask = torch.zeros((n, span), dtype=torch.long)
         for i, (x, p) in enumerate(zip(suffixes, ps)):
             ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
-            mask[i, pmax - p:pmax] = 1
-            mask[i, pmax + width - len(x):] = 1
-        smask = mask[:, pmax:]
-        pos = torch.tensor(ps, dtype=torch.long)[:, None] + (smask.cumsum(1) - 1).clamp(min=0)
-        # one buffer per layer for the prefixes, this prefill and the tokens to come: filled in place, no copies
-        room = max(int(r.params.max_new_tokens) for r in rows) + 1
-        kv_shape = self._kv_shape()
-        layers = [(torch.zeros((n, kv_shape[0], pmax + width + room, kv_shape[1]), dtype=kv_shape[2],
-                               device=self.device),
-                   torch.zeros((n, kv_shape[0], pmax + width + room, kv_shape[1]), dtype=kv_shape[2],
-                               device=self.device)) for _ in range(kv_shape[3])]
+            cmask[i, pmax - p:pmax] = 1
+            cmask[i, span - len(x):] = 1
+        pos = torch.tensor(ps, dtype=torch.long)[:, None] + (cmask[:, pmax:].cumsum(1) - 1).clamp(min=0)
+        room = max([int(r.params.max_new_tokens) - len(r.tokens or ()) for r in live]
+                   + [int(r.params.max_new_tokens) for r in rows])
+        mask = self._make_room(pool, state[0] if m else None, span, room)
+        c0 = pool.n - span
         for i, (r, p) in enumerate(zip(rows, ps)):
             if p:
-                for (K, V), (k, v) in zip(layers, self._prefix_kv(r)):
-                    K[i, :, pmax - p:pmax], V[i, :, pmax - p:pmax] = k, v
-        cache = _roomy_cache(layers, room, filled=pmax)
-        mask, pos, ids = mask.to(self.device), pos.to(self.device), ids.to(self.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                for K, V, (k, v) in zip(pool.k, pool.v, self._prefix_kv(r)):
+                    K[m + i, :, c0 + pmax - p:c0 + pmax], V[m + i, :, c0 + pmax - p:c0 + pmax] = k, v
+        out = self.model(input_ids=ids.to(self.device), attention_mask=cmask.to(self.device),
+                         position_ids=pos.to(self.device), cache=pool.cache(m, m + n, c0, pmax), use_cache=True,
                          logits_to_keep=1, **self._fk([r.key for r in rows]))
-        return cache, mask, pos[:, -1:] + 1, out.logits[:, -1, :].argmax(dim=-1)
+        first = out.logits[:, -1, :].argmax(dim=-1)
+        new = (torch.cat([cmask.new_zeros((n, c0)), cmask], 1).to(self.device), pos[:, -1:].to(self.device) + 1, first)
+        if m:
+            new = tuple(torch.cat([old, fresh]) for old, fresh in zip((mask, state[1], state[2]), new))
+        keep = [True] * m + self._record(rows, first.tolist(), on_done)
+        return self._compact(pool, live + list(rows), new, keep)
+
+    @staticmethod
+    def _make_room(pool: "_KVPool", mask, span: int, room: int):
+        """Place the live rows (mask [rows, pool.n], or None) so that `span` new columns end at pool.n and `room`
+        tokens fit after it; drops the columns no live row uses when short of room or when they are many."""
+        if mask is None:
+            pool.n = span
+            if span + room > pool.length:
+                pool.grow(span + room, 0)
+            return None
+        lo = int(mask.argmax(dim=1).min())  # first column any live row attends to (each has a real token)
+        target = max(pool.n, span)
+        if target + room > pool.length or lo >= pool.n // 4:
+            target = max(pool.n - lo, span)
+        if target != pool.n:
+            delta = target - pool.n
+            pool.shift(mask.shape[0], lo, delta)
+            moved = mask.new_zeros((mask.shape[0], target))
+            moved[:, lo + delta:] = mask[:, lo:]
+            mask = moved
+        if pool.n + room > pool.length:  # rare: a chunk whose prefixes and suffixes together are the longest
+            pool.grow(pool.n + room, mask.shape[0])
+        return mask
 
     def _prefill_chunks(self, rows: list[Row], min_rows: int = 8, waste: float = 0.2) -> list[list[Row]]:
         """Rows to prefill together: one model key each, by prompt length, split where padding would pass
@@ -273,16 +342,20 @@ class PrefixDecoder:
                 real += n
         return chunks
 
+    def _pool_length(self, rows: list[Row]) -> int:
+        """Columns of the K/V pool: the longest prompt and room for two answers (rows end at a common column, so
+        a row that has answered may sit beside a new row that still has its whole answer to come)."""
+        return max(len(r.prompt) for r in rows) + 2 * max(int(r.params.max_new_tokens) for r in rows) + 1
+
     def _rows_that_fit(self, rows: list[Row]) -> int:
-        """batch_size, or fewer rows where their K/V buffers would pass kv_budget bytes (large models)."""
+        """batch_size, or fewer rows where the K/V pool would pass kv_budget bytes (large models, long prompts)."""
         if not self.kv_budget:
             return self.batch_size
         heads, dim, dtype, layers = self._kv_shape()
         import torch
 
         per_token = 2 * layers * heads * dim * torch.empty((), dtype=dtype).element_size()
-        longest = max(len(r.prompt) + int(r.params.max_new_tokens) for r in rows)
-        return max(1, min(self.batch_size, int(self.kv_budget // (per_token * longest))))
+        return max(1, min(self.batch_size, int(self.kv_budget // (per_token * self._pool_length(rows)))))
 
     def _kv_shape(self):
         """(K/V heads, head dim, dtype, layers) of the model's cache, from one token's forward (once)."""
@@ -297,51 +370,37 @@ class PrefixDecoder:
             self._kv_shape_cached = (k.shape[1], k.shape[-1], k.dtype, len(list(cache)))
         return self._kv_shape_cached
 
-    @staticmethod
-    def _merge(live, state, rows, new):
-        """One state for old and new rows: KV and masks left-padded to the same length, then stacked."""
-        if not live:
-            return list(rows), new
-        import torch
-
-        (c1, m1, p1, t1), (c2, m2, p2, t2) = state, new
-        length = max(m1.shape[1], m2.shape[1])
-        room = max(int(r.params.max_new_tokens) for r in live + list(rows)) + 1
-        n1, n2 = m1.shape[0], m2.shape[0]
-        layers = []
-        for (k1, v1, *_), (k2, v2, *_) in zip(c1, c2):  # right-aligned into one buffer per layer (one copy)
-            h, d = k1.shape[1], k1.shape[-1]
-            K = k1.new_zeros((n1 + n2, h, length + room, d))
-            V = v1.new_zeros((n1 + n2, h, length + room, d))
-            K[:n1, :, length - m1.shape[1]:length], V[:n1, :, length - m1.shape[1]:length] = k1, v1
-            K[n1:, :, length - m2.shape[1]:length], V[n1:, :, length - m2.shape[1]:length] = k2, v2
-            layers.append((K, V))
-        mask = m1.new_zeros((n1 + n2, length))
-        mask[:n1, length - m1.shape[1]:], mask[n1:, length - m2.shape[1]:] = m1, m2
-        return live + list(rows), (_roomy_cache(layers, room, filled=length), mask, torch.cat([p1, p2]),
-                                   torch.cat([t1, t2]))
-
-    def _drop_finished(self, live, state, on_done):
-        """Record each live row's new token; rows that finished leave the batch (and the KV cache)."""
-        import torch
-
-        cache, mask, pos, tokens = state
-        keep: list[int] = []
-        for j, tok in enumerate(tokens.tolist()):
-            r = live[j]
+    def _record(self, rows: list[Row], tokens: list[int], on_done) -> list[bool]:
+        """Append each row's new token; False for the rows that have finished."""
+        keep = []
+        for r, tok in zip(rows, tokens):
             r.tokens = (r.tokens or []) + [tok]
-            if self._finished(r, tok):
-                if on_done is not None:
-                    on_done(1)
-            else:
-                keep.append(j)
-        if len(keep) == len(live):
+            done = self._finished(r, tok)
+            if done and on_done is not None:
+                on_done(1)
+            keep.append(not done)
+        return keep
+
+    @staticmethod
+    def _compact(pool: "_KVPool", live: list[Row], state, keep: list[bool]):
+        """Finished rows leave: live rows from the end of the pool move into their places (only those rows'
+        K/V are copied, not the whole batch's), so the live rows stay pool rows [0, count)."""
+        if all(keep):
             return live, state
-        if not keep:
+        count = sum(keep)
+        if not count:
             return [], None
-        sel = torch.tensor(keep, dtype=torch.long, device=mask.device)
-        cache.batch_select_indices(sel)
-        return [live[j] for j in keep], (cache, mask[sel], pos[sel], tokens[sel])
+        import torch
+
+        holes = [i for i in range(count) if not keep[i]]
+        movers = [j for j in range(count, len(live)) if keep[j]]
+        if holes:
+            pool.move_rows(holes, movers)
+        order = list(range(count))
+        for h, j in zip(holes, movers):
+            order[h] = j
+        sel = torch.tensor(order, dtype=torch.long, device=state[0].device)
+        return [live[j] for j in order], tuple(x[sel] for x in state)
 
     def _finished(self, row: Row, tok: int) -> bool:
         p = row.params
