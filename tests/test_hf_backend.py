@@ -263,3 +263,61 @@ def test_prefill_chunks_one_key_each_and_little_padding():
         assert lens == sorted(lens)
         assert len(c) * max(lens) <= 1.2 * sum(lens) or len(c) <= 8
     assert [len(c) for c in chunks] == [12, 8, 12, 8]
+
+
+def test_kv_pool_moves_rows_and_columns_without_losing_kv():
+    """The pool's row moves, column shifts (both ways) and growth keep each live row's K/V as it was."""
+    import torch
+
+    from harness.backends.hf_decode import _KVPool
+
+    pool = _KVPool((2, 4, torch.float32, 3), rows=4, length=10, device="cpu")
+    pool.n = 6
+    for buf in (*pool.k, *pool.v):
+        buf[:, :, 2:6] = torch.randn(4, 2, 4, 4)
+    before = [b.clone() for b in (*pool.k, *pool.v)]
+    pool.shift(4, lo=2, delta=3)  # right: columns [2, 6) -> [5, 9)
+    assert pool.n == 9 and all(torch.equal(b[:, :, 5:9], o[:, :, 2:6]) for b, o in zip((*pool.k, *pool.v), before))
+    pool.shift(4, lo=5, delta=-5)  # left: the dead columns before 5 are dropped
+    assert pool.n == 4 and all(torch.equal(b[:, :, 0:4], o[:, :, 2:6]) for b, o in zip((*pool.k, *pool.v), before))
+    pool.move_rows([0], [3])  # row 3 takes finished row 0's place
+    assert all(torch.equal(b[0, :, :4], o[3, :, 2:6]) for b, o in zip((*pool.k, *pool.v), before))
+    pool.grow(20, rows=3)
+    assert pool.length == 20 and pool.k[0].shape[2] == 20
+    assert all(torch.equal(b[1:3, :, :4], o[1:3, :, 2:6]) for b, o in zip((*pool.k, *pool.v), before))
+    with pytest.raises(RuntimeError, match="out of room"):  # a cache over the pool never silently copies
+        pool.cache(0, 3, 0, 20).update(torch.zeros(3, 2, 1, 4), torch.zeros(3, 2, 1, 4), 0)
+
+
+def test_kv_pool_refills_shift_and_compact_with_the_same_answers(tiny_adapters, monkeypatch):
+    """Continuous batching through one pool: longer prompts join shorter ones (live rows shift right), rows
+    leave from the middle (the last row takes their place), dead columns are dropped: same tokens as generate."""
+    import harness.backends.hf_decode as hd
+    from harness.backends.hf import HFBackend
+
+    calls = {"right": 0, "left": 0, "move": 0, "pools": 0}
+    shift, move, init = hd._KVPool.shift, hd._KVPool.move_rows, hd._KVPool.__init__
+
+    def spy_shift(self, rows, lo, delta):
+        calls["right" if delta > 0 else "left"] += 1
+        return shift(self, rows, lo, delta)
+
+    def spy_move(self, dst, src):
+        calls["move"] += 1
+        return move(self, dst, src)
+
+    def spy_init(self, *a, **k):
+        calls["pools"] += 1
+        return init(self, *a, **k)
+
+    monkeypatch.setattr(hd._KVPool, "shift", spy_shift)
+    monkeypatch.setattr(hd._KVPool, "move_rows", spy_move)
+    monkeypatch.setattr(hd._KVPool, "__init__", spy_init)
+    spec = ServeSpec(TINY_CFG, {k: tiny_adapters[k] for k in ("a1", "a2")})
+    fast = HFBackend(spec, batch_size=4, device="cpu", engine="prefix")
+    plain = HFBackend(spec, batch_size=4, device="cpu", engine="generate")
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    reqs = [_req(k, " ".join(words[:n]) * (1 + n // 3), max_new_tokens=3 + (n * 7) % 11)
+            for n in range(1, 11) for k in (BASE, "a1")]
+    assert [c.text for c in fast.generate(reqs)] == [c.text for c in plain.generate(reqs)]
+    assert calls["pools"] == 1 and calls["move"] > 0 and calls["right"] > 0 and calls["left"] > 0, calls
