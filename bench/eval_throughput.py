@@ -16,8 +16,10 @@ Engines (each in its own process: peak RSS is that engine's; warm-up of 2 reques
            --naive-limit N only a stratified N-request sample runs and its wall time is scaled to the
            whole workload (requests differ in length; the sample takes every k-th request)
   hf       today's hf backend: engine=generate (mixed-adapter padded batches), batch_size 16 (conf default)
-  prefix   hf backend engine=prefix, the default (shared prompt prefixes once, rows of one adapter side by
-           side, finished rows leave the batch) on the lean Llama forward (harness/backends/hf_lean.py)
+  prefix   hf backend engine=prefix, the default (shared prompt prefixes once, rows of similar length
+           together in one K/V pool, finished rows leave the batch) on the lean Llama forward
+           (harness/backends/hf_lean.py) with oneDNN-packed weights (backend.pack)
+  prefix-unpacked   the same with backend.pack=false (plain weights: logits bitwise those of transformers + PEFT)
   prefix-transformers   the same engine on the transformers + PEFT forward (backend.lean=false)
   prefix+json   the same with the task's json_stop (stop when the JSON answer closes): a measured
            difference in outputs (text after the JSON is not generated)
@@ -161,14 +163,14 @@ def run_naive(model_cfg, adapters, reqs, threads: int, sample: list[int]) -> dic
 
 
 def run_hf(model_cfg, adapters, reqs, threads: int, engine: str, batch_size: int, json_stop: bool,
-           lean: bool = True) -> dict:
+           lean: bool = True, pack: bool = True) -> dict:
     import dataclasses
 
     from harness.backends.base import ServeSpec
     from harness.backends.hf import HFBackend
 
     b = HFBackend(ServeSpec(model_cfg, adapters), batch_size=batch_size, device="cpu", threads=threads, engine=engine,
-                  lean=lean)
+                  lean=lean, pack=pack)
     if json_stop:
         reqs = [dataclasses.replace(r, params=dataclasses.replace(r.params, json_stop=True))
                 if r.params.max_new_tokens and _is_task(r) else r for r in reqs]
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-probes", type=int, default=None, help="keep only the first N probe prompts")
     ap.add_argument("--engines", default="naive,hf,prefix,prefix+json",  # "none": workload and floor only
                     help="naive,hf,prefix,prefix+json,prefix-transformers,vllm")
-    ap.add_argument("--batch-size", type=int, default=64, help="batch size of the prefix engine (conf default)")
+    ap.add_argument("--batch-size", type=int, default=96, help="batch size of the prefix engine (conf default)")
     ap.add_argument("--hf-batch-size", type=int, default=16, help="batch size of today's hf backend (conf default)")
     ap.add_argument("--naive-limit", type=int, default=24, help="requests the naive loop really runs (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for every engine (0 = load-aware default)")
@@ -312,9 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             res = in_child(run_naive, SMOL_CFG, adapters, reqs, threads, sample)
         elif name == "hf":
             res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "generate", args.hf_batch_size, False)
-        elif name in ("prefix", "prefix+json", "prefix-transformers"):
+        elif name in ("prefix", "prefix+json", "prefix-unpacked", "prefix-transformers"):
             res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "prefix", args.batch_size, name == "prefix+json",
-                           name != "prefix-transformers")
+                           name != "prefix-transformers", name not in ("prefix-unpacked", "prefix-transformers"))
         elif name == "vllm":
             try:
                 res = in_child(run_vllm, SMOL_CFG, adapters, reqs, threads)

@@ -23,7 +23,7 @@ def _backend(cfg, adapters, **kw):
     return HFBackend(ServeSpec(cfg, adapters), batch_size=8, device="cpu", **kw)
 
 
-def _compare_forward(backend, names, seed=0):
+def _compare_forward(backend, names, seed=0, pack_rows=0):
     """Prefill (left padding, rows of several adapters) then two decoding steps: logits of both forwards."""
     import torch
     from transformers import DynamicCache
@@ -31,8 +31,9 @@ def _compare_forward(backend, names, seed=0):
     from harness.backends.hf_decode import _roomy_cache
     from harness.backends.hf_lean import LeanLlama
 
-    lean, why = LeanLlama.build(backend.model)
+    lean, why = LeanLlama.build(backend.model, pack_rows=pack_rows)
     assert why is None and lean is not None
+    assert lean.pack_reason is None or not pack_rows
     g = torch.Generator().manual_seed(seed)
     n, width = len(names), 23
     ids = torch.randint(0, backend.model.config.vocab_size, (n, width), generator=g)
@@ -119,6 +120,52 @@ def test_lean_logits_equal_transformers_peft_on_smollm2(smol_spec, tmp_path):
     i = b._internal
     for ref, got in _compare_forward(b, [i[BASE], i["r16"], i["r16"], i[BASE]]):
         assert torch.equal(ref, got), (ref - got).abs().max().item()
+
+
+def _close_and_same_argmax(pairs):
+    import torch
+
+    for ref, got in pairs:
+        scale = ref.abs().max().item()
+        assert torch.allclose(ref, got, rtol=0, atol=1e-5 * scale), (ref - got).abs().max().item()
+        assert torch.equal(ref.argmax(-1), got.argmax(-1))
+
+
+def test_packed_weights_change_only_the_last_bits(tiny_adapters, all_linear_adapters):
+    """oneDNN-packed base weights: logits within float round-off of transformers + PEFT, same greedy tokens."""
+    b = _backend(TINY_CFG, {"a1": tiny_adapters["a1"], **all_linear_adapters})
+    i = b._internal
+    _close_and_same_argmax(_compare_forward(b, [i[BASE], i["r4"], i["a1"], i["r4"], i[BASE], i["r8"]], pack_rows=8))
+
+
+@pytest.mark.slow
+def test_packed_weights_on_smollm2(smol_spec, tmp_path):
+    ad = make_random_adapter(smol_spec, tmp_path / "r16", r=16, seed=5, scale=0.02, targets=ALL_LINEAR)
+    b = _backend(SMOL_CFG, {"r16": ad})
+    i = b._internal
+    _close_and_same_argmax(_compare_forward(b, [i[BASE], i["r16"], i["r16"], i[BASE]], pack_rows=64))
+
+
+def test_pack_option_off_or_short_of_memory_keeps_plain_weights(tiny_adapters, monkeypatch):
+    """pack=false, or a packed copy that would not fit an eighth of free memory: plain weights, reason recorded."""
+    import os
+
+    from harness.backends.hf import HFBackend
+
+    adapters = {"a1": tiny_adapters["a1"]}
+    reqs = [Request(k, [{"role": "user", "content": t}], GenParams(max_new_tokens=8))
+            for t in ("a b c", "the quick brown fox") for k in (BASE, "a1")]
+    on, off = _backend(TINY_CFG, adapters), _backend(TINY_CFG, adapters, pack=False)
+    assert [c.text for c in on.generate(reqs)] == [c.text for c in off.generate(reqs)]
+    assert on.pack_reason is None and on._decoding_model().head_packed is not None
+    assert off.pack_reason == "backend.pack=false" and off._decoding_model().head_packed is None
+    sysconf = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda k: 4 if k == "SC_AVPHYS_PAGES" else sysconf(k))
+    tight = _backend(TINY_CFG, adapters)
+    tight.generate(reqs[:1])
+    assert "eighth of free memory" in tight.pack_reason and tight._decoding_model().head_packed is None
+    with pytest.raises(UserError, match="backend.pack"):
+        HFBackend.check_options({"pack": "yes"})
 
 
 def test_unsupported_adapters_keep_the_transformers_forward(tiny_spec, tmp_path):

@@ -8,9 +8,10 @@ How:
 1. Rows are grouped by model key and by their conversation before the last user turn (same system
    prompt, same few-shot turns); each group's longest common token prefix runs through the model
    once (with that group's adapter), and its KV cache is copied into every row of the group.
-2. Rows are taken in order of (model key, group, prompt length), so a batch holds one adapter's rows
-   side by side (the LoRA step works on a slice of the batch, not a gather); a batch may still mix
-   groups and adapters (adapter_names per row). Each row's KV starts with its group's prefix,
+2. Rows are taken in order of prompt length (then model key and group), so the rows decoded together
+   have similar lengths: they share one K/V column range, and attention reads every row up to the
+   longest (taken by model key first, half the demo's attention was over padding; by length, a quarter).
+   A batch mixes adapters (adapter_names per row). Each row's KV starts with its group's prefix,
    left-padded to the batch's longest prefix; the rest of its prompt is prefilled in chunks of one
    adapter and similar length (padding masked; position ids count only real tokens).
 3. The K/V cache is one pool of buffers per layer, allocated once per run (`_KVPool`): live rows are its
@@ -172,7 +173,8 @@ class _KVPool:
         for bufs in (self.k, self.v):
             for i, b in enumerate(bufs):
                 bigger = b.new_zeros((*b.shape[:2], length, b.shape[3]))
-                bigger[:rows, :, :self.n] = b[:rows, :, :self.n]
+                if rows:
+                    bigger[:rows, :, :self.n] = b[:rows, :, :self.n]
                 bufs[i] = bigger
         self.length = length
 
@@ -227,8 +229,9 @@ class PrefixDecoder:
                 plen[id(r)], gkey[id(r)] = (p if p >= self.min_prefix else 0), g
         self._prefixes: dict[tuple[str, str], list] = {}
         self._plen, self._gkey, self._fk = plen, gkey, forward_kwargs
-        # one model key and one context per batch where possible: no per-row adapter bookkeeping, little padding
-        queue = sorted(rows, key=lambda r: (r.key, r.context, len(r.prompt) - plen[id(r)]))
+        # by prompt length: rows decoded together end at one pool column, so a short row beside a long one
+        # attends over the long one's padding (key-first order: half the attention was padding on the demo)
+        queue = sorted(rows, key=lambda r: (len(r.prompt), r.key, r.context))
         cap = min(self._rows_that_fit(rows), len(rows))
         pool = _KVPool(self._kv_shape(), cap, self._pool_length(rows), self.device)
         live: list[Row] = []  # pool row i holds live[i]
@@ -305,9 +308,9 @@ class PrefixDecoder:
         """Place the live rows (mask [rows, pool.n], or None) so that `span` new columns end at pool.n and `room`
         tokens fit after it; drops the columns no live row uses when short of room or when they are many."""
         if mask is None:
-            pool.n = span
             if span + room > pool.length:
                 pool.grow(span + room, 0)
+            pool.n = span
             return None
         lo = int(mask.argmax(dim=1).min())  # first column any live row attends to (each has a real token)
         target = max(pool.n, span)
