@@ -127,15 +127,18 @@ def _close_and_same_argmax(pairs):
 
     for ref, got in pairs:
         scale = ref.abs().max().item()
-        assert torch.allclose(ref, got, rtol=0, atol=1e-5 * scale), (ref - got).abs().max().item()
+        assert torch.allclose(ref, got, rtol=0, atol=1e-4 * scale), (ref - got).abs().max().item()
         assert torch.equal(ref.argmax(-1), got.argmax(-1))
 
 
 def test_packed_weights_change_only_the_last_bits(tiny_adapters, all_linear_adapters):
-    """oneDNN-packed base weights: logits within float round-off of transformers + PEFT, same greedy tokens."""
+    """oneDNN-packed base weights and the fused LoRA calls: logits within float round-off of transformers + PEFT,
+    same greedy tokens."""
     b = _backend(TINY_CFG, {"a1": tiny_adapters["a1"], **all_linear_adapters})
     i = b._internal
-    _close_and_same_argmax(_compare_forward(b, [i[BASE], i["r4"], i["a1"], i["r4"], i[BASE], i["r8"]], pack_rows=8))
+    for names in ([i[BASE], i["r4"], i["a1"], i["r4"], i[BASE], i["r8"]],  # rows gathered (r4) and sliced
+                  [i["r8"]] * 4):  # the whole batch one adapter
+        _close_and_same_argmax(_compare_forward(b, names, pack_rows=8))
 
 
 @pytest.mark.slow

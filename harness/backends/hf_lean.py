@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 _PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+_FUSED = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))  # same input
 
 
 @dataclass
@@ -41,6 +42,9 @@ class _Layer:
     gate_up: object  # [2 * inter, hidden]
     down: object
     packed: dict = field(default_factory=dict)  # id(weight) -> oneDNN-packed copy (LeanLlama.pack)
+    # packed mode: adapter name -> projections -> (A of those projections stacked, [(output slice, B, scaling,
+    # slice of the stacked A's output)])
+    fused_lora: dict = field(default_factory=dict)
     # adapter name -> projection -> LoRA
     lora: dict[str, dict[str, _Lora]] = field(default_factory=dict)
 
@@ -201,6 +205,8 @@ class LeanLlama:
 
         lin = torch.nn.functional.linear
         out = self._base(x, w, layer.packed.get(id(w)))
+        if layer.fused_lora:
+            return self._lora_fused(x, out, layer, projs, groups)
         for name, rows in groups:
             lora = layer.lora.get(name)
             if not lora:
@@ -216,6 +222,31 @@ class LeanLlama:
                     out[..., sl] += delta
                 else:
                     out[rows, ..., sl] += delta
+        return out
+
+    @staticmethod
+    def _lora_fused(x, out, layer: _Layer, projs, groups):
+        """The packed mode's LoRA (round-off differs from PEFT's, like the packed weights): one A product for
+        the projections that read the same input, then B, scaling and the add in one call per projection
+        (addmm_ / index_add_). A third of the calls of PEFT's way; each small call costs mostly overhead on
+        CPU (LoRA was ~14% of the demo's evaluation)."""
+        import torch
+
+        for name, rows in groups:
+            fused = layer.fused_lora.get(name, {}).get(projs)
+            if fused is None:
+                continue
+            a, parts = fused
+            gathered = isinstance(rows, torch.Tensor)
+            xs = x if rows is None else x[rows]
+            t = torch.nn.functional.linear(xs, a).flatten(0, -2)
+            for sl, b, scaling, ts in parts:
+                if gathered:
+                    delta = torch.mm(t[:, ts], b.t()).view(*xs.shape[:-1], -1)
+                    out[..., sl].index_add_(0, rows, delta, alpha=scaling)
+                else:
+                    target = (out if rows is None else out[rows])[..., sl]  # a view: the add lands in out
+                    target.view(-1, target.shape[-1]).addmm_(t[:, ts], b.t(), alpha=scaling)
         return out
 
     @staticmethod
@@ -264,12 +295,28 @@ class LeanLlama:
                     layer.packed = {id(w): torch.ops.mkldnn._reorder_linear_weight(w, rows)
                                     for w in (layer.qkv, layer.o, layer.gate_up, layer.down)}
                 self.head_packed = torch.ops.mkldnn._reorder_linear_weight(self.lm_head, rows)
+                for layer in self.layers:
+                    layer.fused_lora = {name: {projs: self._stack_lora(lora, projs) for projs in _FUSED
+                                               if any(p in lora for p in projs)}
+                                        for name, lora in layer.lora.items()}
         except (RuntimeError, AttributeError) as e:  # an op missing or refusing in this torch build
             for layer in self.layers:
-                layer.packed = {}
+                layer.packed, layer.fused_lora = {}, {}
             self.head_packed = None
             return f"oneDNN packing failed: {e}"
         return None
+
+    def _stack_lora(self, lora: dict[str, _Lora], projs: tuple[str, ...]):
+        import torch
+
+        have = [p for p in projs if p in lora]
+        a = torch.cat([lora[p].a.detach() for p in have])
+        parts, start = [], 0
+        for p in have:
+            r = lora[p].a.shape[0]
+            parts.append((self._slices.get(p, slice(None)), lora[p].b.detach(), lora[p].scaling, slice(start, start + r)))
+            start += r
+        return a, parts
 
     def _mask(self, attention_mask, bsz: int, q_len: int, past: int, device):
         """Boolean [B, 1, q, past+q] (True = attend), or None for an unpadded causal prefill."""
