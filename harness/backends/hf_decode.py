@@ -23,7 +23,8 @@ How:
 4. A row that emits an end-of-turn token, completes a stop string, completes its JSON answer
    (GenParams.json_stop) or reaches its max_new_tokens leaves the batch at once; when half the batch
    has left, waiting rows are prefilled into the free pool rows (continuous batching).
-5. `model` may be the transformers model or harness.backends.hf_lean's forward (same logits, bitwise).
+5. `model` may be the transformers model or harness.backends.hf_lean's forward (same logits, bitwise;
+   with packed weights, up to float round-off).
 
 Outputs equal `generate`'s greedy outputs up to float round-off: the same forward runs on the same
 tokens at the same positions, but prefixes are computed in a batch of one and padding differs, so a
