@@ -108,6 +108,7 @@ def test_lean_adapter_on_top_layers_only(tiny_spec, tmp_path):
     for ref, got in pairs:
         assert torch.equal(ref, got), (ref - got).abs().max().item()
     assert not torch.equal(pairs[0][1][0], pairs[0][1][1])
+    _close_and_same_argmax(_compare_forward(b, [i["top"], i[BASE], i["top"]], pack_rows=4))  # packed: no LoRA on layer 0
 
 
 @pytest.mark.slow

@@ -48,8 +48,8 @@ class _Layer:
     gate_up: object  # [2 * inter, hidden]
     down: object
     packed: dict = field(default_factory=dict)  # id(weight) -> oneDNN-packed copy (LeanLlama.pack)
-    # packed mode: adapter name -> projections -> (A of those projections stacked, [(output slice, B, scaling,
-    # slice of the stacked A's output)])
+    # packed mode: projections -> (every adapter's A for them stacked, [(output slice, B's stacked side by side,
+    # columns of the A product)], owners: ((adapter, columns, scaling), ...)); see LeanLlama._lora_fused
     fused_lora: dict = field(default_factory=dict)
     # adapter name -> projection -> LoRA
     lora: dict[str, dict[str, _Lora]] = field(default_factory=dict)
@@ -158,6 +158,7 @@ class LeanLlama:
         if position_ids is None:
             position_ids = torch.arange(past, past + q_len, device=input_ids.device)[None].expand(bsz, -1)
         groups = self._adapter_rows(adapter_names, bsz)
+        self._scales = {}  # packed mode's per-row LoRA scalings, one per adapter layout, for this forward
         x = self.inner.embed_tokens(input_ids)
         cos, sin = self.inner.rotary_emb(x, position_ids)
         cos, sin = cos[:, None], sin[:, None]
@@ -212,7 +213,7 @@ class LeanLlama:
         lin = torch.nn.functional.linear
         out = self._base(x, w, layer.packed.get(id(w)))
         if layer.fused_lora:
-            return self._lora_fused(x, out, layer, projs, groups)
+            return self._lora_fused(x, out, layer.fused_lora.get(projs), groups) if groups else out
         for name, rows in groups:
             lora = layer.lora.get(name)
             if not lora:
@@ -230,30 +231,38 @@ class LeanLlama:
                     out[rows, ..., sl] += delta
         return out
 
-    @staticmethod
-    def _lora_fused(x, out, layer: _Layer, projs, groups):
-        """The packed mode's LoRA (round-off differs from PEFT's, like the packed weights): one A product for
-        the projections that read the same input, then B, scaling and the add in one call per projection
-        (addmm_ / index_add_). A third of the calls of PEFT's way; each small call costs mostly overhead on
-        CPU (LoRA was ~14% of the demo's evaluation)."""
+    def _lora_fused(self, x, out, fused, groups):
+        """The packed mode's LoRA, every adapter at once (round-off differs from PEFT's, like the packed weights):
+        one product with all adapters' A matrices stacked, each row's columns scaled by its adapter's scaling
+        (zero for the other adapters' columns and for base rows), then one product per projection with the
+        adapters' B matrices side by side, added in place. A handful of calls per layer whatever the mix of
+        adapters in the batch, instead of a gather, products and a scatter per adapter: each small call costs
+        mostly overhead on CPU (LoRA was ~14% of the demo's evaluation); the extra FLOPs (every row through
+        every adapter's rank) are a few % of the base product."""
         import torch
 
-        for name, rows in groups:
-            fused = layer.fused_lora.get(name, {}).get(projs)
-            if fused is None:
-                continue
-            a, parts = fused
-            gathered = isinstance(rows, torch.Tensor)
-            xs = x if rows is None else x[rows]
-            t = torch.nn.functional.linear(xs, a).flatten(0, -2)
-            for sl, b, scaling, ts in parts:
-                if gathered:
-                    delta = torch.mm(t[:, ts], b.t()).view(*xs.shape[:-1], -1)
-                    out[..., sl].index_add_(0, rows, delta, alpha=scaling)
-                else:
-                    target = (out if rows is None else out[rows])[..., sl]  # a view: the add lands in out
-                    target.view(-1, target.shape[-1]).addmm_(t[:, ts], b.t(), alpha=scaling)
+        if fused is None:
+            return out
+        a, parts, owners = fused
+        t = torch.nn.functional.linear(x, a)
+        t.mul_(self._row_scale(owners, groups, x.shape[0], x)[:, None, :])
+        t2 = t.view(-1, t.shape[-1])
+        for sl, b, cols in parts:
+            target = out[..., sl]  # a view: the add lands in out
+            target.view(-1, target.shape[-1]).addmm_(t2[:, cols], b.t())
         return out
+
+    def _row_scale(self, owners, groups, bsz: int, like):
+        """[rows, columns]: a row's adapter scaling on that adapter's columns of the stacked A product, else 0."""
+        scale = self._scales.get(id(owners))
+        if scale is None:
+            scale = like.new_zeros((bsz, owners[-1][1].stop))
+            for name, rows in groups:
+                for owner, cols, scaling in owners:
+                    if owner == name:
+                        scale[slice(None) if rows is None else rows, cols] = scaling
+            self._scales[id(owners)] = scale
+        return scale
 
     @staticmethod
     def _base(x, w, packed):
@@ -301,10 +310,9 @@ class LeanLlama:
                     layer.packed = {id(w): torch.ops.mkldnn._reorder_linear_weight(w, rows)
                                     for w in (layer.qkv, layer.o, layer.gate_up, layer.down)}
                 self.head_packed = torch.ops.mkldnn._reorder_linear_weight(self.lm_head, rows)
+                layouts: dict = {}  # layers with the same adapters share one owners tuple (one row scale per forward)
                 for layer in self.layers:
-                    layer.fused_lora = {name: {projs: self._stack_lora(lora, projs) for projs in _FUSED
-                                               if any(p in lora for p in projs)}
-                                        for name, lora in layer.lora.items()}
+                    layer.fused_lora = {projs: self._stack_lora(layer, projs, layouts) for projs in _FUSED}
         except (RuntimeError, AttributeError) as e:  # an op missing or refusing in this torch build
             for layer in self.layers:
                 layer.packed, layer.fused_lora = {}, {}
@@ -312,17 +320,28 @@ class LeanLlama:
             return f"oneDNN packing failed: {e}"
         return None
 
-    def _stack_lora(self, lora: dict[str, _Lora], projs: tuple[str, ...]):
+    def _stack_lora(self, layer: _Layer, projs: tuple[str, ...], layouts: dict):
+        """Every adapter's LoRA for the projections `projs` of one layer, stacked (LeanLlama._lora_fused)."""
         import torch
 
-        have = [p for p in projs if p in lora]
-        a = torch.cat([lora[p].a.detach() for p in have])
-        parts, start = [], 0
-        for p in have:
-            r = lora[p].a.shape[0]
-            parts.append((self._slices.get(p, slice(None)), lora[p].b.detach(), lora[p].scaling, slice(start, start + r)))
-            start += r
-        return a, parts
+        names = sorted(n for n, lora in layer.lora.items() if any(p in lora for p in projs))
+        if not names:
+            return None
+        a_blocks, parts, owners, start = [], [], [], 0
+        for p in projs:  # columns grouped by projection, so each projection's B reads one contiguous block
+            first, bs = start, []
+            for n in names:
+                ad = layer.lora[n].get(p)
+                if ad is not None:
+                    r = ad.a.shape[0]
+                    a_blocks.append(ad.a.detach())
+                    bs.append(ad.b.detach())
+                    owners.append((n, slice(start, start + r), ad.scaling))
+                    start += r
+            if bs:
+                parts.append((self._slices.get(p, slice(None)), torch.cat(bs, dim=1), slice(first, start)))
+        key = tuple((n, c.start, c.stop, s) for n, c, s in owners)
+        return torch.cat(a_blocks), parts, layouts.setdefault(key, tuple(owners))
 
     def _mask(self, attention_mask, bsz: int, q_len: int, past: int, device):
         """Boolean [B, 1, q, past+q] (True = attend), or None for an unpadded causal prefill."""
