@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             line += f"; 5x hf = {results['hf']['wall_s'] / 5:.0f} s"
         print(line, flush=True)
     parts = []
-    for name in ("prefix", "prefix+json", "prefix-transformers", "vllm"):
+    for name in ("prefix", "prefix+json", "prefix-unpacked", "prefix-transformers", "vllm"):
         if name in results:
             for base in ("hf", "naive"):
                 if base in results:

@@ -28,7 +28,7 @@ def _compare_forward(backend, names, seed=0, pack_rows=0):
     import torch
     from transformers import DynamicCache
 
-    from harness.backends.hf_decode import _roomy_cache
+    from harness.backends.hf_decode import _view_cache
     from harness.backends.hf_lean import LeanLlama
 
     lean, why = LeanLlama.build(backend.model, pack_rows=pack_rows)
@@ -49,7 +49,9 @@ def _compare_forward(backend, names, seed=0, pack_rows=0):
         got = lean(input_ids=ids, attention_mask=mask, position_ids=pos, cache=DynamicCache(), logits_to_keep=1, **kw)
         pairs = [(ref.logits, got.logits)]
         for out in (ref, got):  # continue both from a cache with room, as the decoder does
-            caches.append(_roomy_cache([(k, v) for k, v, *_ in out.cache], room=4))
+            room = [(torch.cat([k, k.new_zeros((*k.shape[:2], 4, k.shape[3]))], 2),
+                     torch.cat([v, v.new_zeros((*v.shape[:2], 4, v.shape[3]))], 2)) for k, v, *_ in out.cache]
+            caches.append(_view_cache(room, filled=width))
         tok = ref.logits[:, -1].argmax(-1)[:, None]
         for step in range(2):
             mask = torch.cat([mask, mask.new_ones((n, 1))], 1)

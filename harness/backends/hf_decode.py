@@ -79,27 +79,17 @@ def json_end(text: str) -> int | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _roomy_layer():
-    """A transformers DynamicLayer that keeps spare room (built on first use: transformers is imported lazily).
-
-    DynamicLayer concatenates the whole cache with each new token (a full copy per step and layer);
-    this one writes the token's K/V in place. Attention sees views up to the filled length.
-    """
-    import torch
+def _view_layer():
+    """A transformers DynamicLayer over given K/V buffers with room (built on first use: transformers is
+    imported lazily). DynamicLayer concatenates the whole cache with each new token (a full copy per step
+    and layer); this one writes the token's K/V in place. Attention sees views up to the filled length."""
     from transformers.cache_utils import DynamicLayer
 
-    class RoomyLayer(DynamicLayer):
-        def __init__(self, k, v, room: int, filled: int | None = None):
-            """Copy `k`/`v` into buffers with `room` free slots; or, with `filled`, adopt `k`/`v` as the buffers."""
+    class ViewLayer(DynamicLayer):
+        def __init__(self, k, v, filled: int):
             super().__init__()
-            b, h, n, d = k.shape
-            if filled is None:
-                self.kbuf, self.vbuf = k.new_empty((b, h, n + room, d)), v.new_empty((b, h, n + room, d))
-                self.kbuf[:, :, :n], self.vbuf[:, :, :n] = k, v
-            else:
-                self.kbuf, self.vbuf, n = k, v, filled
-            self.adopted = filled is not None
-            self.n, self.is_initialized, self.device, self.dtype = n, True, k.device, k.dtype
+            self.kbuf, self.vbuf, self.n = k, v, filled
+            self.is_initialized, self.device, self.dtype = True, k.device, k.dtype
             self._views()
 
         def _views(self):
@@ -107,12 +97,8 @@ def _roomy_layer():
 
         def update(self, key_states, value_states, *args, **kwargs):
             m = key_states.shape[-2]
-            if self.n + m > self.kbuf.shape[-2]:  # out of room: grow (rare: room covers max_new_tokens)
-                if self.adopted:  # a view of the decoder's pool: a copy would leave the pool stale
-                    raise RuntimeError(f"K/V pool out of room ({self.n} + {m} > {self.kbuf.shape[-2]} columns)")
-                grow = max(m, self.kbuf.shape[-2] // 2)
-                self.kbuf = torch.cat([self.kbuf, self.kbuf.new_empty((*self.kbuf.shape[:-2], grow, self.kbuf.shape[-1]))], -2)
-                self.vbuf = torch.cat([self.vbuf, self.vbuf.new_empty((*self.vbuf.shape[:-2], grow, self.vbuf.shape[-1]))], -2)
+            if self.n + m > self.kbuf.shape[-2]:  # growing would copy: the decoder's pool would go stale
+                raise RuntimeError(f"K/V pool out of room ({self.n} + {m} > {self.kbuf.shape[-2]} columns)")
             self.kbuf[:, :, self.n:self.n + m] = key_states
             self.vbuf[:, :, self.n:self.n + m] = value_states
             self.n += m
@@ -122,20 +108,16 @@ def _roomy_layer():
         def get_seq_length(self) -> int:
             return self.n
 
-        def batch_select_indices(self, indices) -> None:
-            self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
-            self._views()
-
-    return RoomyLayer
+    return ViewLayer
 
 
-def _roomy_cache(kv_pairs, room: int, filled: int | None = None):
-    """A DynamicCache over RoomyLayers holding `kv_pairs` [(keys, values) per layer] with `room` free slots
-    (with `filled`: the pairs are the buffers themselves, their first `filled` positions in use)."""
+def _view_cache(kv_pairs, filled: int):
+    """A DynamicCache whose layers write into `kv_pairs` [(keys, values) buffers per layer], the first
+    `filled` positions in use."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    cache.layers = [_roomy_layer()(k, v, room, filled) for k, v in kv_pairs]
+    cache.layers = [_view_layer()(k, v, filled) for k, v in kv_pairs]
     return cache
 
 
@@ -157,7 +139,7 @@ class _KVPool:
 
     def cache(self, r0: int, r1: int, c0: int, filled: int):
         """A cache over pool rows [r0, r1) from column c0, its first `filled` columns in use: writes land in the pool."""
-        return _roomy_cache([(k[r0:r1, :, c0:], v[r0:r1, :, c0:]) for k, v in zip(self.k, self.v)], 0, filled=filled)
+        return _view_cache([(k[r0:r1, :, c0:], v[r0:r1, :, c0:]) for k, v in zip(self.k, self.v)], filled)
 
     def shift(self, rows: int, lo: int, delta: int) -> None:
         """Move the first `rows` rows' columns [lo, n) by `delta` (left or right); n moves with them."""
