@@ -56,7 +56,7 @@ import harness.io as hio  # noqa: E402
 from harness.io import (InvalidJSON, UserError, append_jsonl, check_safe_name, file_lock, iter_jsonl,  # noqa: E402
                         load_yaml_with_lines, read_jsonl, recover_dir)
 
-CTX = mp.get_context("fork")  # children only run harness.io; fork keeps the test fast
+CTX = mp.get_context("spawn")  # not fork: a pytest process with leftover threads can hang a forked child
 
 
 def _complete(final) -> bool:

@@ -37,10 +37,13 @@ def _report(args):
 def test_parallel_grid_points_share_the_rungs_file_under_a_lock(tmp_path):
     f = tmp_path / "pruning.json"
     n = 8
-    with mp.Manager() as m:
+    # spawn, not fork: forking a pytest process whose earlier tests left threads running (loky, tqdm) hung a
+    # child in CI for 30 minutes; the bounded wait turns any such hang into a quick failure.
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as m:
         barrier = m.Barrier(n)
-        with mp.get_context("fork").Pool(n) as pool:
-            out = pool.map(_report, [(str(f), f"t{i}", float(i), barrier) for i in range(n)])
+        with ctx.Pool(n) as pool:
+            out = pool.map_async(_report, [(str(f), f"t{i}", float(i), barrier) for i in range(n)]).get(timeout=120)
     assert all(stop is False for _, stop in out)  # min_peers=100: nobody stops...
     assert json.loads(f.read_text())["rungs"]["0"]["losses"] == {f"t{i}": float(i) for i in range(n)}  # ...none lost
 
