@@ -167,12 +167,23 @@ def _workload():
     return msgs
 
 
-def test_prefix_engine_equals_generate_engine(tiny_adapters):
-    """Same greedy tokens, finish reasons and counts from both engines, for every key, with stops and EOS."""
+@pytest.mark.parametrize("pack", [True, False], ids=["packed-prefix-attended-once", "exact-prefix-copied"])
+def test_prefix_engine_equals_generate_engine(tiny_adapters, pack, monkeypatch):
+    """Same greedy tokens, finish reasons and counts from both engines, for every key, with stops and EOS; packed
+    mode attends to shared prefixes once per group (not in the K/V pool), exact mode copies them into each row."""
+    import harness.backends.hf_decode as hd
     from harness.backends.hf import HFBackend
 
+    lengths = []
+    init = hd._KVPool.__init__
+
+    def spy(self, kv_shape, rows, length, device):
+        lengths.append(length)
+        return init(self, kv_shape, rows, length, device)
+
+    monkeypatch.setattr(hd._KVPool, "__init__", spy)
     spec = ServeSpec(TINY_CFG, {k: tiny_adapters[k] for k in ("a1", "a2")})
-    fast = HFBackend(spec, batch_size=4, device="cpu", engine="prefix")
+    fast = HFBackend(spec, batch_size=4, device="cpu", engine="prefix", pack=pack)
     plain = HFBackend(spec, batch_size=4, device="cpu", engine="generate")
     msgs = _workload()
     probe = plain.generate([Request("a1", msgs[0], GenParams(max_new_tokens=12))])[0].text
@@ -192,6 +203,9 @@ def test_prefix_engine_equals_generate_engine(tiny_adapters):
 
     ids = [fast._prompt_ids(m) for m in msgs[7:11]]
     assert common_prefix(ids) > 16
+    assert fast._decoding_model().shares_prefix is pack
+    longest = max(len(i) for i in ids) + 2 * 12 + 1  # the pool's columns when prompts sit in it whole
+    assert (max(lengths) < longest - 16) if pack else (max(lengths) == longest), (lengths, longest)
 
 
 def test_prompt_over_context_is_an_error_completion(backend):
@@ -240,7 +254,9 @@ def test_kv_budget_caps_the_batch_not_the_answers(tiny_adapters, monkeypatch):
         return seen[-1]
 
     heads, dim, _, layers = 2, 32, None, 2  # the tiny model: 2 K/V heads of 32, 2 layers, fp32
-    per_row = 2 * layers * heads * dim * 4 * (max(len(p) for p in PROMPTS) + 6)  # bytes, generously long rows
+    # bytes of a row of the shortest pool possible (one prompt token kept, room for two 6-token answers): at
+    # most 3 rows fit, whether shared prefixes sit in the pool (exact mode) or not (packed mode)
+    per_row = 2 * layers * heads * dim * 4 * (1 + 2 * 6 + 1)
     monkeypatch.setattr(hd, "default_kv_budget", lambda: 3 * per_row)
     monkeypatch.setattr(hd.PrefixDecoder, "_rows_that_fit", spy)
     capped = HFBackend(spec, batch_size=16, device="cpu").generate(reqs)
@@ -289,7 +305,8 @@ def test_kv_pool_moves_rows_and_columns_without_losing_kv():
         pool.cache(0, 3, 0, 20).update(torch.zeros(3, 2, 1, 4), torch.zeros(3, 2, 1, 4), 0)
 
 
-def test_kv_pool_refills_shift_and_compact_with_the_same_answers(tiny_adapters, monkeypatch):
+@pytest.mark.parametrize("pack", [True, False], ids=["packed-prefix-attended-once", "exact-prefix-copied"])
+def test_kv_pool_refills_shift_and_compact_with_the_same_answers(tiny_adapters, monkeypatch, pack):
     """Continuous batching through one pool: longer prompts join shorter ones (live rows shift right), rows
     leave from the middle (the last row takes their place), dead columns are dropped: same tokens as generate."""
     import harness.backends.hf_decode as hd
@@ -319,7 +336,7 @@ def test_kv_pool_refills_shift_and_compact_with_the_same_answers(tiny_adapters, 
     monkeypatch.setattr(hd._KVPool, "move_rows", spy_move)
     monkeypatch.setattr(hd._KVPool, "__init__", spy_init)
     spec = ServeSpec(TINY_CFG, {k: tiny_adapters[k] for k in ("a1", "a2")})
-    fast = HFBackend(spec, batch_size=4, device="cpu", engine="prefix")
+    fast = HFBackend(spec, batch_size=4, device="cpu", engine="prefix", pack=pack)
     plain = HFBackend(spec, batch_size=4, device="cpu", engine="generate")
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
     reqs = [_req(k, " ".join(words[:n]) * (1 + n // 3), max_new_tokens=3 + (n * 7) % 11)
@@ -335,4 +352,6 @@ def test_kv_pool_refills_shift_and_compact_with_the_same_answers(tiny_adapters, 
     reqs = [_req(BASE, "hi", max_new_tokens=12), _req("a1", "ok", max_new_tokens=12),
             long(BASE, 4), long("a1", 4), long(BASE, 6), long("a1", 6)]
     assert [c.text for c in fast.generate(reqs)] == [c.text for c in plain.generate(reqs)]
-    assert calls["pools"] == 2 and calls["left"] > 0 and calls["grow"] > 0, calls
+    assert calls["pools"] == 2, calls
+    if not pack:  # prefixes in the pool make the long rows' columns: dropped later, and one chunk outgrows it
+        assert calls["left"] > 0 and calls["grow"] > 0, calls

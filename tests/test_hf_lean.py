@@ -227,3 +227,62 @@ def test_lean_option_is_checked():
 
     with pytest.raises(UserError, match="backend.lean"):
         HFBackend.check_options({"lean": "yes"})
+
+
+def test_shared_prefix_attended_once_equals_the_prefix_in_each_row(tiny_adapters):
+    """Packed mode's cascade attention: rows whose shared prefix is passed once per group (not in their cache)
+    get the logits of the same rows run whole, one at a time: prefill (left padding, groups sliced and
+    gathered, a row with no prefix) then decoding steps."""
+    import torch
+    from transformers import DynamicCache
+
+    from harness.backends.hf_decode import _view_cache
+    from harness.backends.hf_lean import LeanLlama
+
+    b = _backend(TINY_CFG, {"a1": tiny_adapters["a1"]})
+    lean, _ = LeanLlama.build(b.model, pack_rows=8)
+    assert lean.pack_reason is None and lean.shares_prefix
+    base, a1 = b._internal[BASE], b._internal["a1"]
+    g = torch.Generator().manual_seed(7)
+    vocab = b.model.config.vocab_size
+    prefixes = {"g0": (base, torch.randint(0, vocab, (9,), generator=g)),
+                "g1": (a1, torch.randint(0, vocab, (6,), generator=g))}
+    rows = [("g0", 4), ("g0", 5), ("g1", 6), (None, 3), ("g1", 2)]  # g0: a slice of the batch; g1: rows 2 and 4
+    names = [prefixes[grp][0] if grp else a1 for grp, _ in rows]
+    suffixes = [torch.randint(0, vocab, (n,), generator=g) for _, n in rows]
+    with torch.inference_mode():
+        kv = {}
+        for grp, (name, ids) in prefixes.items():
+            out = lean(input_ids=ids[None], cache=DynamicCache(), adapter_names=[name])
+            kv[grp] = [(k, v) for k, v, *_ in out.cache]
+        prefix = [(slice(0, 2), kv["g0"]), (torch.tensor([2, 4]), kv["g1"])]
+        n, width, steps = len(rows), max(len(x) for x in suffixes), 3
+        ids = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, x in enumerate(suffixes):
+            ids[i, width - len(x):], mask[i, width - len(x):] = x, 1
+        plen = torch.tensor([len(prefixes[grp][1]) if grp else 0 for grp, _ in rows])[:, None]
+        pos = plen + (mask.cumsum(1) - 1).clamp(min=0)
+        heads, dim = lean.n_kv, lean.head_dim
+        bufs = [(torch.zeros((n, heads, width + steps, dim)), torch.zeros((n, heads, width + steps, dim)))
+                for _ in lean.layers]
+        cache = _view_cache(bufs, filled=0)
+        got = [lean(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, prefix=prefix,
+                    adapter_names=names).logits[:, -1]]
+        tokens = [got[0].argmax(-1)]
+        for _ in range(steps - 1):
+            mask = torch.cat([mask, mask.new_ones((n, 1))], 1)
+            pos = pos[:, -1:] + 1
+            got.append(lean(input_ids=tokens[-1][:, None], attention_mask=mask, position_ids=pos, cache=cache,
+                            prefix=prefix, adapter_names=names).logits[:, -1])
+            tokens.append(got[-1].argmax(-1))
+        for i, (grp, _) in enumerate(rows):  # each row alone, its prefix in its own cache
+            whole = torch.cat([prefixes[grp][1], suffixes[i]]) if grp else suffixes[i]
+            c = DynamicCache()
+            ref = [lean(input_ids=whole[None], cache=c, adapter_names=[names[i]]).logits[0, -1]]
+            for t in tokens[:-1]:
+                ref.append(lean(input_ids=t[i].view(1, 1), cache=c, adapter_names=[names[i]]).logits[0, -1])
+            for step, r in enumerate(ref):
+                scale = r.abs().max().item()
+                assert torch.allclose(got[step][i], r, rtol=0, atol=1e-4 * scale), (i, step)
+                assert got[step][i].argmax() == r.argmax(), (i, step)

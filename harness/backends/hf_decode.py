@@ -195,6 +195,9 @@ class PrefixDecoder:
         self.min_prefix = int(min_prefix)
         self.kv_budget = default_kv_budget() if kv_budget is None else int(kv_budget)  # 0 = no limit
         self._kv_shape_cached = None
+        # the model attends to shared prefixes itself (hf_lean's cascade attention): they stay out of the pool
+        self.shared = bool(getattr(model, "shares_prefix", False))
+        self._plen: dict[int, int] = {}
 
     def run(self, rows: list[Row], forward_kwargs: Callable[[list[str]], dict],
             on_done: Callable[[int], None] | None = None) -> None:
@@ -230,7 +233,7 @@ class PrefixDecoder:
                 mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
                 out = self.model(input_ids=pending[:, None], attention_mask=mask, position_ids=pos,
                                  cache=pool.cache(0, len(live), 0, pool.n), use_cache=True,
-                                 **forward_kwargs([r.key for r in live]))
+                                 **self._prefix_arg(live), **forward_kwargs([r.key for r in live]))
                 pool.n += 1
                 tokens = out.logits[:, -1, :].argmax(dim=-1)
                 keep = self._record(live, tokens.tolist(), on_done)
@@ -247,8 +250,30 @@ class PrefixDecoder:
             x = torch.tensor([row.prompt[:p]], dtype=torch.long, device=self.device)
             out = self.model(input_ids=x, cache=DynamicCache(), use_cache=True, logits_to_keep=1,
                              **self._fk([row.key]))
-            self._prefixes[g] = [(k[0], v[0]) for k, v, *_ in out.cache]
+            # shared: [1, heads, p, dim] per layer for the model's prefix attention; else copied into pool rows
+            self._prefixes[g] = [(k, v) if self.shared else (k[0], v[0]) for k, v, *_ in out.cache]
         return self._prefixes[g]
+
+    def _prefix_arg(self, rows: list[Row]) -> dict:
+        """`prefix=` for the model in shared mode: [(the batch rows of one group, that group's prefix K/V)]."""
+        if not self.shared:
+            return {}
+        import torch
+
+        members: dict[tuple[str, str], list[int]] = {}
+        for i, r in enumerate(rows):
+            if self._plen[id(r)]:
+                members.setdefault(self._gkey[id(r)], []).append(i)
+        out = []
+        for g, idx in members.items():
+            contiguous = idx[-1] - idx[0] + 1 == len(idx)  # a slice is a view: no gather
+            sel = slice(idx[0], idx[-1] + 1) if contiguous else torch.tensor(idx, dtype=torch.long, device=self.device)
+            out.append((sel, self._prefixes[g]))
+        return {"prefix": out}
+
+    def _kept(self, row: Row) -> int:
+        """Prompt tokens a row keeps in the pool: all of them, or (shared mode) those after its group's prefix."""
+        return len(row.prompt) - (self._plen.get(id(row), 0) if self.shared else 0)
 
     def _prefill(self, pool: "_KVPool", live: list[Row], state, rows: list[Row], on_done):
         """Prefill `rows` into pool rows after the live ones, ending at the live rows' column: prefix K/V copied
@@ -257,7 +282,10 @@ class PrefixDecoder:
 
         m, n = len(live), len(rows)
         ps = [self._plen[id(r)] for r in rows]
-        pmax = max(ps)
+        for r, p in zip(rows, ps):
+            if p:
+                self._prefix_kv(r)  # computed once per group
+        pmax = 0 if self.shared else max(ps)  # shared mode: the prefixes stay out of the pool
         suffixes = [r.prompt[p:] for r, p in zip(rows, ps)]
         width = max(len(x) for x in suffixes)
         span = pmax + width
@@ -265,7 +293,7 @@ class PrefixDecoder:
         cmask = torch.zeros((n, span), dtype=torch.long)
         for i, (x, p) in enumerate(zip(suffixes, ps)):
             ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
-            cmask[i, pmax - p:pmax] = 1
+            cmask[i, pmax - min(p, pmax):pmax] = 1
             cmask[i, span - len(x):] = 1
         pos = torch.tensor(ps, dtype=torch.long)[:, None] + (cmask[:, pmax:].cumsum(1) - 1).clamp(min=0)
         room = max([int(r.params.max_new_tokens) - len(r.tokens or ()) for r in live]
@@ -273,12 +301,12 @@ class PrefixDecoder:
         mask = self._make_room(pool, state[0] if m else None, span, room)
         c0 = pool.n - span
         for i, (r, p) in enumerate(zip(rows, ps)):
-            if p:
+            if p and not self.shared:
                 for K, V, (k, v) in zip(pool.k, pool.v, self._prefix_kv(r)):
                     K[m + i, :, c0 + pmax - p:c0 + pmax], V[m + i, :, c0 + pmax - p:c0 + pmax] = k, v
         out = self.model(input_ids=ids.to(self.device), attention_mask=cmask.to(self.device),
                          position_ids=pos.to(self.device), cache=pool.cache(m, m + n, c0, pmax), use_cache=True,
-                         logits_to_keep=1, **self._fk([r.key for r in rows]))
+                         logits_to_keep=1, **self._prefix_arg(rows), **self._fk([r.key for r in rows]))
         first = out.logits[:, -1, :].argmax(dim=-1)
         new = (torch.cat([cmask.new_zeros((n, c0)), cmask], 1).to(self.device), pos[:, -1:].to(self.device) + 1, first)
         if m:
@@ -331,7 +359,7 @@ class PrefixDecoder:
     def _pool_length(self, rows: list[Row]) -> int:
         """Columns of the K/V pool: the longest prompt and room for two answers (rows end at a common column, so
         a row that has answered may sit beside a new row that still has its whole answer to come)."""
-        return max(len(r.prompt) for r in rows) + 2 * max(int(r.params.max_new_tokens) for r in rows) + 1
+        return max(self._kept(r) for r in rows) + 2 * max(int(r.params.max_new_tokens) for r in rows) + 1
 
     def _rows_that_fit(self, rows: list[Row]) -> int:
         """batch_size, or fewer rows where the K/V pool would pass kv_budget bytes (large models, long prompts)."""

@@ -149,8 +149,16 @@ class LeanLlama:
                         "gate_proj": slice(0, i), "up_proj": slice(i, 2 * i)}
 
     # ------------------------------------------------------------------ forward
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether `__call__` takes `prefix=` (shared prefixes attended once per group): packed mode only, since
+        attention in two parts merged by log-sum-exp rounds differently (the exact mode stays bitwise)."""
+        return self.pack_reason is None
+
     def __call__(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=1,
-                 adapter_names=None, use_cache=True):
+                 adapter_names=None, use_cache=True, prefix=None):
+        """`prefix` (packed mode): [(rows, per-layer (keys, values) [1, kv heads, p, head dim])]: those rows'
+        tokens come after that shared prefix, which is not in `cache` (cascade attention, see _attention)."""
         import torch
 
         bsz, q_len = input_ids.shape
@@ -163,9 +171,14 @@ class LeanLlama:
         cos, sin = self.inner.rotary_emb(x, position_ids)
         cos, sin = cos[:, None], sin[:, None]
         mask = self._mask(attention_mask, bsz, q_len, past, x.device)
+        flat = self._real_tokens(attention_mask, q_len, groups, logits_to_keep)
+        if flat is not None:  # [1, real tokens, hidden]: the projections skip the padding
+            x = x.reshape(bsz * q_len, -1)[flat][None]
         for li, layer in enumerate(self.layers):
             h = layer.ln1(x)
             qkv = self._linear(h, layer.qkv, layer, ("q_proj", "k_proj", "v_proj"), groups)
+            if flat is not None:  # back to [B, L, ...] for attention: padded positions get zero q/k/v (masked)
+                qkv = qkv.new_zeros((bsz * q_len, qkv.shape[-1])).index_copy_(0, flat, qkv[0]).view(bsz, q_len, -1)
             # contiguous slices: the same memory layout as separate projections (SDPA's blocking follows it)
             q = qkv[..., : self.q_out].contiguous().view(bsz, q_len, self.n_heads, self.head_dim).transpose(1, 2)
             k = qkv[..., self.q_out: self.q_out + self.kv_out].contiguous().view(
@@ -176,15 +189,33 @@ class LeanLlama:
             k = k * cos + _rotate_half(k) * sin
             if cache is not None:
                 k, v = cache.update(k, v, li)
-            a = self._attention(q, k, v, mask, q_len)
+            a = self._attention(q, k, v, mask, q_len, [(rows, kv[li]) for rows, kv in prefix] if prefix else None)
+            if flat is not None:
+                a = a.reshape(bsz * q_len, -1)[flat][None]
             x = x + self._linear(a, layer.o, layer, ("o_proj",), groups)
             h = layer.ln2(x)
             gu = self._linear(h, layer.gate_up, layer, ("gate_proj", "up_proj"), groups)
             g, u = gu[..., : self.inter], gu[..., self.inter:]
             x = x + self._linear(torch.nn.functional.silu(g) * u, layer.down, layer, ("down_proj",), groups)
         x = self.inner.norm(x)  # the whole sequence, then the slice: GEMM on the same strided view as transformers
+        if flat is not None:  # each row's last token (left padding: its last column is real)
+            x = x[0, attention_mask[:, -q_len:].sum(1).cumsum(0) - 1][:, None]
         logits = self._base(x[:, -logits_to_keep:] if logits_to_keep else x, self.lm_head, self.head_packed)
         return SimpleNamespace(logits=logits, cache=cache)
+
+    def _real_tokens(self, attention_mask, q_len: int, groups, logits_to_keep):
+        """Indices of the real (unpadded) tokens of a padded prefill, flattened; None where it runs padded.
+
+        Why: a prefill chunk's rows differ in length and matrix products computed every padded position (12% of
+        the demo's prefill). Packed mode only (products over other row counts round differently), one adapter
+        for the whole chunk (the decoder's prefill chunks are), left padding (each row's last token is real)."""
+        if (q_len == 1 or attention_mask is None or self.pack_reason is not None or logits_to_keep != 1
+                or (groups and (len(groups) > 1 or groups[0][1] is not None))):
+            return None
+        real = attention_mask[:, -q_len:].bool()
+        if real.all() or not real[:, -1].all():
+            return None
+        return real.reshape(-1).nonzero().squeeze(1)
 
     def _adapter_rows(self, names, bsz: int):
         """[(adapter name, row index tensor or None for all rows)] for the rows that use an adapter."""
@@ -360,10 +391,12 @@ class LeanLlama:
         # a padded query sees itself, so no row of the softmax is empty (its output is never used)
         return ((kpos <= qpos) & real) | (kpos == qpos)
 
-    def _attention(self, q, k, v, mask, q_len: int):
+    def _attention(self, q, k, v, mask, q_len: int, prefix=None):
         import torch
 
         bsz, groups = q.shape[0], self.n_heads // self.n_kv
+        if prefix:
+            return self._cascade(q, k, v, mask, q_len, prefix)
         sdpa = torch.nn.functional.scaled_dot_product_attention
         if q_len == 1 and groups > 1:  # decode: queries packed per K/V head, no K/V copies
             out = sdpa(q.reshape(bsz, self.n_kv, groups, self.head_dim), k, v, attn_mask=mask, scale=self.scaling)
@@ -376,6 +409,55 @@ class LeanLlama:
                 v = v[:, :, None].expand(bsz, self.n_kv, groups, *v.shape[-2:]).reshape(bsz, self.n_heads, *v.shape[-2:])
             out = sdpa(q, k, v, attn_mask=mask, scale=self.scaling)
         return out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
+
+    def _cascade(self, q, k, v, mask, q_len: int, prefix):
+        """Attention over [shared prefix ; the row's own columns] in two parts merged by their log-sum-exp.
+
+        Why: rows of one group (same adapter, same system prompt or few-shot turns) share their prompt prefix;
+        copied into every row, decoding re-read it from memory once per row and step (memory-bound on CPU:
+        the few-shot rows' steps took 1.6x the others'). Here the prefix's K/V are read once per group: its rows'
+        queries go through one attention call against them, the rows' own columns (rest of the prompt, the
+        answer so far) through another, and the two are merged exactly in real arithmetic
+        (out = o1 * e^(l1 - L) + o2 * e^(l2 - L), L = log(e^l1 + e^l2)), like cascade attention in FlashInfer.
+        Queries are packed per K/V head (grouped-query attention without K/V copies)."""
+        import torch
+
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        bsz, g, d, nkv = q.shape[0], self.n_heads // self.n_kv, self.head_dim, self.n_kv
+        qp = q.reshape(bsz, nkv, g * q_len, d)  # head h = kv head h // g: row-major heads, then positions
+        if mask is None:  # an unpadded causal prefill: the same as a mask of its causal triangle
+            mask = torch.ones((q_len, k.shape[-2]), dtype=torch.bool, device=q.device).tril(k.shape[-2] - q_len)
+            mask = mask[None, None].expand(bsz, 1, q_len, -1)
+        add = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+        if q_len > 1:  # one mask row per query position, repeated for the g heads that share a K/V head
+            add = add[:, :, None].expand(bsz, 1, g, q_len, add.shape[-1]).reshape(bsz, 1, g * q_len, add.shape[-1])
+        if q_len == 1 and k.shape[-2] <= 128:
+            out, lse = _short_attention(qp, k, v, add, self.scaling)
+        else:
+            out, lse = flash(qp, k, v, 0.0, False, attn_mask=add, scale=self.scaling)
+        for rows, (pk, pv) in prefix:
+            qg = qp[rows]
+            r = qg.shape[0]
+            o2, l2 = flash(qg.transpose(0, 1).reshape(1, nkv, r * g * q_len, d), pk, pv, 0.0, False, scale=self.scaling)
+            o2 = o2.reshape(nkv, r, g * q_len, d).transpose(0, 1)
+            l2 = l2.reshape(nkv, r, g * q_len).transpose(0, 1)
+            l1 = lse[rows]
+            total = torch.logaddexp(l1, l2)
+            out[rows] = out[rows] * (l1 - total).exp_()[..., None] + o2 * (l2 - total).exp_()[..., None]
+        return out.reshape(bsz, self.n_heads, q_len, d).transpose(1, 2).reshape(bsz, q_len, self.n_heads * d)
+
+
+def _short_attention(q, k, v, add, scale: float):
+    """Softmax attention and its log-sum-exp as two batched products: for decoding over a row's own columns
+    (few, the shared prefix being apart) the CPU flash kernel's per-block overhead cost twice this (measured at
+    33-90 columns, 60-96 rows, SmolLM2's heads); past ~128 columns the flash kernel is faster."""
+    import torch
+
+    s = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(add)
+    top = s.amax(-1, keepdim=True)
+    p = s.sub_(top).exp_()
+    z = p.sum(-1, keepdim=True)
+    return torch.matmul(p, v).div_(z), (top + z.log()).squeeze(-1)
 
 
 def _fuse(weights):
