@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-probes", type=int, default=None, help="keep only the first N probe prompts")
     ap.add_argument("--engines", default="naive,hf,prefix,prefix+json",  # "none": workload and floor only
                     help="naive,hf,prefix,prefix+json,prefix-transformers,vllm")
-    ap.add_argument("--batch-size", type=int, default=96, help="batch size of the prefix engine (conf default)")
+    ap.add_argument("--batch-size", type=int, default=160, help="batch size of the prefix engine (conf default)")
     ap.add_argument("--hf-batch-size", type=int, default=16, help="batch size of today's hf backend (conf default)")
     ap.add_argument("--naive-limit", type=int, default=24, help="requests the naive loop really runs (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for every engine (0 = load-aware default)")

@@ -229,15 +229,19 @@ def test_lean_option_is_checked():
         HFBackend.check_options({"lean": "yes"})
 
 
-def test_shared_prefix_attended_once_equals_the_prefix_in_each_row(tiny_adapters):
+@pytest.mark.parametrize("short", [128, 0], ids=["decode-batched-products", "decode-flash-kernel"])
+def test_shared_prefix_attended_once_equals_the_prefix_in_each_row(tiny_adapters, short, monkeypatch):
     """Packed mode's cascade attention: rows whose shared prefix is passed once per group (not in their cache)
     get the logits of the same rows run whole, one at a time: prefill (left padding, groups sliced and
-    gathered, a row with no prefix) then decoding steps."""
+    gathered, a row with no prefix) then decoding steps (own columns through either attention kernel)."""
     import torch
     from transformers import DynamicCache
 
+    import harness.backends.hf_lean as hl
     from harness.backends.hf_decode import _view_cache
     from harness.backends.hf_lean import LeanLlama
+
+    monkeypatch.setattr(hl, "SHORT_COLUMNS", short)
 
     b = _backend(TINY_CFG, {"a1": tiny_adapters["a1"]})
     lean, _ = LeanLlama.build(b.model, pack_rows=8)

@@ -11,9 +11,11 @@ How:
 2. Rows are taken in order of prompt length (then model key and group), so the rows decoded together
    have similar lengths: they share one K/V column range, and attention reads every row up to the
    longest (taken by model key first, half the demo's attention was over padding; by length, a quarter).
-   A batch mixes adapters (adapter_names per row). Each row's KV starts with its group's prefix,
-   left-padded to the batch's longest prefix; the rest of its prompt is prefilled in chunks of one
-   adapter and similar length (padding masked; position ids count only real tokens).
+   A batch mixes adapters (adapter_names per row). The rest of each prompt is prefilled in chunks of one
+   adapter and similar length (padding masked; position ids count only real tokens). Where the model
+   attends to shared prefixes itself (hf_lean's packed mode: `shares_prefix`), a group's prefix K/V stay
+   out of the pool and are read once per group and step (`prefix=` per forward); otherwise each row's K/V
+   start with a copy of its group's prefix, left-padded to the batch's longest prefix.
 3. The K/V cache is one pool of buffers per layer, allocated once per run (`_KVPool`): live rows are its
    first rows, all ending at one column; prefill, prefix copies and each decoding step write into it in
    place (transformers' DynamicCache copies the whole cache every step: measured 10-30% slower here; a
@@ -184,6 +186,8 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 class PrefixDecoder:
     """Decode rows greedily; `forward_kwargs(keys)` gives the adapter kwargs for a batch of rows' model keys."""
 
+    refill_at = 0.5  # waiting rows join when the live rows are down to this share of the pool
+
     def __init__(self, model, tokenizer, *, eos_ids: set[int], pad_id: int, device, batch_size: int,
                  min_prefix: int = 16, kv_budget: int | None = None):
         self.model = model
@@ -217,14 +221,14 @@ class PrefixDecoder:
         self._plen, self._gkey, self._fk = plen, gkey, forward_kwargs
         # by prompt length: rows decoded together end at one pool column, so a short row beside a long one
         # attends over the long one's padding (key-first order: half the attention was padding on the demo)
-        queue = sorted(rows, key=lambda r: (len(r.prompt), r.key, r.context))
+        queue = self._order(rows)
         cap = min(self._rows_that_fit(rows), len(rows))
         pool = _KVPool(self._kv_shape(), cap, self._pool_length(rows), self.device)
         live: list[Row] = []  # pool row i holds live[i]
         state = None  # (mask [rows, pool.n], next position ids [rows, 1], pending tokens [rows]) of the live rows
         with torch.inference_mode():
             while queue or live:
-                if queue and len(live) <= cap // 2:  # refill: prefill waiting rows into the free pool rows
+                if queue and len(live) <= cap * self.refill_at:  # refill: prefill waiting rows into free pool rows
                     take, queue = queue[:cap - len(live)], queue[cap - len(live):]
                     for chunk in self._prefill_chunks(take):
                         live, state = self._prefill(pool, live, state, chunk, on_done)
@@ -240,6 +244,9 @@ class PrefixDecoder:
                 live, state = self._compact(pool, live, (mask, pos + 1, tokens), keep)
 
     # ------------------------------------------------------------------ internals
+    def _order(self, rows: list[Row]) -> list[Row]:
+        return sorted(rows, key=lambda r: (len(r.prompt), r.key, r.context))
+
     def _prefix_kv(self, row: Row):
         g = self._gkey[id(row)]
         if g not in self._prefixes:

@@ -18,16 +18,19 @@ one) with no biases, SiLU MLP, and adapters that are plain LoRA on the seven pro
 transformers forward (base and adapters, prefill with left padding, decoding with a cache): bit for bit.
 
 Packed mode (`build(model, pack_rows=n)`, the hf backend's default on CPU: backend.pack): a oneDNN-packed
-copy of each base weight, and LoRA in fewer, fused calls. Faster (the demo's evaluation 46-49 s -> 38-41 s
-on 2 AVX2 cores) but summed in another order: logits equal transformers + PEFT up to float round-off (the
-tests bound it at 1e-4 of the largest logit, with the same greedy tokens); bench/eval_throughput.py counts
-identical outputs on the demo's evaluation (240/240).
+copy of each base weight, LoRA in fewer, fused calls, shared prompt prefixes attended once per group
+(`prefix=`, cascade attention: see `_cascade`) and prefill projections over real tokens only. Faster (the
+demo's evaluation 46-49 s -> 38-41 s on 2 AVX2 cores with the first two, ~7% less with the last two) but
+summed in another order: logits equal transformers + PEFT up to float round-off (the tests bound it at 1e-4
+of the largest logit, with the same greedy tokens); bench/eval_throughput.py counts identical outputs on the
+demo's evaluation (240/240).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+SHORT_COLUMNS = 128  # decoding attention over at most this many own columns: two batched products (_short_attention)
 _PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _FUSED = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))  # same input
 
@@ -431,7 +434,7 @@ class LeanLlama:
         add = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
         if q_len > 1:  # one mask row per query position, repeated for the g heads that share a K/V head
             add = add[:, :, None].expand(bsz, 1, g, q_len, add.shape[-1]).reshape(bsz, 1, g * q_len, add.shape[-1])
-        if q_len == 1 and k.shape[-2] <= 128:
+        if q_len == 1 and k.shape[-2] <= SHORT_COLUMNS:
             out, lse = _short_attention(qp, k, v, add, self.scaling)
         else:
             out, lse = flash(qp, k, v, 0.0, False, attn_mask=add, scale=self.scaling)
