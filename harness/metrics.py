@@ -188,24 +188,9 @@ MAX_JSON_DEPTH = 100  # deeper outputs are invalid JSON (Python's parser would r
 
 def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """True when [ / { outside JSON strings nest deeper than `limit` anywhere in `text` (one linear scan)."""
-    depth, in_str, escaped = 0, False, False
-    for ch in text:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth = max(0, depth - 1)
-    return False
+    from harness.jsonscan import brackets
+
+    return any(depth > limit for _, depth in brackets(text))
 
 
 def extract_json(output: str) -> JsonParse:

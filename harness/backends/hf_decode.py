@@ -52,31 +52,18 @@ class Row:
 
 def json_end(text: str) -> int | None:
     """Offset just past the first complete JSON object/array in `text` (and a ``` fence around it), else None."""
+    from harness.jsonscan import brackets
+
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start < 0:
         return None
-    depth, in_str, esc = 0, False, False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                end = i + 1
-                if text[:start].count("```") % 2 == 1:  # inside a fence: the answer ends when it closes
-                    close = text.find("```", end)
-                    return None if close < 0 else close + 3
-                return end
+    for i, depth in brackets(text, start):
+        if depth == 0:
+            end = i + 1
+            if text[:start].count("```") % 2 == 1:  # inside a fence: the answer ends when it closes
+                close = text.find("```", end)
+                return None if close < 0 else close + 3
+            return end
     return None
 
 
