@@ -290,3 +290,8 @@ def test_shared_prefix_attended_once_equals_the_prefix_in_each_row(tiny_adapters
                 scale = r.abs().max().item()
                 assert torch.allclose(got[step][i], r, rtol=0, atol=1e-4 * scale), (i, step)
                 assert got[step][i].argmax() == r.argmax(), (i, step)
+            if i == 0:  # the same row alone, unpadded and without a mask (causal attention over its own columns)
+                alone = [(torch.zeros((1, heads, width, dim)), torch.zeros((1, heads, width, dim))) for _ in lean.layers]
+                out = lean(input_ids=suffixes[0][None], position_ids=plen[:1] + torch.arange(len(suffixes[0]))[None],
+                           cache=_view_cache(alone, filled=0), prefix=[(slice(0, 1), kv["g0"])], adapter_names=[names[0]])
+                assert torch.allclose(out.logits[0, -1], ref[0], rtol=0, atol=1e-4 * ref[0].abs().max().item())

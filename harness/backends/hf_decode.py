@@ -173,8 +173,6 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 class PrefixDecoder:
     """Decode rows greedily; `forward_kwargs(keys)` gives the adapter kwargs for a batch of rows' model keys."""
 
-    refill_at = 0.5  # waiting rows join when the live rows are down to this share of the pool
-
     def __init__(self, model, tokenizer, *, eos_ids: set[int], pad_id: int, device, batch_size: int,
                  min_prefix: int = 16, kv_budget: int | None = None):
         self.model = model
@@ -208,14 +206,14 @@ class PrefixDecoder:
         self._plen, self._gkey, self._fk = plen, gkey, forward_kwargs
         # by prompt length: rows decoded together end at one pool column, so a short row beside a long one
         # attends over the long one's padding (key-first order: half the attention was padding on the demo)
-        queue = self._order(rows)
+        queue = sorted(rows, key=lambda r: (len(r.prompt), r.key, r.context))
         cap = min(self._rows_that_fit(rows), len(rows))
         pool = _KVPool(self._kv_shape(), cap, self._pool_length(rows), self.device)
         live: list[Row] = []  # pool row i holds live[i]
         state = None  # (mask [rows, pool.n], next position ids [rows, 1], pending tokens [rows]) of the live rows
         with torch.inference_mode():
             while queue or live:
-                if queue and len(live) <= cap * self.refill_at:  # refill: prefill waiting rows into free pool rows
+                if queue and len(live) <= cap // 2:  # refill: prefill waiting rows into the free pool rows
                     take, queue = queue[:cap - len(live)], queue[cap - len(live):]
                     for chunk in self._prefill_chunks(take):
                         live, state = self._prefill(pool, live, state, chunk, on_done)
@@ -231,9 +229,6 @@ class PrefixDecoder:
                 live, state = self._compact(pool, live, (mask, pos + 1, tokens), keep)
 
     # ------------------------------------------------------------------ internals
-    def _order(self, rows: list[Row]) -> list[Row]:
-        return sorted(rows, key=lambda r: (len(r.prompt), r.key, r.context))
-
     def _prefix_kv(self, row: Row):
         g = self._gkey[id(row)]
         if g not in self._prefixes:
