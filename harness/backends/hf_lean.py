@@ -174,6 +174,8 @@ class LeanLlama:
         cos, sin = self.inner.rotary_emb(x, position_ids)
         cos, sin = cos[:, None], sin[:, None]
         mask = self._mask(attention_mask, bsz, q_len, past, x.device)
+        if prefix:  # cascade attention takes an additive mask, built once for all layers
+            mask = self._cascade_mask(mask, bsz, q_len, past, x)
         flat = self._real_tokens(attention_mask, q_len, groups, logits_to_keep)
         if flat is not None:  # [1, real tokens, hidden]: the projections skip the padding
             x = x.reshape(bsz * q_len, -1)[flat][None]
@@ -413,6 +415,20 @@ class LeanLlama:
             out = sdpa(q, k, v, attn_mask=mask, scale=self.scaling)
         return out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
 
+    def _cascade_mask(self, mask, bsz: int, q_len: int, past: int, like):
+        """`_mask`'s boolean mask as the additive float mask the flash kernel takes (0 / -inf), one row per query
+        packed per K/V head (position rows repeated for the heads that share a K/V head)."""
+        import torch
+
+        g, total = self.n_heads // self.n_kv, past + q_len
+        if mask is None:  # an unpadded causal prefill: the same as a mask of its causal triangle
+            mask = torch.ones((q_len, total), dtype=torch.bool, device=like.device).tril(past)
+            mask = mask[None, None].expand(bsz, 1, q_len, -1)
+        add = torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill_(~mask, float("-inf"))
+        if q_len > 1:
+            add = add[:, :, None].expand(bsz, 1, g, q_len, total).reshape(bsz, 1, g * q_len, total)
+        return add
+
     def _cascade(self, q, k, v, mask, q_len: int, prefix):
         """Attention over [shared prefix ; the row's own columns] in two parts merged by their log-sum-exp.
 
@@ -428,16 +444,10 @@ class LeanLlama:
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         bsz, g, d, nkv = q.shape[0], self.n_heads // self.n_kv, self.head_dim, self.n_kv
         qp = q.reshape(bsz, nkv, g * q_len, d)  # head h = kv head h // g: row-major heads, then positions
-        if mask is None:  # an unpadded causal prefill: the same as a mask of its causal triangle
-            mask = torch.ones((q_len, k.shape[-2]), dtype=torch.bool, device=q.device).tril(k.shape[-2] - q_len)
-            mask = mask[None, None].expand(bsz, 1, q_len, -1)
-        add = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
-        if q_len > 1:  # one mask row per query position, repeated for the g heads that share a K/V head
-            add = add[:, :, None].expand(bsz, 1, g, q_len, add.shape[-1]).reshape(bsz, 1, g * q_len, add.shape[-1])
-        if q_len == 1 and k.shape[-2] <= SHORT_COLUMNS:
-            out, lse = _short_attention(qp, k, v, add, self.scaling)
+        if q_len == 1 and k.shape[-2] <= SHORT_COLUMNS:  # mask: additive, one row per packed query (_cascade_mask)
+            out, lse = _short_attention(qp, k, v, mask, self.scaling)
         else:
-            out, lse = flash(qp, k, v, 0.0, False, attn_mask=add, scale=self.scaling)
+            out, lse = flash(qp, k, v, 0.0, False, attn_mask=mask, scale=self.scaling)
         for rows, (pk, pv) in prefix:
             qg = qp[rows]
             r = qg.shape[0]
