@@ -39,6 +39,7 @@ class Settings:
     report and gate; CLI flags and the gate config may override `target` (said where it is shown)."""
     alpha: float = 0.05            # two-sided significance level; CIs are (1 - alpha)
     margin: float = 0.10           # forgetting: largest acceptable drop on a probe family (non-inferiority)
+    max_bleed: float = 0.02        # forgetting: largest acceptable excess share of probes answered in the task's form
     min_items: int = 20            # fewer paired eval items than this cannot support any decision
     min_effect: float = 0.10       # smallest gain on the primary metric worth acting on
     max_error_rate: float = 0.05   # above this share of backend errors, a model's comparison is unusable
@@ -91,6 +92,25 @@ class Forgetting:
     status: str                    # pass | fail | inconclusive
     probes_needed: int | None = None
     base_mean: float | None = None
+
+
+@dataclass
+class Bleed:
+    """Format bleed of one model vs base: probe answers given in the task's output form though not asked for it
+    (harness.bleed). `status` "bleeds" when the excess over base, rate.mean - base_rate.mean, is above max_bleed."""
+    rate: Interval
+    base_rate: Interval | None
+    comparison: Comparison | None  # model - base on the same probes (a positive diff is more bleed)
+    count: int
+    n: int
+    base_count: int
+    families: dict[str, tuple[int, int, int]]  # family -> (model's bleeding answers, base's, probes measured)
+    examples: list[dict]           # first bleeding answers: family, sample_id, prompt, output
+    status: str                    # bleeds | clean
+
+    @property
+    def excess(self) -> float:
+        return self.rate.mean - (self.base_rate.mean if self.base_rate is not None else 0.0)
 
 
 @dataclass
@@ -154,6 +174,7 @@ class Analysis:
     comparisons: dict[str, dict[str, dict[str, Comparison]]]  # ref -> adapter -> metric -> Comparison
     baseline_comparisons: dict[str, Comparison]  # "fewshot_vs_base" on the primary metric
     forgetting: dict[str, dict[str, Forgetting]]  # adapter -> family (and "all") -> result
+    bleed: dict[str, Bleed]        # model (not base) -> format bleed vs base; absent when not measurable
     knowledge: dict[str, dict[str, Comparison | None]]  # adapter -> form|knowledge -> vs base, primary
     seeds: list[SeedSpread]
     seed_test: dict | None         # chosen config vs runner-up across seeds
@@ -201,6 +222,8 @@ class ScoreTable:
     knowledge: dict[str, bool]     # sample_id -> needs knowledge
     errors: dict[str, dict[str, str]]  # model -> sample_id -> error message (task split)
     metrics: list[str]
+    bleed: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)  # model -> family -> id -> 0/1
+    bled: dict[str, list[dict]] = field(default_factory=dict)  # model -> bleeding probe answers (prompt, output)
 
 
 def score_table(rows: list[dict]) -> ScoreTable:
@@ -216,6 +239,12 @@ def score_table(rows: list[dict]) -> ScoreTable:
         if split == "probe":
             fam = r.get("family") or "probe"
             t.probes.setdefault(model, {}).setdefault(fam, {})[sid] = None if err else probe_value(metrics)
+            b = None if err else metric_value(metrics.get("bleed"))
+            if b is not None:
+                t.bleed.setdefault(model, {}).setdefault(fam, {})[sid] = b
+                if b:
+                    t.bled.setdefault(model, []).append({"family": fam, "sample_id": sid, "output": r.get("output"),
+                                                         "prompt": _last_user(r.get("prompt"))})
             continue
         target = t.task if split == "task" else t.val if split == "val" else None
         if target is None:
@@ -232,6 +261,14 @@ def score_table(rows: list[dict]) -> ScoreTable:
                 t.errors.setdefault(model, {})[sid] = str(err)
     t.metrics = sorted(names)
     return t
+
+
+def _last_user(prompt: Any) -> str:
+    """The last user message of a row's prompt (chat messages), or the prompt itself when it is text."""
+    if isinstance(prompt, list):
+        users = [m.get("content") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+    return str(prompt or "")
 
 
 # ------------------------------------------------------------------------------------------------ pieces
@@ -394,6 +431,8 @@ def analyze(rows: list[dict], runs: list[RunView], s: Settings, *, primary: str 
                 out[f] = Forgetting(f, c, status, need, interval(list(b.values()), s).mean)
             forgetting[m] = out
 
+    bleed = {m: b for m in sorted(table.bleed) if m != BASE and (b := _bleed(m, table, s)) is not None}
+
     knowledge: dict[str, dict[str, Comparison | None]] = {}
     if BASE in table.task and primary and any(table.knowledge.values()):
         for a in adapters + ([FEWSHOT] if FEWSHOT in table.task else []):
@@ -412,7 +451,24 @@ def analyze(rows: list[dict], runs: list[RunView], s: Settings, *, primary: str 
     elif BASE in models:
         n_items = models[BASE].n - models[BASE].errors
     return Analysis(s, primary, metrics, compared, rare, families, models, adapters, baselines, run_by_id, sel,
-                    comparisons, base_cmp, forgetting, knowledge, seeds, seed_test, judge_view(judge, s), n_items)
+                    comparisons, base_cmp, forgetting, bleed, knowledge, seeds, seed_test, judge_view(judge, s), n_items)
+
+
+def _bleed(m: str, table: ScoreTable, s: Settings) -> Bleed | None:
+    """Model m's format bleed against base on the probes both answered (None when bleed was not measured)."""
+    mine, base = table.bleed.get(m, {}), table.bleed.get(BASE, {})
+    a = {f"{f}/{i}": v for f, per in mine.items() for i, v in per.items()}
+    if not a:
+        return None
+    b = {f"{f}/{i}": v for f, per in base.items() for i, v in per.items()}
+    c = compare(m, BASE, "bleed", a, b, s) if b else None
+    fams = {f: (int(sum(v for v in per.values() if v)), int(sum(v for v in base.get(f, {}).values() if v)), len(per))
+            for f, per in sorted(mine.items())}
+    out = Bleed(interval(list(a.values()), s), interval(list(b.values()), s) if b else None, c,
+                int(sum(a.values())), len(a), int(sum(v for v in b.values() if v)), fams, table.bled.get(m, [])[:5],
+                "clean")
+    out.status = "bleeds" if out.excess > s.max_bleed else "clean"
+    return out
 
 
 def _model_stats(m: str, table: ScoreTable, primary: str | None, s: Settings) -> ModelStats:

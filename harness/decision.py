@@ -6,10 +6,10 @@ checked in this order (the first that holds wins):
   unusable        backend errors above max_error_rate on a model the decision needs, or nothing scored
   inconclusive    fewer paired eval items than min_items: no decision is possible at this size
   ship            the chosen adapter beats base and the few-shot prompt with confidence on the primary
-                  metric, meets the target (when there is one), is non-inferior on the pooled forgetting probes
-                  and no probe family fails on its own
-  ship_with_care  as ship, but forgetting is shown (pooled or in a family), cannot be ruled out on the pooled
-                  probes, or was not measured
+                  metric, meets the target (when there is one), is non-inferior on every probe family on its
+                  own and on the pooled probes, and shows no format bleed (probes answered in the task's form)
+  ship_with_care  as ship, but forgetting is shown or cannot be ruled out (in any family, or pooled), the
+                  adapter bleeds the task's form into general answers, or forgetting was not measured
   use_prompt      the few-shot prompt (or the plain base) meets the target — or, without a target, beats
                   base with confidence — and the adapter is not better than it with confidence
   wrong_tool      items that need knowledge did not improve while form did (or nothing improved on a
@@ -38,6 +38,7 @@ OUTCOMES = {
     "unusable": "UNUSABLE",
 }
 SHIPPABLE = ("ship", "ship_with_care")
+HEADLINE_METRICS = 3  # a headline names at most this many metrics; the reasons list them all
 
 
 @dataclass
@@ -137,36 +138,48 @@ def decide(an: Analysis) -> Decision:
             R.append("Forgetting was not measured (no probe scores for base and the adapter).")
             return _done(d, "ship_with_care", "it beats both baselines, but forgetting was not measured",
                          ["Run the forgetting probes (eval.probes=default) before shipping."] + _export_steps(an))
-        # non-inferiority on the pooled probe set is the test; a family that fails on its own is forgetting too,
-        # one too small to judge alone is reported with the probes that would settle it
+        # "no forgetting" only when every family is non-inferior on its own, the pooled probes too, and the
+        # adapter does not answer general requests in the task's form: pooling must not mask a family's drop
         R.append(_forgetting_text(an, chosen))
-        fails = sorted(f for f, st in fam.items() if st == "fail")
-        unclear = sorted(f for f, st in fam.items() if st == "inconclusive")
+        bleed = an.bleed.get(chosen)
+        R.append(_bleed_text(an, chosen) if bleed is not None else
+                 "Format bleed: not measured (the task's answers have no fixed form; task.yaml `answer_pattern:` "
+                 "names one).")
+        fails = sorted((f for f, st in fam.items() if st == "fail"), key=lambda f: per[f].comparison.diff)
+        unclear = sorted((f for f, st in fam.items() if st == "inconclusive"),
+                         key=lambda f: per[f].comparison.diff if per[f].comparison else 0.0)
         pooled = per.get("all")
-        settle = [_settle_step(f, per[f], s.margin) for f in unclear]
-        if fails or pooled is None or pooled.status != "pass":
-            what = []
-            if fails:
-                what.append(f"it forgets on {', '.join(fails)}")
-            if pooled is not None and pooled.status == "fail":
-                what.append("it forgets on the probes overall")
-            elif pooled is not None and pooled.status == "inconclusive":
-                what.append(f"forgetting cannot be ruled out (the {pooled.comparison.n if pooled.comparison else 0} "
-                            f"probes pooled do not show the drop stays within {s.margin:.2f})")
-            steps = ["Against forgetting: lower the learning rate or rank, train fewer epochs, or mix general "
-                     "instruction data into the training set."] if fails or (pooled and pooled.status == "fail") else []
-            if pooled is not None and pooled.status == "inconclusive":
-                steps.append(_settle_step("all probes pooled", pooled, s.margin))
-            return _done(d, "ship_with_care", f"it beats both baselines but {'; '.join(what)}",
-                         steps + settle + _export_steps(an))
+        what, steps = [], []
+        if bleed is not None and bleed.status == "bleeds":
+            what.append(_bleed_headline(bleed))
+            steps.append("Against format bleed: mix the base model's own answers to general prompts into training "
+                         "(`train.replay=0.1`), or lower the learning rate / train fewer steps.")
+        if fails:
+            what.append("it forgets on " + ", ".join(f"{f} ({_diff_ci(per[f].comparison)})" for f in fails))
+        if pooled is not None and pooled.status == "fail":
+            what.append(f"it forgets on the probes overall ({_diff_ci(pooled.comparison)})")
+        if fails or (pooled is not None and pooled.status == "fail"):
+            steps.append("Against forgetting: lower the learning rate or rank, train fewer epochs, or mix general "
+                         "data into training (`train.replay=0.1`).")
         if unclear:
-            R.append(f"Families too small to judge on their own: {', '.join(unclear)} (the pooled probes show no "
-                     "forgetting).")
+            what.append(f"a drop beyond {s.margin:.2f} cannot be ruled out on " + ", ".join(
+                f"{f} ({_diff_ci(per[f].comparison)})" if per[f].comparison else f for f in unclear))
+            steps += [_settle_step(f, per[f], s.margin) for f in unclear]
+        if pooled is None or pooled.status == "inconclusive":
+            n_pool = pooled.comparison.n if pooled is not None and pooled.comparison else 0
+            what.append(f"forgetting cannot be ruled out on the {n_pool} probes pooled")
+            if pooled is not None:
+                steps.append(_settle_step("all probes pooled", pooled, s.margin))
+        if what:
+            return _done(d, "ship_with_care", "it beats both baselines" + (" and meets the target" if s.target is not None
+                                                                         else "") + ", but " + "; ".join(what),
+                         steps + _export_steps(an))
         if wt:
             R.append(wt)
+        clean = "no format bleed" if bleed is not None else "format bleed not measured"
         return _done(d, "ship", "it beats the base model and the few-shot prompt with confidence"
-                     + (" and meets the target" if s.target is not None else "") + ", with no forgetting on the probes",
-                     _export_steps(an) + settle)
+                     + (" and meets the target" if s.target is not None else "")
+                     + f", with no forgetting on any of the {len(fam)} probe families and {clean}", _export_steps(an))
 
     # use the prompt
     fB = an.baseline_comparisons.get("fewshot_vs_base")
@@ -326,7 +339,10 @@ def _learn_text(beats_base: bool, cF: Comparison | None, gains: dict) -> str:
     if cF is not None and cF.verdict == BETTER:
         bits.append("beats the few-shot prompt")
     if gains:
-        bits.append("gains on " + ", ".join(sorted(gains)))
+        top = sorted(gains, key=lambda m: (-gains[m].diff, m))[:HEADLINE_METRICS]
+        rest = len(gains) - len(top)
+        bits.append("gains on " + ", ".join(top) + (f" and {rest} more metric{'s' if rest > 1 else ''} (see the "
+                                                     "reasons)" if rest else ""))
     return "; ".join(bits)
 
 
@@ -336,12 +352,18 @@ def _training_advice(an: Analysis, a: str) -> list[str]:
     out = []
     val = (rv.curves or {}).get("val") or [] if rv else []
     if len(val) >= 2:
+        trend = val_trend([p["loss"] for p in val])
         losses = [p["loss"] for p in val]
-        last, best = losses[-1], min(losses)
-        if last <= best + 1e-9 and losses[-1] < losses[-2]:
-            out.append(f"Validation loss was still falling at the last step ({losses[-2]:.4f} -> {last:.4f}): "
-                       "the adapter is undertrained — train more epochs.")
+        if trend["falling"]:
+            out.append(f"Validation loss was still falling at the last evaluations ({_loss_path(losses)}: "
+                       f"{trend['slope']:+.1%} per evaluation, beyond its step-to-step noise): the adapter is "
+                       "undertrained — train more epochs.")
+        elif losses[-1] <= min(losses) + 1e-12:
+            out.append(f"Validation loss has flattened ({_loss_path(losses)}: {trend['slope']:+.1%} per evaluation, "
+                       "within its step-to-step noise): more epochs of the same will gain little; add training "
+                       "data, try a higher rank, or another learning rate.")
         else:
+            best = min(losses)
             bstep = val[losses.index(best)]["step"]
             out.append(f"Validation loss bottomed at step {bstep} of {val[-1]['step']}: more epochs will not help; "
                        "add training data or lower the learning rate.")
@@ -350,6 +372,64 @@ def _training_advice(an: Analysis, a: str) -> list[str]:
         out.append(f"The largest rank in the grid (r={ranks[-1]}) won: try a higher rank.")
     out.append("More (and more varied) training examples usually help most.")
     return out
+
+
+FALLING_MIN_DROP = 0.01  # "still falling" needs at least a 1% drop per evaluation ...
+FALLING_Z = 2.0          # ... that is at least 2 standard errors away from no change
+
+
+def val_trend(losses: list[float], window: int = 4) -> dict:
+    """Is the validation loss still falling? Judged on the relative changes between the last `window`
+    evaluations (log loss, so the scale does not matter): falling when the last value is the best, the mean
+    relative drop per evaluation is at least FALLING_MIN_DROP, and that mean is at least FALLING_Z standard
+    errors below zero (the standard error from the spread of those changes; with a single change, which has no
+    spread, the drop must be 2 x FALLING_MIN_DROP). A 0.5% wiggle is a plateau, not a trend."""
+    xs = [math.log(max(v, 1e-12)) for v in losses[-window:]]
+    steps = [b - a for a, b in zip(xs, xs[1:])]
+    if not steps:
+        return {"falling": False, "slope": 0.0, "n": 0}
+    mean = sum(steps) / len(steps)
+    slope = math.expm1(mean)
+    if len(steps) == 1:
+        falling = slope <= -2 * FALLING_MIN_DROP
+    else:
+        sd = (sum((x - mean) ** 2 for x in steps) / (len(steps) - 1)) ** 0.5
+        se = sd / math.sqrt(len(steps))
+        falling = slope <= -FALLING_MIN_DROP and (se == 0.0 or -mean / se >= FALLING_Z)
+    falling = falling and losses[-1] <= min(losses)
+    return {"falling": bool(falling), "slope": slope, "n": len(steps)}
+
+
+def _loss_path(losses: list[float], k: int = 4) -> str:
+    return " -> ".join(f"{v:.4f}" for v in losses[-k:])
+
+
+def _diff_ci(c: Comparison | None) -> str:
+    return "n/a" if c is None else f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}], n = {c.n}"
+
+
+def _clip(text: str, n: int) -> str:
+    t = " ".join(str(text or "").split())
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def _bleed_headline(b) -> str:
+    """The bleed clause of a headline: how many probes, and one example."""
+    ex = b.examples[0] if b.examples else None
+    eg = f' (e.g. "{_clip(ex["prompt"], 60)}" -> `{_clip(ex["output"], 50)}`)' if ex else ""
+    base = f", base {b.base_count}" if b.base_rate is not None else ""
+    return (f"it answers {b.count} of {b.n} general probes ({b.rate.mean:.0%}{base}) in the task's output form "
+            f"though they did not ask for it{eg}")
+
+
+def _bleed_text(an: Analysis, a: str) -> str:
+    b = an.bleed[a]
+    fams = "; ".join(f"{f} {k} of {n} (base {kb})" for f, (k, kb, n) in b.families.items())
+    ci = f", paired change {_diff_ci(b.comparison)}" if b.comparison is not None else ""
+    verdict = (f"above the {an.settings.max_bleed:.0%} allowed (decision.max_bleed)" if b.status == "bleeds"
+               else f"within the {an.settings.max_bleed:.0%} allowed")
+    return (f"Format bleed (probe answers in the task's output form, unasked): {b.count} of {b.n} "
+            f"({b.rate.mean:.1%}) vs base {b.base_count}{ci}; {verdict}. By family: {fams}.")
 
 
 def _export_steps(an: Analysis) -> list[str]:

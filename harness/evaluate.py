@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.backends.base import BASE, Completion, Request
+from harness.bleed import TaskForm, bleeds, task_form
 from harness.example import Example
 from harness.io import UserError, read_json, stable_hash, write_json, write_jsonl
 from harness.metrics import mean_values, score_sample
@@ -36,7 +37,7 @@ from harness.probes import PROBE_GEN, check_probe, load_probes, probe_gen
 from harness.prompts import build_messages
 from harness.tasks import Task, build_few_shot, load_task
 
-SCORER_VERSION = 2
+SCORER_VERSION = 3  # 3: probe rows carry `bleed` (format bleed, harness.bleed)
 FEWSHOT = "fewshot"
 RELEASED = "released"
 SCORES = "scores.jsonl"
@@ -215,7 +216,8 @@ def evaluate(
     if len(completions) != len(requests):
         raise RuntimeError(f"backend returned {len(completions)} completions for {len(requests)} requests")
 
-    rows = [score_row(task, job, comp) for job, comp in zip(jobs, completions)]
+    form = task_form(task) if probe_items else None
+    rows = [score_row(task, job, comp, form) for job, comp in zip(jobs, completions)]
     summary = summarize(rows, task, [m for m, _ in models], adapters, relative_to=Path(out_dir).parent, kinds=kinds)
     summary.update({
         "inputs_hash": ihash,
@@ -223,6 +225,7 @@ def evaluate(
         "n_val": len(val_examples),
         "select_by": select_by or VAL_LOSS,
         "n_probes": len(probe_items),
+        "bleed_form": form.to_dict() if form else None,
         "probe_set": str(probes) if probes else None,
         "few_shot": {"k": k if baselines else 0, "seed": seed, "ids": [s.id for s in shots]},
         "generation": task.gen.to_dict(),
@@ -257,8 +260,9 @@ def _val_examples(task: Task, select_by: str | None) -> list[Example]:
     return val
 
 
-def score_row(task: Task, job: dict, comp: Completion) -> dict:
-    """One scores.jsonl row; a backend error gives metrics all None and the error text."""
+def score_row(task: Task, job: dict, comp: Completion, form: TaskForm | None = None) -> dict:
+    """One scores.jsonl row; a backend error gives metrics all None and the error text. A probe row's metrics are
+    `pass` (its checks) and `bleed` (answered in the task's output `form` unasked; None when not measurable)."""
     out = comp.text or ""
     err = completion_error(comp)
     base = {"model": job["model"], "split": job["split"], "prompt": job["prompt"], "output": "" if err else out,
@@ -273,6 +277,7 @@ def score_row(task: Task, job: dict, comp: Completion) -> dict:
                 "reference": ex.target, "metrics": values, "details": details}
     item = job["item"]
     det: dict = {}
+    bleed = None if err or form is None else bleeds(form, item, out)
     if err:
         v = None
     else:
@@ -281,7 +286,7 @@ def score_row(task: Task, job: dict, comp: Completion) -> dict:
         except Exception as exc:  # a checker must never kill an evaluation
             v, det = None, {"pass": f"checker error: {type(exc).__name__}: {exc}"}
     return {**base, "sample_id": item["id"], "family": item["family"], "knowledge": False,
-            "reference": str(item.get("reference", "")), "metrics": {"pass": v}, "details": det}
+            "reference": str(item.get("reference", "")), "metrics": {"pass": v, "bleed": bleed}, "details": det}
 
 
 def _mean(xs: list[float | None]) -> float | None:
@@ -307,6 +312,7 @@ def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: di
         probes = {f: _mean(v) for f, v in sorted(fams.items())}
         if prows:
             probes["all"] = _mean([r["metrics"].get("pass") for r in prows])
+        bled = [r["metrics"].get("bleed") for r in prows if r["metrics"].get("bleed") is not None]
         know = [r["metrics"].get(pm) for r in trows if r["knowledge"]]
         form = [r["metrics"].get(pm) for r in trows if not r["knowledge"]]
         kind = "baseline" if name in (BASE, FEWSHOT) else (kinds or {}).get(name, "adapter")
@@ -316,6 +322,7 @@ def summarize(rows: list[dict], task: Task, model_names: list[str], adapters: di
             "metrics": mean_values([r["metrics"] for r in trows]),
             "primary": _mean([r["metrics"].get(pm) for r in trows]),
             "probes": probes,
+            "bleed": {"rate": _mean(bled), "count": int(sum(bled)), "n": len(bled)} if bled else None,
             "knowledge": {"form": _mean(form), "knowledge": _mean(know), "n_form": len(form), "n_knowledge": len(know)},
             "errors": len(failed),
             "error_ids": [f"{r['split']}:{r['sample_id']}" if r["split"] != "task" else r["sample_id"]
@@ -454,15 +461,12 @@ def score_released(sweep_dir: Path, released: Path, cfg: dict, *, quiet: bool = 
     """Add the released model (model key "released") to SWEEP/scores: scored on the same eval items through
     the same generation cache (only its own generations are new); updates scores.jsonl and summary.json.
     `cfg` is the sweep's config dict (model, task, backend, eval), as `harness eval` resolves it."""
-    from harness.targets import released_adapter
+    from harness.targets import released_adapter, sweep_runs
 
     sweep_dir = Path(sweep_dir)
     adapter, how = released_adapter(released)
-    adapters = {}
-    for r in read_json(sweep_dir / "sweep.json").get("runs", []):
-        if r.get("status") == "complete":
-            run_dir = Path(r["run_dir"])
-            adapters[str(r["run_id"])] = (run_dir if run_dir.is_absolute() else sweep_dir / run_dir) / "adapter"
+    adapters = {str(r.get("run_id")): run_dir / "adapter" for r, run_dir in sweep_runs(sweep_dir)
+                if r.get("status") == "complete"}
     tcfg = cfg["task"] if isinstance(cfg["task"], dict) else {"name": cfg["task"]}
     summary = evaluate_models(
         sweep_dir / "scores", tcfg.get("path") or tcfg["name"], cfg["model"], cfg.get("backend") or {"kind": "hf"},

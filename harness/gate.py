@@ -27,6 +27,9 @@ statistic per comparison, one verdict. The gate YAML (every key validated, unkno
       margin: 0.02                       #   worse beyond the margin, else inconclusive
     - forgetting: all                    # probe families (all | a family): non-inferiority vs base, as the
       margin: 0.10                       #   report's forgetting table (margin defaults to the decision's)
+    - format_bleed: {max: 0.02}          # share of probes answered in the task's output form, unasked, in excess
+                                         #   of base's (the decision's max_bleed when max is left out); not
+                                         #   measured (free-text task) is inconclusive
     - judge: pointwise                   # only for a calibrated, reliable judge (else the check FAILS: a gate
       min: 6.0                           #   must not pass on numbers nobody trusts); min_kappa optional
     - judge: pairwise                    # win rate of the adapter vs a baseline; CI-based when the judge gives one
@@ -59,6 +62,7 @@ CHECK_KEYS = {
     "decision": {"decision", "name"},
     "metric": {"metric", "min", "min_improvement_over", "min_delta", "not_worse_than", "margin", "name"},
     "forgetting": {"forgetting", "margin", "name"},
+    "format_bleed": {"format_bleed", "name"},
     "judge": {"judge", "min", "min_kappa", "vs", "min_win_rate", "name"},
 }
 MOVED = {"max_drop": "forgetting is judged as non-inferiority now: use `margin:` (the largest acceptable drop)",
@@ -125,10 +129,11 @@ def _validate(cfg: GateConfig) -> None:
     for i, c in enumerate(checks):
         at = ("checks", i)
         if not isinstance(c, dict):
-            raise cfg.err(at, "expected a mapping (decision: / metric: / forgetting: / judge:)")
+            raise cfg.err(at, "expected a mapping (decision: / metric: / forgetting: / format_bleed: / judge:)")
         kinds = [k for k in CHECK_KEYS if k in c]
         if len(kinds) != 1:
-            raise cfg.err(at, "each check needs exactly one of `decision:`, `metric:`, `forgetting:`, `judge:`")
+            raise cfg.err(at, "each check needs exactly one of `decision:`, `metric:`, `forgetting:`, "
+                              "`format_bleed:`, `judge:`")
         kind = kinds[0]
         for k in c:
             if k in MOVED:
@@ -170,6 +175,14 @@ def _validate(cfg: GateConfig) -> None:
         elif kind == "forgetting":
             if not isinstance(c["forgetting"], str) or not c["forgetting"]:
                 raise cfg.err(at + ("forgetting",), "expected all, overall or a probe family name")
+        elif kind == "format_bleed":
+            fb = c["format_bleed"]
+            if fb is None:
+                fb = {}
+            if not isinstance(fb, dict) or any(k != "max" for k in fb):
+                raise cfg.err(at + ("format_bleed",), "expected a mapping {max: SHARE} (max optional)")
+            if "max" in fb and not (_is_num(fb["max"]) and 0 <= fb["max"] <= 1):
+                raise cfg.err(at + ("format_bleed", "max"), f"expected a number in [0, 1], got {fb['max']!r}")
         else:
             mode = c["judge"]
             if mode == "pointwise":
@@ -234,6 +247,8 @@ def evaluate_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: 
             if fam not in ("all", "overall") and an.families and fam not in an.families:
                 raise gc.err(at + ("forgetting",), f"unknown probe family {fam!r} (scored: {', '.join(an.families)})")
             results += _forgetting_checks(c, label, an, chosen)
+        elif "format_bleed" in c:
+            results.append(_bleed_check(c, label, an, chosen))
         else:
             results.append(_judge_check(c, label, an, chosen))
     if d.outcome == "unusable":  # errors, not answers: no check on these scores can stand
@@ -305,6 +320,19 @@ def _forgetting_checks(c: dict, label: str | None, an: Analysis, a: str) -> list
         out.append(CheckResult(name, "forgetting", r.comparison.diff, f"CI low > -{margin}", st,
                                f"change vs base {fmt_comparison(r.comparison)}{more}"))
     return out
+
+
+def _bleed_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResult:
+    """Format bleed of the gated adapter, the same Bleed the decision reads: its excess over base <= max."""
+    mx = float((c["format_bleed"] or {}).get("max", an.settings.max_bleed))
+    name, thr = label or f"format bleed <= {mx:g}", f"excess over base <= {mx:g}"
+    b = an.bleed.get(a)
+    if b is None:
+        return CheckResult(name, "format_bleed", None, thr, INCONCLUSIVE,
+                           f"not measured for {an.name(a)} (no probe scores, or the task's answers have no fixed form)")
+    eg = (f"; e.g. {b.examples[0]['prompt'][:60]!r} -> {b.examples[0]['output'][:50]!r}" if b.examples else "")
+    return CheckResult(name, "format_bleed", b.excess, thr, PASS if b.excess <= mx else FAIL,
+                       f"{b.count} of {b.n} probes in the task's output form vs base {b.base_count}{eg}")
 
 
 def _judge_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResult:

@@ -13,6 +13,7 @@
     few_shot: {k: 3, seed: 0}
     knowledge_field: knowledge                                     # meta key marking knowledge-needing eval items
     target: 0.9                                                    # optional: the primary metric's acceptance level
+    answer_pattern: "^(yes|no)$"                                   # optional: the answers' form, for format bleed
 
 Every validation error names the file, line and key, e.g.
 "evalsets/x/task.yaml:14: metrics[2].name: unknown metric 'foo' (known: ...)".
@@ -20,6 +21,7 @@ Every validation error names the file, line and key, e.g.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from harness.metrics import METRICS, metric_outputs, validate_spec
 TASK_FILE = "task.yaml"
 REQUIRED = ("name", "data", "metrics", "primary_metric")
 KNOWN = REQUIRED + ("version", "description", "system_prompt", "prompt_template", "generation", "json_schema",
-                    "few_shot", "knowledge_field", "tags", "target")
+                    "few_shot", "knowledge_field", "tags", "target", "answer_pattern")
 SPLITS = ("train", "val", "eval")
 
 
@@ -307,6 +309,15 @@ def _parse(path: Path) -> Task:
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
                                or not 0.0 <= float(target) <= 1.0):
         fail(("target",), f"must be a number in [0, 1] (the primary metric's acceptance level), got {target!r}")
+
+    pattern = raw.get("answer_pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str) or not pattern:
+            fail(("answer_pattern",), "must be a regular expression (the whole answer matches it)")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            fail(("answer_pattern",), f"not a valid regular expression: {exc}")
 
     version = raw.get("version", 0)
     return Task(

@@ -90,7 +90,8 @@ def _mean(xs: list[float]) -> float | None:
 def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int = 60, n_probe: int = 40,
                 judge: str | None = "reliable", probe_drop: dict[str, float] | None = None,
                 seed: int = 0, name: str | None = None, target: float | None = None,
-                knowledge_share: float = 0.3, error_rate: dict[str, float] | None = None) -> Path:
+                knowledge_share: float = 0.3, error_rate: dict[str, float] | None = None,
+                bleed: dict[str, float] | None = None) -> Path:
     """Write sweeps/<name>/ under `root` and return its path.
 
     judge: "reliable" | "unreliable" | "uncalibrated" (calibration null) | None (no judge files).
@@ -98,6 +99,8 @@ def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int =
     target: the task's target for the primary metric (recorded in sweep.json `decision`).
     knowledge_share: share of eval items marked as needing knowledge.
     error_rate: {model: share of its task requests that failed in the backend} (rows with `error`).
+    bleed: {family: share of every adapter's probe answers given as the task's JSON} (format bleed); with it,
+      every probe row carries metrics.bleed (base never bleeds); without it, bleed is not measured.
     """
     probs = SCENARIOS[scenario]
     probe_drop = probe_drop or {}
@@ -177,9 +180,15 @@ def write_sweep(root: str | Path, scenario: str = "clear_win", *, n_items: int =
         for fam, sid, u in probes:
             p = PROBE_P[fam] - (probe_drop.get(fam, 0.0) if m not in MODELS_BASELINE else 0.0)
             em = _draw(u, mrng, p)
+            metrics, out = {"exact_match": em}, "a"
+            if bleed is not None:
+                bled = m not in MODELS_BASELINE and int(sid.rsplit("-", 1)[1]) < round(bleed.get(fam, 0.0) * n_probe)
+                metrics["bleed"] = float(bled)
+                if bled:
+                    metrics["exact_match"], out = 0.0, '{"product": "mobile-app", "severity": "low"}'
             rows.append({"model": m, "split": "probe", "sample_id": sid, "family": fam, "knowledge": False,
-                         "prompt": [{"role": "user", "content": f"probe {sid}"}], "output": "a", "reference": "a",
-                         "metrics": {"exact_match": em}, "details": {}})
+                         "prompt": [{"role": "user", "content": f"probe {sid}"}], "output": out, "reference": "a",
+                         "metrics": metrics, "details": {}})
     (sweep / "scores").mkdir(exist_ok=True)
     (sweep / "scores" / "scores.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 

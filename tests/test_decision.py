@@ -21,7 +21,8 @@ def ones(k: int, n: int) -> list[float]:
 
 def table(models: dict[str, list[float]], *, form: dict[str, list[float]] | None = None,
           knowledge: list[bool] | None = None, probes: dict[str, dict[str, list[float]]] | None = None,
-          errors: dict[str, set[int]] | None = None, val: dict[str, list[float]] | None = None) -> list[dict]:
+          errors: dict[str, set[int]] | None = None, val: dict[str, list[float]] | None = None,
+          bleed: dict[str, dict[str, list[float]]] | None = None) -> list[dict]:
     rows = []
     for m, vals in models.items():
         for i, v in enumerate(vals):
@@ -35,8 +36,11 @@ def table(models: dict[str, list[float]], *, form: dict[str, list[float]] | None
     for m, fams in (probes or {}).items():
         for fam, vals in fams.items():
             for i, v in enumerate(vals):
+                b = (bleed or {}).get(m, {}).get(fam)
                 rows.append({"model": m, "split": "probe", "family": fam, "sample_id": f"{fam}-{i}",
-                             "metrics": {"pass": v}})
+                             "metrics": {"pass": v, "bleed": b[i] if b else None},
+                             "prompt": [{"role": "user", "content": f"{fam} question {i}?"}],
+                             "output": '{"product": "api-gateway"}' if b and b[i] else "an answer"})
     for m, vals in (val or {}).items():
         for i, v in enumerate(vals):
             rows.append({"model": m, "split": "val", "sample_id": f"v{i}", "metrics": {P: v}})
@@ -85,11 +89,61 @@ def test_forgetting_that_cannot_be_ruled_out_says_how_many_probes():
     assert any("probes would show" in s for s in d.next_steps)
 
 
-def test_a_family_too_small_to_judge_does_not_block_ship_when_the_pool_passes():
+def test_a_family_too_small_to_judge_blocks_no_forgetting_even_when_the_pool_passes():
+    """Pooling must not mask a family: 'no forgetting' needs every family non-inferior on its own."""
     probes = {"base": {"big": ones(100, 150), "small": ones(9, 13)}, "a1": {"big": ones(100, 150), "small": ones(8, 13)}}
     _, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes))
-    assert d.outcome == "ship" and d.forgetting == {"big": "pass", "small": "inconclusive", "all": "pass"}
-    assert any("too small to judge" in r for r in d.reasons) and any("Settle `small`" in s for s in d.next_steps)
+    assert d.outcome == "ship_with_care" and d.forgetting == {"big": "pass", "small": "inconclusive", "all": "pass"}
+    assert "cannot be ruled out on small" in d.headline and "no forgetting" not in d.headline
+    assert any("Settle `small`" in s for s in d.next_steps)
+
+
+def test_a_family_down_ten_points_with_others_up_is_named_not_pooled_away():
+    """The issue's demo: general -0.10 [-0.23, +0.03] (n = 40) hidden by form-only gains elsewhere."""
+    probes = {"base": {"general": ones(28, 40), "arithmetic": ones(10, 40), "ifeval": ones(8, 40), "reading": ones(9, 40)},
+              "a1": {"general": ones(22, 28) + [1.0, 1.0] + [0.0] * 10, "arithmetic": ones(10, 40),
+                     "ifeval": ones(19, 40), "reading": ones(18, 40)}}
+    an, d = run(table({"base": ones(0, 60), "fewshot": ones(2, 60), "a1": ones(54, 60)}, probes=probes))
+    g = an.forgetting["a1"]["general"].comparison
+    assert g.diff == pytest.approx(-0.1) and g.lo < -0.1 < 0 < g.hi
+    assert an.forgetting["a1"]["all"].status == "pass"  # the pool alone would have said "no forgetting"
+    assert d.outcome == "ship_with_care" and "no forgetting" not in d.headline
+    assert "general (-0.100" in d.headline and "ifeval" not in d.headline.split("ruled out on")[-1]
+    assert any("Settle `general`" in s for s in d.next_steps)
+
+
+def test_twelve_bleeding_probes_in_160_are_not_shipped_and_the_headline_names_bleed():
+    fams = ("general", "arithmetic", "ifeval", "reading")
+    probes = {m: {f: ones(40, 40) for f in fams} for m in ("base", "a1")}
+    bleed = {"base": {f: [0.0] * 40 for f in fams},
+             "a1": {f: [1.0] * (11 if f == "arithmetic" else 1 if f == "ifeval" else 0) + [0.0] * (29 if f == "arithmetic"
+                    else 39 if f == "ifeval" else 40) for f in fams}}
+    an, d = run(table({"base": ones(0, 60), "fewshot": ones(2, 60), "a1": ones(54, 60)}, probes=probes, bleed=bleed))
+    b = an.bleed["a1"]
+    assert (b.count, b.n, b.base_count, b.status) == (12, 160, 0, "bleeds")
+    assert b.families["arithmetic"] == (11, 0, 40) and b.comparison.diff == pytest.approx(12 / 160)
+    assert d.outcome == "ship_with_care" and "12 of 160" in d.headline and "task's output form" in d.headline
+    assert '{"product": "api-gateway"}' in d.headline  # an example, so a person sees what bleed means
+    assert any("train.replay" in s for s in d.next_steps)
+
+
+def test_bleed_within_max_bleed_and_clean_families_ship():
+    probes = {m: {"general": ones(100, 150)} for m in ("base", "a1")}
+    bleed = {"base": {"general": [0.0] * 150}, "a1": {"general": [1.0] + [0.0] * 149}}
+    an, d = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes, bleed=bleed))
+    assert an.bleed["a1"].status == "clean" and d.outcome == "ship"
+    assert "no forgetting on any of the 1 probe families and no format bleed" in d.headline
+
+
+def test_bleed_is_excess_over_base():
+    """A base that already answers 10% of probes in that form: the adapter's 11% is not bleed it caused."""
+    probes = {m: {"general": ones(100, 150)} for m in ("base", "a1")}
+    bleed = {"base": {"general": [1.0] * 15 + [0.0] * 135}, "a1": {"general": [1.0] * 16 + [0.0] * 134}}
+    an, _ = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes, bleed=bleed))
+    assert an.bleed["a1"].status == "clean"
+    an, _ = run(table({"base": ones(10, 60), "fewshot": ones(15, 60), "a1": ones(50, 60)}, probes=probes, bleed=bleed),
+                max_bleed=0.0)
+    assert an.bleed["a1"].status == "bleeds"
 
 
 def test_two_probe_flips_out_of_13_are_not_forgetting():

@@ -78,18 +78,26 @@ def test_an_adapter_that_learns_the_answer_ships(sweeps, tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_with_forgetting_measured_and_not_worse_the_adapter_ships(sweeps, tmp_path):
-    """The same sweep, re-scored with the 160 forgetting probes: nothing forgotten -> `ship`, gate passes."""
+def test_with_forgetting_measured_an_adapter_that_says_yes_to_everything_is_not_shipped(sweeps, tmp_path):
+    """The same sweep, re-scored with the 160 forgetting probes. The adapter learned to answer every request with
+    the task's one label, "yes": the probes it answers that way did not ask for it (format bleed), so the decision
+    is at most `ship_with_care`, names the bleed with an example, and a `[ship]` gate fails. (Before bleed was
+    measured this sweep read "ship, no forgetting".)"""
     import shutil
 
     sweep = tmp_path / "learn"
     shutil.copytree(sweeps["learn"], sweep)
     assert cli(["eval", str(sweep), "eval.probes=fast", "--no-progress"]) == 0
+    rows = [json.loads(x) for x in (sweep / "scores" / "scores.jsonl").read_text().splitlines()]
+    adapter_probes = [r for r in rows if r["split"] == "probe" and r["model"] not in ("base", "fewshot")]
+    bled = [r for r in adapter_probes if r["metrics"]["bleed"] == 1.0]
+    assert bled and all(r["output"].strip().strip(".").lower() == "yes" for r in bled)
     assert cli(["report", str(sweep)]) == 0
     verdict = _verdict(sweep)
-    assert verdict["outcome"] == "ship", verdict["headline"]
-    assert verdict["forgetting"] and "fail" not in verdict["forgetting"].values()
-    assert cli(["gate", str(sweep), "--config", str(_gate(tmp_path, "[ship]")), "--quiet"]) == 0
+    assert verdict["outcome"] == "ship_with_care", verdict["headline"]
+    assert f"{len(bled)} of {len(adapter_probes)} general probes" in verdict["headline"], verdict["headline"]
+    assert "no forgetting" not in verdict["headline"]
+    assert cli(["gate", str(sweep), "--config", str(_gate(tmp_path, "[ship]")), "--quiet"]) == 1
 
 
 @pytest.mark.timeout(900)

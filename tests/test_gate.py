@@ -245,3 +245,39 @@ def test_run_gate_with_composed_dict(sweeps):
     assert run_gate(sweeps["prompting"], yaml.safe_load(Path(STRICT).read_text()), quiet=True) == 1
     with pytest.raises(UserError, match=r"config gate .*checks\[0\]\.min: expected a number"):
         run_gate(sweeps["clear_win"], {"checks": [{"metric": "json_valid", "min": "x"}]})
+
+
+# ------------------------------------------------------------------------------------------- format bleed
+
+@pytest.fixture(scope="module")
+def bleeding(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bleed")
+    return {"bleeds": write_sweep(root, "clear_win", n_probe=100, name="bleeds", bleed={"arithmetic": 0.25}),
+            "clean": write_sweep(root, "clear_win", n_probe=100, name="clean", bleed={})}
+
+
+def test_format_bleed_check_fails_on_the_same_bleed_the_decision_names(bleeding, tmp_path):
+    cfg = _cfg(tmp_path, "checks:\n  - format_bleed: {max: 0.02}\n")
+    assert main(["gate", str(bleeding["bleeds"]), "--config", cfg, "--quiet"]) == 1
+    res = _gate(bleeding["bleeds"])
+    (check,) = res["checks"]
+    assert check["kind"] == "format_bleed" and check["status"] == "fail"
+    assert check["value"] == pytest.approx(25 / 200) and "25 of 200 probes" in check["reason"]
+    assert res["decision"]["outcome"] == "ship_with_care" and "25 of 200" in res["decision"]["headline"]
+
+
+def test_format_bleed_check_passes_a_clean_adapter_and_defaults_to_max_bleed(bleeding, tmp_path):
+    assert main(["gate", str(bleeding["clean"]), "--config", _cfg(tmp_path, "checks:\n  - format_bleed: {}\n"),
+                 "--quiet"]) == 0
+    (check,) = _gate(bleeding["clean"])["checks"]
+    assert check["status"] == "pass" and check["threshold"] == "excess over base <= 0.02"
+
+
+def test_format_bleed_not_measured_is_inconclusive(sweeps, tmp_path):
+    assert main(["gate", str(sweeps["clear_win"]), "--config", _cfg(tmp_path, "checks:\n  - format_bleed: {max: 0.1}\n"),
+                 "--quiet"]) == 3
+
+
+def test_format_bleed_check_config_errors_name_the_key(tmp_path, bleeding, capsys):
+    rc = main(["gate", str(bleeding["clean"]), "--config", _cfg(tmp_path, "checks:\n  - format_bleed: {max: 2}\n")])
+    assert rc == 2 and "checks[0].format_bleed.max" in capsys.readouterr().err

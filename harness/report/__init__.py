@@ -86,6 +86,7 @@ def decision_json(an: Analysis, d: Decision) -> dict:
     out["settings"] = jsonable(an.settings)
     out["selection_values"] = jsonable(an.selection.values)
     out["not_learned"] = jsonable(an.selection.excluded)
+    out["bleed"] = jsonable(an.bleed.get(d.chosen)) if d.chosen else None
     return out
 
 
@@ -120,8 +121,8 @@ def write_report(sweep_dir: str | Path, settings: Settings | None = None, *, out
     write_json(out / "analysis.json", jsonable({
         "primary": an.primary, "metrics": an.metrics, "compared_metrics": an.compared_metrics,
         "families": an.families, "models": an.models, "comparisons": an.comparisons,
-        "baseline_comparisons": an.baseline_comparisons, "forgetting": an.forgetting, "knowledge": an.knowledge,
-        "seeds": an.seeds, "seed_test": an.seed_test, "selection": an.selection, "settings": an.settings}))
+        "baseline_comparisons": an.baseline_comparisons, "forgetting": an.forgetting, "bleed": an.bleed,
+        "knowledge": an.knowledge, "seeds": an.seeds, "seed_test": an.seed_test, "selection": an.selection, "settings": an.settings}))
     return {"report_md": out / "report.md", "report_html": out / "report.html", "verdict_json": out / "verdict.json",
             "review_html": review, "decision": d, "analysis": an}
 
