@@ -117,13 +117,12 @@ def _recorded_base_identity(manifest: dict) -> str | None:
 
 def run_model_cfg(info: RunInfo, *, trust_remote_code: bool = False, log: Log = _stderr) -> dict:
     """The run's model config; a run directory never enables remote code by itself (only --trust-remote-code)."""
-    from harness.targets import untrusted_snapshot
+    from harness.targets import trusted_model_cfg
 
     given = ["model.trust_remote_code=true"] if trust_remote_code else []
-    cfg, notes = untrusted_snapshot({"model": info.config["model"]}, given, info.run_dir)
+    model, notes = trusted_model_cfg(info.config["model"], given, info.run_dir / "config.yaml")
     for n in notes:
         log(n.replace("pass model.trust_remote_code=... yourself", "pass --trust-remote-code"))
-    model = dict(cfg["model"])
     model["trust_remote_code"] = bool(trust_remote_code)
     return model
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,12 @@ def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 def gguf_package_file(package: str, filename: str) -> Path:
+    """The GGUF file inside an installed data package. The name is looked up, never imported: find_spec("a.b")
+    would run a/__init__.py, and a directory from someone else can name any package."""
+    if not isinstance(package, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", package):
+        raise UserError(f"model.package: {str(package)[:80]!r} is not a plain package name (letters, digits, '_')")
+    if not isinstance(filename, str) or not filename or Path(filename).name != filename:
+        raise UserError(f"model.gguf_file: {str(filename)[:80]!r} is not a file name inside the package")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(

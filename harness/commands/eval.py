@@ -6,20 +6,20 @@ import json
 import sys
 from pathlib import Path
 
-from harness.targets import load_target, resolve_target, task_ref  # noqa: F401  (resolve_target: used by commands/gate)
+from harness.targets import load_target, task_ref
 
 DESCRIPTION = """Score base (zero-shot), few-shot base and adapters on the task eval split and the forgetting probes.
 
 A sweep dir (with sweep.json): every complete run is scored; output in <sweep>/scores/.
 A run dir (with config.yaml): that run's adapter; output in <run>/scores/.
-Settings come from the run's config.yaml (model, task, backend, eval); override with KEY=VALUE,
-e.g. eval.max_eval=20 eval.few_shot_k=0 eval.probes=null backend.batch_size=8 task.name=other.
+Model, task and eval settings come from the run's config.yaml; override with KEY=VALUE,
+e.g. eval.max_eval=20 eval.few_shot_k=0 eval.probes=null task.name=other.
 Re-running with unchanged inputs returns at once; generations are cached in the scores dir
 (scores/generations.jsonl, the same cache the sweep uses).
 
-A directory's config.yaml never enables remote code or passes server flags by itself: its
-model.trust_remote_code, backend.engine_kwargs and backend.extra_args are ignored (with a note)
-unless you give them on this command line."""
+The backend is always yours (conf/ defaults + backend=NAME / backend.KEY=VALUE here), never the
+directory's: a run or sweep dir may come from someone else, so its backend (program, address, URL,
+key) and its model.trust_remote_code are ignored, with a note (harness/targets.py)."""
 
 
 def run_eval(cfg: dict, adapters: dict[str, Path], out_dir: Path, *, progress: bool = True, force: bool = False) -> dict:

@@ -43,7 +43,10 @@ def main(argv: list[str]) -> int:
                     help="exit 1 (fail) or 0 (pass) instead of 3 when the result is inconclusive")
     ap.add_argument("--out", default=None, help="output dir (default SWEEP_DIR/gate)")
     ap.add_argument("--quiet", action="store_true", help="no table, just the result line")
-    args = ap.parse_args(argv)
+    ap.add_argument("overrides", nargs="*", help="with --against: KEY=VALUE settings of your backend for scoring the "
+                                                 "released model (backend=vllm, backend.batch_size=8); the sweep "
+                                                 "dir's own backend settings are never used")
+    args = ap.parse_intermixed_args(argv)
 
     from harness.gate import run_gate
     from harness.io import UserError
@@ -53,6 +56,8 @@ def main(argv: list[str]) -> int:
     if args.against_margin is not None and args.against_margin < 0:
         raise UserError(f"--against-margin: expected a number >= 0, got {args.against_margin}")
     config = _resolve_config(args.config)
+    if args.overrides and not args.against:
+        raise UserError(f"{args.overrides[0]}: KEY=VALUE settings are for --against (nothing else is generated)")
     if args.against:
         from harness.evaluate import score_released
         from harness.gate import load_gate_config
@@ -62,8 +67,8 @@ def main(argv: list[str]) -> int:
         released = Path(args.against)
         if not released.exists():
             raise UserError(f"--against: {released}: not found (a previous sweep dir or an exported adapter dir)")
-        # the sweep dir's stored config goes through the trust policy (no remote code, no server flags from it)
-        cfg = load_target(Path(args.sweep_dir), [], log=lambda m: print(m, file=sys.stderr))[0]
+        # the sweep dir's stored config goes through the trust rule (harness.targets): your backend, no remote code
+        cfg = load_target(Path(args.sweep_dir), args.overrides, log=lambda m: print(m, file=sys.stderr))[0]
         score_released(Path(args.sweep_dir), released, cfg, quiet=args.quiet)
     return run_gate(args.sweep_dir, config, adapter=args.adapter, out_dir=args.out, quiet=args.quiet,
                     inconclusive=args.inconclusive, target=args.target, against_margin=args.against_margin)

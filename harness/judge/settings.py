@@ -133,9 +133,11 @@ def resolve_judge_model_cfg(judge_cfg: dict, sweep_dir: Path | None = None) -> d
 
 
 def snapshot_model_cfg(model: dict) -> dict:
-    """A model config read from a sweep directory, possibly someone else's (#12): it never turns on remote code;
-    only the current user's command line can (judge.model=... with trust_remote_code)."""
-    return {**model, "trust_remote_code": False} if model.get("trust_remote_code") else dict(model)
+    """A model config read from a sweep directory, possibly someone else's (#12, #22): the trust rule of
+    harness.targets (no remote code; only the user's judge.model=... can turn it on)."""
+    from harness.targets import trusted_model_cfg
+
+    return trusted_model_cfg(model, [], "sweep")[0]
 
 
 def backend_cfg_of(judge_cfg: dict) -> dict:
