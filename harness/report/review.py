@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import metric_value
+from harness.analysis import metric_value, probe_value
 from harness.io import UserError, atomic_write_text, read_json, read_jsonl
 from harness.judge import question_text
 from harness.runs import display_name
@@ -174,8 +174,8 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
         raise UserError(f"{scores_p}: no scores (run `harness eval {sweep_dir}` first)")
     summary_p = sweep_dir / "scores" / "summary.json"
     summary = _read_json(summary_p, "summary.json") if summary_p.is_file() else {}
-    rows = [r for r in read_jsonl(scores_p)
-            if isinstance(r, dict) and "model" in r and "sample_id" in r and r.get("split", "task") == "task"]
+    all_rows = [r for r in read_jsonl(scores_p) if isinstance(r, dict) and "model" in r and "sample_id" in r]
+    rows = [r for r in all_rows if r.get("split", "task") == "task"]
     if not rows:
         raise UserError(f"{scores_p}: no task rows to review")
 
@@ -261,7 +261,65 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
         "judge_ran": bool(judge_pair or judge_point),
         "storage_key": f"lora-harness-review:{sweep_name}:{task}",
         "items": items,
+        "probes": probe_data([r for r in all_rows if r.get("split") == "probe"], chosen),
     }
+
+
+PROBE_FLAGS = ("regressed", "bleed", "improved")
+
+
+def probe_data(rows: list[dict], chosen: str | None) -> dict:
+    """The forgetting probes, base vs each adapter: per probe every model's output, pass and format bleed, and per
+    adapter the flags the page filters on. Regressed / improved are discordance() of the adapter vs base on the
+    probes pooled, the same pairs the report's McNemar counts; bleed is the row's metrics.bleed (harness.bleed).
+    A row with an error has neither a pass nor a bleed value (an error is not a wrong answer)."""
+    by_model: dict[str, dict[str, dict]] = {}
+    order: list[str] = []
+    for r in rows:  # the last row of a (model, family, sample_id) wins
+        key = f"{r.get('family') or 'probe'}/{r['sample_id']}"
+        if not any(key in per for per in by_model.values()):
+            order.append(key)
+        by_model.setdefault(str(r["model"]), {})[key] = r
+    models = [m for m in _ordered_models(set(by_model), chosen) if m != "fewshot"]  # probes ask base and adapters
+    adapters = [m for m in models if m not in BASELINES]
+
+    def values(r: dict) -> tuple[float | None, float | None]:
+        if r.get("error") or r.get("finish_reason") == "error":
+            return None, None
+        m = r.get("metrics") or {}
+        return probe_value({k: v for k, v in m.items() if k != "bleed"}), metric_value(m.get("bleed"))
+
+    vals = {m: {k: values(r) for k, r in per.items()} for m, per in by_model.items() if m in models}
+    disc = {a: discordance({k: v[0] for k, v in vals[a].items()}, {k: v[0] for k, v in vals["base"].items()})["items"]
+            for a in adapters} if "base" in vals else {}
+    items = []
+    pos = {k: i for i, k in enumerate(order)}
+    for key in sorted(order, key=lambda k: (k.split("/", 1)[0], pos[k])):  # grouped by family, in file order
+        canon = next(by_model[m][key] for m in ["base"] + sorted(by_model) if key in by_model.get(m, {}))
+        outs = {}
+        for m in models:
+            r = by_model[m].get(key)
+            if r is not None:
+                out = r.get("output")
+                p, b = vals[m][key]
+                outs[m] = {"text": "" if out is None else str(out), "error": r.get("error"), "pass": p, "bleed": b,
+                           "note": (r.get("details") or {}).get("pass")}
+        if not outs:
+            continue
+        flags = {}
+        for a in adapters:
+            f = [name for name, on in (("regressed", disc.get(a, {}).get(key) == -1),
+                                       ("bleed", (outs.get(a) or {}).get("bleed") == 1),
+                                       ("improved", disc.get(a, {}).get(key) == 1)) if on]
+            if f:
+                flags[a] = f
+        ref = canon.get("reference")
+        items.append({"key": key, "id": str(canon["sample_id"]), "family": key.split("/", 1)[0],
+                      "question": question_text(canon.get("prompt")),
+                      "reference": None if ref in (None, "") else str(ref), "outputs": outs, "flags": flags})
+    return {"models": models, "adapters": adapters, "families": sorted({it["family"] for it in items}),
+            "bleed_measured": any(o["bleed"] is not None for it in items for o in it["outputs"].values()),
+            "items": items}
 
 
 # ------------------------------------------------------------------------------------------------ rendering

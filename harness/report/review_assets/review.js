@@ -456,6 +456,149 @@
     return false;
   }
 
+  // ------------------------------------------------------------------ forgetting probes (base vs one adapter)
+  // The flags (regressed / improved / bleed) come computed from Python (harness.report.review.probe_data), so the
+  // counts here are the report's; this code only filters, paginates and renders. URL anchors
+  // #probes[-regressed|-bleed|-improved][/FAMILY] open this view with that filter (the report links to them).
+  var PR = D.probes || { models: [], adapters: [], families: [], items: [], bleed_measured: false };
+  var PFILTERS = ["all", "regressed", "bleed", "improved"];
+  var PHASH = /^#probes(?:-(all|regressed|bleed|improved))?(?:\/(.*))?$/;
+  var hasBase = PR.models.indexOf("base") >= 0;
+  var pstate = { adapter: PR.adapters.indexOf(D.chosen) >= 0 ? D.chosen : (PR.adapters[0] || null),
+                 filter: "all", family: "", pairOnly: false, page: 0 };
+  var view = "task";
+  function pname(m) { return NAME[m] || m; }
+  function probeHas(it, f) { return f === "all" || (it.flags[pstate.adapter] || []).indexOf(f) >= 0; }
+  function inFamily(it) { return !pstate.family || it.family === pstate.family; }
+  function probeVisible() {
+    var out = [];
+    PR.items.forEach(function (it, i) { if (inFamily(it) && probeHas(it, pstate.filter)) out.push(i); });
+    return out;
+  }
+  function probeModels() {   // base, the compared adapter, then the other adapters
+    var rest = PR.adapters.filter(function (m) { return m !== pstate.adapter; });
+    var head = (hasBase ? ["base"] : []).concat(pstate.adapter ? [pstate.adapter] : []);
+    return pstate.pairOnly ? head : head.concat(rest);
+  }
+  function probeColumn(it, m) {
+    var o = it.outputs[m], col = el("div", "col");
+    if (m === pstate.adapter) col.className += " adapter-sel";
+    if (m === "base") col.className += " baseline-sel";
+    col.dataset.model = m;
+    var head = el("div", "head", pname(m));
+    if (m === D.chosen) head.appendChild(el("small", null, " \u2605 chosen"));
+    col.appendChild(head);
+    if (!o) { col.appendChild(el("div", "empty", "no output for this probe")); return col; }
+    var chips = el("div", "chips"), v = o.pass, c;
+    if (o.error) c = el("span", "chip fail", "error");
+    else if (v === null || v === undefined) c = el("span", "chip", "not scored");
+    else c = el("span", "chip " + (v >= 1 ? "pass" : v <= 0 ? "fail" : ""), v >= 1 ? "pass" : v <= 0 ? "fail" : "pass " + fmt(v));
+    if (o.note) c.title = o.note;
+    c.className += " verdict";
+    chips.appendChild(c);
+    if (o.bleed === 1) {
+      var b = el("span", "chip bleed", "format bleed");
+      b.title = "answered in the fine-tuning task's output form although the probe did not ask for it";
+      chips.appendChild(b);
+    }
+    col.appendChild(chips);
+    if (o.error) col.appendChild(el("div", "error", "error: " + o.error));
+    if (o.text) col.appendChild(el("pre", "out", o.text));
+    else if (!o.error) col.appendChild(el("div", "empty", "(empty output)"));
+    return col;
+  }
+  function probeCard(it) {
+    var art = el("article", "item probe");
+    art.dataset.key = it.key;
+    art.dataset.id = it.id;
+    var h = el("h3", null, it.id), f = it.flags[pstate.adapter] || [];
+    h.appendChild(el("span", "badge", it.family));
+    if (f.indexOf("regressed") >= 0) h.appendChild(el("span", "badge down", "regressed: base passes, " + pname(pstate.adapter) + " fails"));
+    if (f.indexOf("improved") >= 0) h.appendChild(el("span", "badge up", "improved: base fails, " + pname(pstate.adapter) + " passes"));
+    if (f.indexOf("bleed") >= 0) h.appendChild(el("span", "badge bleed", "format bleed"));
+    art.appendChild(h);
+    art.appendChild(el("div", "label", "prompt"));
+    art.appendChild(el("pre", "block prompt", it.question));
+    if (it.reference !== null) { art.appendChild(el("div", "label", "reference")); art.appendChild(el("pre", "block reference", it.reference)); }
+    var models = probeModels(), grid = el("div", "grid");
+    grid.style.gridTemplateColumns = "repeat(" + models.length + ", minmax(240px, 1fr))";
+    models.forEach(function (m) { grid.appendChild(probeColumn(it, m)); });
+    art.appendChild(grid);
+    return art;
+  }
+  var PWHY = { all: "", regressed: "base passes, the adapter fails", bleed: "the adapter answered in the task's output form, unasked",
+               improved: "base fails, the adapter passes" };
+  function renderProbes() {
+    PFILTERS.forEach(function (f) {
+      var n = 0, btn = $("pf-" + f);
+      PR.items.forEach(function (it) { if (inFamily(it) && probeHas(it, f)) n++; });
+      btn.querySelector(".n").textContent = "(" + n + ")";
+      btn.setAttribute("aria-pressed", String(pstate.filter === f));
+    });
+    $("pf-regressed").disabled = $("pf-improved").disabled = !hasBase;
+    $("pf-bleed").disabled = !PR.bleed_measured;
+    if (!PR.bleed_measured) $("pf-bleed").title = "format bleed not measured: the task's answers have no fixed form (task.yaml answer_pattern: names one)";
+    $("p-family").value = pstate.family;
+    $("p-adapter").value = pstate.adapter || "";
+    var vis = probeVisible(), pages = Math.max(1, Math.ceil(vis.length / PAGE)), list = $("p-list");
+    pstate.page = Math.min(pstate.page, pages - 1);
+    list.textContent = "";
+    vis.slice(pstate.page * PAGE, (pstate.page + 1) * PAGE).forEach(function (i) { list.appendChild(probeCard(PR.items[i])); });
+    var total = PR.items.filter(inFamily).length;
+    $("p-shown").textContent = "showing " + vis.length + " of " + total + " probes" + (pstate.family ? " in " + pstate.family : "") +
+      (PWHY[pstate.filter] ? " \u00b7 " + PWHY[pstate.filter].replace("the adapter", pname(pstate.adapter)) : "") +
+      (pstate.filter === "bleed" && !PR.bleed_measured ? " \u00b7 format bleed was not measured for this task" : "");
+    $("p-page").textContent = "page " + (pstate.page + 1) + " of " + pages;
+    $("p-prev").disabled = pstate.page === 0;
+    $("p-next").disabled = pstate.page >= pages - 1;
+    list.dataset.visible = String(vis.length);
+    setHash("#probes" + (pstate.filter !== "all" ? "-" + pstate.filter : "") + (pstate.family ? "/" + encodeURIComponent(pstate.family) : ""));
+  }
+  function setHash(h) {   // keeps the address shareable; no history entry per click
+    try { history.replaceState(null, "", h || location.pathname + location.search); } catch (e) { /* file: URLs may refuse */ }
+  }
+  function showView(v) {
+    if (v === "probes" && state.mode === "label") leaveLabel();
+    view = v;
+    $("task-view").hidden = v !== "task";
+    $("probes").hidden = v !== "probes";
+    $("v-task").setAttribute("aria-pressed", String(v === "task"));
+    $("v-probes").setAttribute("aria-pressed", String(v === "probes"));
+    if (v === "probes") renderProbes(); else setHash("");
+  }
+  function fromHash() {   // #probes-bleed/arithmetic -> the probe view, that filter, that family
+    var m = PHASH.exec(location.hash || "");
+    if (!m || !PR.items.length) return;
+    var fam = "";
+    try { fam = m[2] ? decodeURIComponent(m[2]) : ""; } catch (e) { fam = ""; }
+    pstate.filter = m[1] || "all";
+    pstate.family = PR.families.indexOf(fam) >= 0 ? fam : "";
+    pstate.page = 0;
+    showView("probes");
+  }
+  if (PR.items.length) {
+    $("views").hidden = false;
+    $("v-task").querySelector(".n").textContent = "(" + D.items.length + ")";
+    $("v-probes").querySelector(".n").textContent = "(" + PR.items.length + ")";
+    PR.adapters.forEach(function (a) { var o = el("option", null, pname(a) + (a === D.chosen ? " (chosen)" : "")); o.value = a; $("p-adapter").appendChild(o); });
+    var all = el("option", null, "all families (" + PR.items.length + ")"); all.value = ""; $("p-family").appendChild(all);
+    PR.families.forEach(function (f) {
+      var o = el("option", null, f + " (" + PR.items.filter(function (it) { return it.family === f; }).length + ")");
+      o.value = f; $("p-family").appendChild(o);
+    });
+  }
+  $("v-task").addEventListener("click", function () { showView("task"); });
+  $("v-probes").addEventListener("click", function () { showView("probes"); });
+  PFILTERS.forEach(function (f) {
+    $("pf-" + f).addEventListener("click", function () { pstate.filter = f; pstate.page = 0; renderProbes(); });
+  });
+  $("p-family").addEventListener("change", function (e) { pstate.family = e.target.value; pstate.page = 0; renderProbes(); });
+  $("p-adapter").addEventListener("change", function (e) { pstate.adapter = e.target.value; pstate.page = 0; renderProbes(); });
+  $("p-pair-only").addEventListener("change", function (e) { pstate.pairOnly = e.target.checked; renderProbes(); });
+  $("p-prev").addEventListener("click", function () { pstate.page--; renderProbes(); window.scrollTo(0, 0); });
+  $("p-next").addEventListener("click", function () { pstate.page++; renderProbes(); window.scrollTo(0, 0); });
+  window.addEventListener("hashchange", fromHash);
+
   // ------------------------------------------------------------------ wiring
   function fillSelect(sel, keys, value) {
     keys.forEach(function (k) { var o = el("option", null, NAME[k] + (k === D.chosen ? " (chosen)" : "")); o.value = k; sel.appendChild(o); });
@@ -491,6 +634,7 @@
     var t = e.target, tag = t && t.tagName;
     if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") { if (e.key === "Escape") t.blur(); return; }
     var handled = false;
+    if (view === "probes") return;   // the keys belong to the task view (labelling, search)
     if (state.mode === "label") handled = labelKeyDown(e);
     else if (e.key === "/") { $("search").focus(); handled = true; }
     else if ((e.key === "l" || e.key === "L") && !e.ctrlKey && !e.metaKey) { enterLabel(); handled = true; }
@@ -498,4 +642,5 @@
   });
   window.reviewLabelRows = labelRows;   // for tests and the console
   refresh();
+  fromHash();
 })();
