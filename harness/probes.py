@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
 import re
 import unicodedata
@@ -125,10 +126,100 @@ def contains_any(output: str, *, answers: list[str]) -> bool:
     return any(_contains_word(output, a) for a in answers)
 
 
-def json_keys(output: str, *, keys: list[str]) -> bool:
-    """The whole answer is one JSON object (a lone ```json fence accepted) that has every key in `keys`."""
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return True
+    return isinstance(v, str) and re.fullmatch(r"\s*-?\d+(?:[.,]\d+)?\s*", v) is not None
+
+
+def json_keys(output: str, *, keys: list[str], distinct: bool = False, numbers: list[str] | None = None) -> bool:
+    """The whole answer is one JSON object (a lone ```json fence accepted) that has every key in `keys`; with
+    `distinct`, their values are non-empty and differ from each other (`{"day": "Monday", "weather": "Monday"}`
+    has the keys but says nothing); keys in `numbers` hold a number."""
     p = extract_json(output)
-    return p.strict and isinstance(p.value, dict) and all(k in p.value for k in keys)
+    if not (p.strict and isinstance(p.value, dict) and all(k in p.value for k in keys)):
+        return False
+    vals = [p.value[k] for k in keys]
+    if distinct:
+        texts = [_squash(json.dumps(v) if not isinstance(v, str) else v) for v in vals]
+        if any(not t or t in ('""', "null", "{}", "[]") for t in texts) or len(set(texts)) < len(texts):
+            return False
+    return all(_is_number(p.value[k]) for k in numbers or [])
+
+
+def plain_text(output: str) -> bool:
+    """A non-empty answer with no JSON object or array in it: prose was asked for, so `{}` or the task's JSON
+    is not an answer, whatever words it contains."""
+    text = (output or "").strip()
+    if not text or "{" in text or "}" in text:
+        return False
+    p = extract_json(text)  # "49" and '"quoted"' are JSON values too: only an array counts against prose here
+    return not (p.found and isinstance(p.value, (dict, list)))
+
+
+def mentions(output: str, *, words: list[str]) -> bool:
+    """The answer is about the topic: one of its words is one of `words` (case-insensitive); a word ending in
+    "*" is a prefix ("flower*" matches "flowers", "flowering")."""
+    got = {w.casefold() for w in _words(output)}
+    exact = {w.casefold() for w in words if not w.endswith("*")}
+    stems = [w[:-1].casefold() for w in words if w.endswith("*")]
+    return bool(got & exact) or any(g.startswith(st) for g in got for st in stems)
+
+
+def _strip_phrases(text: str, phrases: list[str]) -> str:
+    out = " ".join((text or "").split())
+    for ph in phrases or []:
+        out = re.sub(re.escape(" ".join(ph.split())), " ", out, flags=re.I)
+    return out
+
+
+def first_named(output: str, *, answers: list[str], options: list[str], ignore: list[str] | None = None,
+                exclusive: bool = False) -> bool:
+    """Of the candidate `options` (accepted `answers` are options too), the first one the answer names is an
+    accepted answer, after removing the `ignore` phrases (the question restated, e.g. "after February", or a
+    passage's other facts restated). "February comes after March" names February first: it fails, though it
+    contains "March". With `exclusive`, no option other than an accepted answer may be named at all."""
+    text = _strip_phrases(output, ignore or [])
+    ok = {a.casefold() for a in answers}
+    hits = []
+    for opt in set(options) | set(answers):
+        m = re.search(r"(?<!\w)" + re.escape(opt.casefold()) + r"(?!\w)", text.casefold())
+        if m:
+            hits.append((m.start(), -len(opt), opt.casefold()))
+    if not hits:
+        return False
+    hits.sort()
+    if exclusive and any(h[2] not in ok for h in hits):
+        return False
+    return hits[0][2] in ok
+
+
+def names_fact(output: str, *, answers: list[str], others: list[str], own: list[str], context: list[str]) -> bool:
+    """Reading: the answer names the asked fact (`answers`) and not the distractor (`others`). The passage's other
+    facts (`context`) may be restated without penalty, but then the answer must name the fact outside its own
+    restated clause (`own`) too: "Leo has a blue ball; Mia's kite is red" answers, copying the passage does not."""
+    squashed = " ".join((output or "").split())
+    text = _strip_phrases(squashed, context)
+    if text != squashed:
+        text = _strip_phrases(text, own)
+    return first_named(text, answers=answers, options=others, exclusive=True)
+
+
+def bullets_from(output: str, *, words: list[str]) -> bool:
+    """Every bullet line names a member of the asked category (`words`, whole words, case-insensitive), and no
+    two bullets name the same one: "- web\n- mobile" is a list, not a list of fruits."""
+    lines = [ln for ln in (output or "").splitlines() if _BULLET_RX.match(ln)]
+    if not lines:
+        return False
+    named = []
+    for ln in lines:
+        hit = next((w.casefold() for w in sorted(words, key=len, reverse=True) if _contains_word(ln, w)), None)
+        if hit is None:
+            return False
+        named.append(hit)
+    return len(set(named)) == len(named)
 
 
 def _squash(text: str) -> str:
@@ -155,7 +246,8 @@ def quoted(output: str) -> bool:
 CHECKERS: dict[str, Callable[..., bool]] = {
     f.__name__: f
     for f in (word_count, forbidden_words, required_keywords, json_only, bullet_count, lowercase, uppercase,
-              ends_with, starts_with, no_comma, numeric, contains_any, json_keys, equals, quoted)
+              ends_with, starts_with, no_comma, numeric, contains_any, json_keys, equals, quoted, plain_text,
+              mentions, first_named, names_fact, bullets_from)
 }
 
 

@@ -304,7 +304,8 @@ def test_arithmetic_answers_recomputed_from_the_prompt():
         q = it["messages"][-1]["content"]
         got = [f(int(m.group(1)), int(m.group(2))) for rx, f in _ARITH_RX if (m := rx.search(q))]
         assert len(got) == 1, q
-        assert got[0] == it["check"]["answer"] and float(got[0]).is_integer() and got[0] >= 0, q
+        (num,) = [c for c in it["check"] if c["type"] == "numeric"]
+        assert got[0] == num["answer"] and float(got[0]).is_integer() and got[0] >= 0, q
         assert PR.check_probe(it, f"{q.split('?')[0]}? {int(got[0])}") == 1.0
         assert PR.check_probe(it, f"{int(got[0]) + 1}") == 0.0
 
@@ -337,32 +338,42 @@ def test_reading_answer_passes_and_copying_the_passage_fails():
         assert PR.check_probe(it, passage) == 0.0, it["id"]
 
 
+def _topic(it: dict) -> str:
+    """A word the item's topic check accepts ("flower*" -> "flowers"), or a neutral one when it has none."""
+    words = next((c["words"] for c in PR._checks(it) if c["type"] == "mentions"), None)
+    return (words[0].rstrip("*") + ("s" if words[0].endswith("*") else "")) if words else "calm"
+
+
 def _compliant(it: dict) -> str:
-    """A hand-built answer that follows the item's instruction (per kind, from its own parameters)."""
+    """A hand-built answer that follows the item's instruction and is about its topic (per kind, from its own
+    parameters)."""
     checks = {c["type"]: c for c in PR._checks(it)}
-    kind = it["kind"]
+    kind, t = it["kind"], _topic(it)
     if kind == "lowercase":
-        return "it is calm and quiet here."
+        return f"the {t} are calm and quiet here."
     if kind == "uppercase":
-        return "IT IS CALM AND QUIET HERE."
+        return f"THE {t.upper()} ARE CALM AND QUIET HERE."
     if kind == "exact_words":
         return " ".join(["calm"] * checks["word_count"]["min"])
     if kind == "one_word":
-        return "Apple"
+        return checks["contains_any"]["answers"][0].capitalize()
     if kind == "starts_with":
-        return f"{checks['starts_with']['phrase']}, it is calm here."
+        return f"{checks['starts_with']['phrase']}, the {t} are calm here."
     if kind == "ends_with":
-        return f"It is calm here. {checks['ends_with']['phrase']}"
+        return f"The {t} are calm here. {checks['ends_with']['phrase']}"
     if kind == "keyword":
-        return f"It is {checks['required_keywords']['keywords'][0]} here."
-    if kind in ("forbidden", "no_comma"):
+        return f"The {t} are {checks['required_keywords']['keywords'][0]} here."
+    if kind == "forbidden":
         return "It is calm here."
+    if kind == "no_comma":
+        return f"The {t} are calm here."
     if kind == "bullets":
-        return "\n".join(f"- thing{i}" for i in range(checks["bullet_count"]["n"]))
+        return "\n".join(f"- {w}" for w in checks["bullets_from"]["words"][: checks["bullet_count"]["n"]])
     if kind == "json":
-        return json.dumps({k: "x" for k in checks["json_keys"]["keys"]})
+        nums = checks["json_keys"].get("numbers") or []
+        return json.dumps({k: (i + 2 if k in nums else f"value{i}") for i, k in enumerate(checks["json_keys"]["keys"])})
     if kind == "quoted":
-        return '"It is calm here."'
+        return f'"The {t} are calm here."'
     if kind == "repeat":
         return it["reference"]
     raise AssertionError(f"no compliant answer for kind {kind}")
@@ -371,11 +382,13 @@ def _compliant(it: dict) -> str:
 def _violating(it: dict) -> str:
     checks = {c["type"]: c for c in PR._checks(it)}
     long = " ".join(["calm"] * 30)
-    return {"lowercase": "It is Calm.", "uppercase": "IT IS Calm.", "exact_words": long, "one_word": "An apple",
-            "starts_with": "Well, it is calm.", "ends_with": "It is calm here.", "keyword": "It is calm.",
+    t = _topic(it)
+    return {"lowercase": f"The {t} are Calm.", "uppercase": f"THE {t.upper()} ARE Calm.", "exact_words": long,
+            "one_word": "An apple", "starts_with": f"Well, the {t} are calm.", "ends_with": f"The {t} are calm here.",
+            "keyword": f"The {t} are calm.",
             "forbidden": f"It is a {(checks.get('forbidden_words') or {'words': ['x']})['words'][0]}.",
-            "no_comma": "It is calm, here.", "bullets": "- one", "json": '{"other": 1}', "quoted": "It is calm.",
-            "repeat": "Sure: " + it["reference"]}[it["kind"]]
+            "no_comma": f"The {t} are calm, here.", "bullets": "- one", "json": '{"other": 1}',
+            "quoted": f"The {t} are calm.", "repeat": "Sure: " + it["reference"]}[it["kind"]]
 
 
 def test_every_ifeval_item_passes_a_compliant_answer_and_fails_a_violation():
@@ -395,6 +408,8 @@ def test_compliant_answers_fit_their_budget_in_smollm2_tokens(smol_spec):
         if it["family"] == "ifeval" and it["kind"] not in ("json", "repeat", "one_word", "exact_words", "bullets"):
             cap = min(c["max"] for c in PR._checks(it) if c["type"] == "word_count")
             filler = " ".join(["calm"] * (cap - len(PR._words(answer))))  # a compliant answer AT its word cap
+            if it["kind"] == "lowercase":
+                filler = filler.lower()
             if it["kind"] == "quoted":
                 answer = f'"{filler} {answer[1:]}'
             elif it["kind"] == "starts_with":
@@ -472,3 +487,64 @@ def test_probes_needed_reaches_its_power_in_simulation():
         var = sum((x - mean) ** 2 for x in diffs) / (n - 1)
         hits += mean - z * math.sqrt(var / n) > -margin
     assert 0.76 <= hits / reps <= 0.84, (n, hits / reps)
+
+
+# ------------------------------------------------------------------------- content, not only shape (issue #21)
+
+TASK_JSON = '{"product": "mobile-app", "severity": "high", "category": "bug"}'  # the demo task's answer form
+DEGENERATE = ["", "ok", "thing", "yes", "no", "{}", TASK_JSON]
+
+
+@pytest.mark.parametrize("answer", DEGENERATE)
+@pytest.mark.parametrize("family", PR.FAMILIES)
+def test_a_degenerate_answer_passes_no_probe_except_by_chance(family, answer):
+    """Empty, "ok", one generic word, `{}` or the task's JSON answer nothing; the only passes allowed are a
+    yes/no question whose right answer is that very word (chance: one of two candidates)."""
+    items = [it for it in PR.load_probes("default") if it["family"] == family]
+    passed = [it for it in items if PR.check_probe(it, answer)]
+    by_chance = [it for it in passed if it["kind"] == "yes_no" and it["reference"] == answer]
+    assert passed == by_chance, [(it["id"], it["messages"][-1]["content"][:60]) for it in passed[:5]]
+
+
+@pytest.mark.parametrize("kind,prompt_has,good,bad", [
+    ("one_word", "Name one kitchen tool", "whisk", "furniture"),
+    ("one_word", "Name one fish", "salmon", "fish"),
+    ("next_month", "comes after February", "March comes after February.", "February comes after March"),
+    ("next_month", "comes after February", "The month after February is March.", "It is January."),
+    ("json", "a day of the week and its weather", '{"day": "Monday", "weather": "sunny"}',
+     '{"day": "Monday", "weather": "Monday"}'),
+    ("lowercase", "about flowers", "flowers bloom in the spring sun", "ok"),
+    ("bullets", "fruits", "- apple\n- pear\n- plum", "- web\n- mobile\n- api"),
+])
+def test_probe_checks_verify_the_content(kind, prompt_has, good, bad):
+    """The issue's examples: terse or shape-only answers that used to pass now fail; a right answer passes."""
+    items = [it for it in PR.load_probes("default") if it.get("kind") == kind
+             and prompt_has in it["messages"][-1]["content"]]
+    assert items, (kind, prompt_has)
+    for it in items:
+        if kind == "bullets":  # the item's own count
+            n = next(c["n"] for c in it["check"] if c["type"] == "bullet_count")
+            good_n = "\n".join(good.splitlines()[:n] + ["- peach", "- mango"][: max(0, n - 3)])
+            assert PR.check_probe(it, good_n) == 1.0, (it["id"], good_n)
+        else:
+            assert PR.check_probe(it, good) == 1.0, (it["id"], good)
+        assert PR.check_probe(it, bad) == 0.0, (it["id"], bad)
+
+
+def test_reading_accepts_a_restated_context_with_the_answer_but_not_a_copied_passage():
+    item = {"check": [{"type": "names_fact", "answers": ["red"], "others": ["blue"], "own": ["Mia has a red kite"],
+                       "context": ["Leo has a blue ball"]}, {"type": "plain_text"}]}
+    assert PR.check_probe(item, "red") == 1.0
+    assert PR.check_probe(item, "Mia has a red kite.") == 1.0
+    assert PR.check_probe(item, "Leo has a blue ball, so Mia's kite is red.") == 1.0
+    assert PR.check_probe(item, "Mia has a red kite and Leo has a blue ball.") == 0.0  # a copy answers nothing
+    assert PR.check_probe(item, "blue") == 0.0
+    assert PR.check_probe(item, "red or blue") == 0.0
+
+
+def test_the_generated_sets_are_the_committed_ones():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(PR.probes_dir() / "make_probes.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -69,69 +70,170 @@ JSON_SHAPES = [  # (what to describe, keys)
     ("a color and an object of that color", ["color", "object"]),
     ("a sport and how many players a team has", ["sport", "players"]),
 ]
+# Members a content check accepts (generous: any reasonable answer a person would accept; the category word itself
+# is never a member, so "Name one fish" -> "fish" fails).
+MEMBERS = {
+    "fruit": "apple banana orange pear grape grapes mango peach plum cherry lemon lime kiwi pineapple strawberry "
+             "watermelon melon apricot fig papaya coconut blueberry raspberry pomegranate avocado tangerine nectarine "
+             "grapefruit guava lychee date dates clementine cantaloupe blackberry cranberry apples bananas oranges "
+             "pears mangoes peaches plums cherries lemons strawberries",
+    "color": "red blue green yellow orange purple pink black white brown gray grey violet indigo turquoise cyan "
+             "magenta beige maroon navy gold silver teal lavender crimson scarlet",
+    "animal": "dog cat horse cow lion tiger elephant bear wolf fox rabbit deer monkey giraffe zebra mouse rat pig "
+              "sheep goat camel kangaroo koala panda dolphin whale bird eagle owl snake frog turtle cheetah leopard "
+              "hippo hippopotamus rhino rhinoceros squirrel hamster donkey otter penguin bat moose gorilla chimpanzee "
+              "dogs cats horses lions tigers elephants bears wolves foxes rabbits monkeys",
+    "vegetable": "carrot potato tomato onion broccoli spinach lettuce cabbage cucumber pepper peas pea corn bean beans "
+                 "celery garlic cauliflower zucchini eggplant pumpkin radish beet beetroot kale asparagus leek "
+                 "turnip squash artichoke carrots potatoes tomatoes onions cucumbers peppers",
+    "metal": "iron gold silver copper aluminum aluminium zinc tin lead nickel platinum titanium steel bronze brass "
+             "mercury cobalt chromium tungsten lithium magnesium",
+    "bird": "eagle sparrow robin pigeon crow owl parrot penguin duck swan goose hawk falcon flamingo peacock "
+            "hummingbird seagull gull ostrich pelican woodpecker canary chicken hen turkey dove heron stork crane "
+            "raven magpie blackbird kingfisher finch vulture eagles sparrows owls parrots ducks swans",
+    "flower": "rose tulip daisy lily sunflower orchid daffodil lavender violet poppy jasmine iris carnation "
+              "marigold peony lotus dahlia chrysanthemum hibiscus magnolia begonia petunia roses tulips daisies "
+              "lilies sunflowers orchids",
+    "planet": "mercury venus earth mars jupiter saturn uranus neptune",
+    "tree": "oak maple pine birch willow elm cedar spruce fir palm cherry apple ash beech redwood sequoia cypress "
+            "poplar baobab eucalyptus chestnut walnut olive magnolia sycamore oaks pines",
+    "fish": "salmon tuna trout cod carp goldfish shark bass catfish herring sardine mackerel tilapia halibut "
+            "swordfish clownfish pike perch eel anchovy snapper haddock sole flounder guppy marlin barracuda "
+            "piranha grouper",
+    "insect": "ant bee butterfly fly mosquito beetle ladybug ladybird grasshopper cricket dragonfly wasp moth "
+              "cockroach termite flea firefly caterpillar hornet locust mantis cicada ants bees butterflies",
+    "month": "january february march april may june july august september october november december",
+    "ocean animal": "whale dolphin shark octopus jellyfish seal squid crab lobster starfish turtle fish orca "
+                    "stingray seahorse walrus eel clam oyster shrimp coral manatee narwhal urchin whales dolphins "
+                    "sharks",
+    "farm animal": "cow pig sheep goat horse chicken hen duck donkey rooster turkey goose llama ox bull rabbit "
+                   "cows pigs sheep goats horses chickens",
+    "kitchen tool": "knife spatula whisk ladle spoon fork pan pot grater peeler blender tongs colander sieve "
+                    "strainer kettle toaster oven microwave mixer skillet wok scissors cleaver opener corkscrew "
+                    "thermometer timer teapot rolling-pin rolling",
+    "spice": "pepper salt cinnamon cumin turmeric paprika nutmeg ginger cardamom cloves clove saffron oregano "
+             "basil thyme chili chilli curry coriander vanilla garlic rosemary anise fennel mustard allspice sage "
+             "parsley",
+    "gemstone": "diamond ruby emerald sapphire amethyst topaz opal pearl garnet jade aquamarine turquoise onyx "
+                "quartz peridot citrine tourmaline amber jasper",
+    "sport": "football soccer basketball tennis baseball cricket golf hockey rugby volleyball swimming running "
+             "cycling boxing skiing badminton wrestling rowing surfing skating karate judo fencing polo archery "
+             "gymnastics handball softball snowboarding climbing sailing athletics",
+    "board game": "chess checkers monopoly scrabble backgammon go risk clue cluedo catan ludo draughts parcheesi "
+                  "mahjong dominoes othello reversi stratego battleship",
+    "berry": "strawberry blueberry raspberry blackberry cranberry gooseberry elderberry mulberry boysenberry "
+             "huckleberry grape grapes currant blackcurrant strawberries blueberries raspberries blackberries "
+             "cranberries acai goji",
+    "country": "france spain italy germany japan china india brazil canada mexico egypt kenya nigeria russia "
+               "australia argentina chile peru portugal greece norway sweden finland denmark poland austria "
+               "ireland england scotland turkey iran iraq thailand vietnam korea indonesia pakistan usa america "
+               "netherlands belgium switzerland ukraine cuba colombia ghana morocco ethiopia israel",
+    "musical instrument": "piano guitar violin drums drum flute trumpet saxophone cello harp clarinet trombone "
+                          "banjo ukulele accordion harmonica oboe bass tuba keyboard organ xylophone viola "
+                          "mandolin bagpipes sitar",
+    "city": "paris london tokyo rome berlin madrid moscow beijing cairo athens lisbon dublin oslo stockholm "
+            "vienna prague sydney toronto chicago boston seattle miami dubai mumbai delhi shanghai seoul bangkok "
+            "istanbul amsterdam barcelona milan venice nairobi lima bogota mexico york angeles francisco "
+            "washington singapore warsaw budapest brussels copenhagen helsinki zurich geneva munich",
+    "tool": "hammer screwdriver wrench saw drill pliers chisel axe shovel rake level tape ruler knife scissors "
+            "spanner sander clamp file crowbar ladder hoe trowel mallet",
+    "drink": "water milk coffee tea juice soda lemonade beer wine cola smoothie cocoa chocolate lemonade "
+             "milkshake kombucha cider espresso latte",
+}
 ADJS = ["small", "brown", "quiet", "happy", "old", "tall", "young", "lazy", "clever", "tiny"]
 ANIMALS = ["dog", "cat", "horse", "fox", "bird", "rabbit", "goat", "duck", "bear", "mouse"]
 VERBS = ["sleeps", "runs", "waits", "sings", "plays", "sits", "walks", "eats"]
 PLACES = ["river", "old barn", "big tree", "red door", "train station", "garden gate", "blue house", "market"]
+NUMERIC_JSON_KEYS = ("legs", "position", "age", "year", "price", "players")  # their values must be numbers
 CAP = 20  # word cap of free-text ifeval answers; budget 2.5 tokens per allowed word, so a cut answer is too long
 
 
-def _sentence_item(rng, topic: str, instruction: str, checks: list[dict], cap: int = CAP) -> tuple[str, list, int]:
+SHORT_NOUN_WORDS = {  # nouns of 3 letters or fewer match whole words only, with these related forms
+    "sun": ["sun", "suns", "sunny", "sunshine", "sunlight", "sunset", "sunsets", "sunrise", "sunbeam", "sunbeams"],
+    "sea": ["sea", "seas", "seaside", "seashore", "seawater"],
+    "tea": ["tea", "teas", "teacup", "teapot"],
+    "cat": ["cat", "cats", "kitten", "kitty", "feline"],
+    "dog": ["dog", "dogs", "puppy", "pup", "canine"],
+}
+
+
+def topic_words(topic: str, noun: str) -> list[str]:
+    """Words that show an answer is about the topic, for the `mentions` check: the head noun as a prefix (plurals
+    and derived words), its -ies plural, and every other content word of the topic phrase."""
+    words = SHORT_NOUN_WORDS.get(noun) or [noun + "*"] + ([noun[:-1] + "ies"] if noun.endswith("y") else [])
+    extra = [w + "*" for w in topic.replace("the ", "").replace("a ", "").split()
+             if len(w) > 3 and w not in ("at",) and not w.startswith(noun)]
+    return words + extra
+
+
+def _sentence_item(rng, topic: str, instruction: str, checks: list[dict], cap: int = CAP,
+                   noun: str | None = None) -> tuple[str, list, int]:
+    """A one-sentence item: its own checks, then the word cap, at least 3 words, plain text (no JSON), and, when
+    the topic may be named, that it is about the topic (a bare "ok" is short and lowercase, not an answer)."""
+    about = [{"type": "mentions", "words": topic_words(topic, noun)}] if noun else []
     return (f"Write one sentence of at most {cap} words about {topic}. {instruction}",
-            checks + [{"type": "word_count", "max": cap}], int(2.5 * cap))
+            checks + [{"type": "word_count", "min": 3, "max": cap}, {"type": "plain_text"}] + about, int(2.5 * cap))
 
 
 def _ifeval_kind(kind: str, rng: random.Random) -> tuple[str, list[dict], int, str]:
     topic, noun = rng.choice(TOPICS)
     if kind == "lowercase":
-        p, c, n = _sentence_item(rng, topic, "Use only lowercase letters, no capitals at all.", [{"type": "lowercase"}])
+        p, c, n = _sentence_item(rng, topic, "Use only lowercase letters, no capitals at all.", [{"type": "lowercase"}],
+                                 noun=noun)
         return p, c, n, ""
     if kind == "uppercase":
-        p, c, n = _sentence_item(rng, topic, "Write it entirely in CAPITAL LETTERS.", [{"type": "uppercase"}], cap=12)
+        p, c, n = _sentence_item(rng, topic, "Write it entirely in CAPITAL LETTERS.", [{"type": "uppercase"}], cap=12,
+                                 noun=noun)
         return p, c, 4 * 12, ""  # capitals cost more tokens per word: 4 per allowed word
     if kind == "exact_words":
         k = rng.randint(2, 5)
         return (f"Describe {topic} in exactly {k} words. Reply with those {k} words only.",
-                [{"type": "word_count", "min": k, "max": k}], 16, "")
+                [{"type": "word_count", "min": k, "max": k}, {"type": "plain_text"}], 16, "")
     if kind == "one_word":
-        return (f"Name one {rng.choice(ONE_WORD_CATEGORIES)}. Answer with a single word and nothing else.",
-                [{"type": "word_count", "min": 1, "max": 1}], 8, "")
+        cat = rng.choice(ONE_WORD_CATEGORIES)
+        return (f"Name one {cat}. Answer with a single word and nothing else.",
+                [{"type": "word_count", "min": 1, "max": 1}, {"type": "plain_text"},
+                 {"type": "contains_any", "answers": MEMBERS[cat].split()}], 8, "")
     if kind == "starts_with":
         w = rng.choice(START_WORDS)
         p, c, n = _sentence_item(rng, topic, f"Begin your answer with the word '{w}'.",
-                                 [{"type": "starts_with", "phrase": w}])
+                                 [{"type": "starts_with", "phrase": w}], noun=noun)
         return p, c, n, w
     if kind == "ends_with":
         e = rng.choice(END_PHRASES)
         p, c, n = _sentence_item(rng, topic, f"Then end your reply with the exact phrase '{e}'",
-                                 [{"type": "ends_with", "phrase": e}])
-        c[-1]["max"] += len(e.split())  # the closing phrase is not counted against the sentence's cap
+                                 [{"type": "ends_with", "phrase": e}], noun=noun)
+        c[1]["max"] += len(e.split())  # the closing phrase is not counted against the sentence's cap
         return p, c, n + 8, e
     if kind == "keyword":
         kw = rng.choice(KEYWORDS)
         p, c, n = _sentence_item(rng, topic, f"Include the word '{kw}'.",
-                                 [{"type": "required_keywords", "keywords": [kw]}])
+                                 [{"type": "required_keywords", "keywords": [kw]}], noun=noun)
         return p, c, n, kw
     if kind == "forbidden":
         p, c, n = _sentence_item(rng, topic, f"Do not use the word '{noun}'.",
                                  [{"type": "forbidden_words", "words": [noun]}])
+        c[1]["min"] = 4  # the topic cannot be named here: at least a real sentence
         return p, c, n, ""
     if kind == "no_comma":
-        p, c, n = _sentence_item(rng, topic, "Do not use any commas.", [{"type": "no_comma"}])
+        p, c, n = _sentence_item(rng, topic, "Do not use any commas.", [{"type": "no_comma"}], noun=noun)
         return p, c, n, ""
     if kind == "bullets":
         k = rng.randint(2, 4)
-        _, plural = rng.choice(CATEGORIES)
+        singular, plural = rng.choice(CATEGORIES)
         return (f"List exactly {k} {plural} as a bulleted list, one per line starting with '- ', "
                 f"and write nothing else.",
-                [{"type": "bullet_count", "n": k}, {"type": "word_count", "max": 4 * k}], 8 * k, "")
+                [{"type": "bullet_count", "n": k}, {"type": "word_count", "max": 4 * k},
+                 {"type": "bullets_from", "words": MEMBERS[singular].split()}], 8 * k, "")
     if kind == "json":
         what, keys = rng.choice(JSON_SHAPES)
         quoted_keys = " and ".join(f'"{k}"' for k in keys)
+        nums = [k for k in keys if k in NUMERIC_JSON_KEYS]
         return (f"Describe {what} as a JSON object with the keys {quoted_keys}. Reply with only the JSON object.",
-                [{"type": "json_keys", "keys": keys}], 40, "")
+                [{"type": "json_keys", "keys": keys, "distinct": True, **({"numbers": nums} if nums else {})}], 40, "")
     if kind == "quoted":
-        p, c, n = _sentence_item(rng, topic, "Wrap your entire reply in double quotation marks.", [{"type": "quoted"}])
+        p, c, n = _sentence_item(rng, topic, "Wrap your entire reply in double quotation marks.", [{"type": "quoted"}],
+                                 noun=noun)
         return p, c, n, ""
     if kind == "repeat":
         s = f"The {rng.choice(ADJS)} {rng.choice(ANIMALS)} {rng.choice(VERBS)} near the {rng.choice(PLACES)}."
@@ -208,7 +310,7 @@ def arithmetic_items(n: int, rng: random.Random) -> list[dict]:
         kind = ARITH_KINDS[len(out) % len(ARITH_KINDS)]
         q, ans, budget = _fresh(lambda: _arith(kind, rng), seen)
         out.append(_item("arithmetic", kind, q + " Reply with only the final number, no words.",
-                         {"type": "numeric", "answer": ans}, str(ans), budget))
+                         [{"type": "numeric", "answer": ans}, {"type": "plain_text"}], str(ans), budget))
     return out
 
 
@@ -299,7 +401,9 @@ def _alts(answer: str) -> list[str]:
 
 
 def _general_pool() -> list[tuple[str, str, list[str], list[str]]]:
-    """(kind, question, accepted answers, forbidden answers) for every fact we ship."""
+    """(kind, question, accepted answers, other candidate answers) for every fact we ship. Where the candidates
+    are a closed set (days, months, yes/no), the check is `first_named`: the first candidate the answer names,
+    the question's own day or month restated ("after February") aside, must be the right one."""
     pool = [("capital", f"What is the capital of {c}?", _alts(a), []) for c, a in CAPITALS]
     pool += [("continent", f"On which continent is {c}?", [a], []) for c, a in CONTINENTS]
     pool += [("language", f"What is the main language spoken in {c}?", [a], []) for c, a in LANGUAGES]
@@ -307,12 +411,24 @@ def _general_pool() -> list[tuple[str, str, list[str], list[str]]]:
              for q, n in COUNTS]
     pool += [("opposite", f"What is the opposite of '{w}'?", _alts(a), []) for w, a in OPPOSITES]
     pool += [("next_day", f"Which day of the week comes after {d}?", [DAYS[(i + 1) % 7]],
-              [x for x in DAYS if x not in (d, DAYS[(i + 1) % 7])]) for i, d in enumerate(DAYS)]
+              [x for x in DAYS if x != DAYS[(i + 1) % 7]]) for i, d in enumerate(DAYS)]
+    # "may" is also a verb: May is a candidate only where it is the question's month or the answer
     pool += [("next_month", f"Which month comes after {m}?", [MONTHS[(i + 1) % 12]],
-              [x for x in MONTHS if x not in (m, MONTHS[(i + 1) % 12]) and x != "May"]) for i, m in enumerate(MONTHS)]
+              [x for x in MONTHS if x != MONTHS[(i + 1) % 12] and (x != "May" or m == "May")])
+             for i, m in enumerate(MONTHS)]
     pool += [("fact", q, _alts(a), []) for q, a in FACTS]
     pool += [("yes_no", q, [a], ["no" if a == "yes" else "yes"]) for q, a in YES_NO]
     return pool
+
+
+def _general_check(kind: str, question: str, ok: list[str], others: list[str]) -> list[dict]:
+    plain = {"type": "plain_text"}
+    if kind in ("next_day", "next_month"):
+        asked = question.rsplit(" ", 1)[-1].rstrip("?")
+        return [{"type": "first_named", "answers": ok, "options": others, "ignore": [f"after {asked}"]}, plain]
+    if kind == "yes_no":  # exclusive: "Yes and no." hedges, it does not answer
+        return [{"type": "first_named", "answers": ok, "options": others, "exclusive": True}, plain]
+    return [{"type": "contains_any", "answers": ok}, plain]
 
 
 GENERAL_SUFFIX = {"yes_no": " Answer yes or no.", "count": " Answer with a number."}
@@ -330,11 +446,9 @@ def general_items(n: int, rng: random.Random) -> list[dict]:
     while len(out) < min(n, len(pool)):  # round-robin over kinds: every prefix is stratified
         for k in kinds:
             if by_kind[k] and len(out) < n:
-                kind, q, ok, bad = by_kind[k].pop()
-                check = {"type": "contains_any", "answers": ok}
-                if bad:
-                    check = [check, {"type": "forbidden_words", "words": bad}]
-                out.append(_item("general", kind, q + GENERAL_SUFFIX.get(kind, " Answer briefly."), check, ok[0], 24))
+                kind, q, ok, others = by_kind[k].pop()
+                out.append(_item("general", kind, q + GENERAL_SUFFIX.get(kind, " Answer briefly."),
+                                 _general_check(kind, q, ok, others), ok[0], 24))
     return out
 
 
@@ -400,18 +514,28 @@ def _reading(kind: str, rng: random.Random) -> tuple[str, str, list[str], list[s
     raise ValueError(kind)
 
 
-def _reading_prompt(kind: str, rng: random.Random) -> tuple[str, list[str], list[str]]:
+def _reading_prompt(kind: str, rng: random.Random) -> tuple[str, list[str], list[str], list[str]]:
     text, q, ok, bad = _reading(kind, rng)
-    return f"{text}\n{q} Answer in a few words.", ok, bad
+    own, other = clauses(text, ok)
+    return f"{text}\n{q} Answer in a few words.", ok, bad, own, other
+
+
+def clauses(text: str, ok: list[str]) -> tuple[list[str], list[str]]:
+    """The passage's facts split into those holding the answer ("Mia has a red kite") and the others ("Leo has
+    a blue ball"), for `names_fact`: restating the others is no error, copying the whole passage is no answer."""
+    body = text.rstrip(".").split(", ", 1)[1] if text.startswith(("In the race, ", "For lunch, ")) else text.rstrip(".")
+    parts = [c.strip() for part in body.split(" and ") for c in part.split(", ") if c.strip()]
+    has = [any(re.search(rf"(?<!\w){re.escape(a)}(?!\w)", c) for a in ok) for c in parts]
+    return [c for c, h in zip(parts, has) if h], [c for c, h in zip(parts, has) if not h]
 
 
 def reading_items(n: int, rng: random.Random) -> list[dict]:
     out, seen = [], set()
     while len(out) < n:
         kind = READING_KINDS[len(out) % len(READING_KINDS)]
-        prompt, ok, bad = _fresh(lambda: _reading_prompt(kind, rng), seen)
-        out.append(_item("reading", kind, prompt, [{"type": "contains_any", "answers": ok},
-                                                   {"type": "forbidden_words", "words": bad}], ok[0], 16))
+        prompt, ok, bad, own, other = _fresh(lambda: _reading_prompt(kind, rng), seen)
+        out.append(_item("reading", kind, prompt, [{"type": "names_fact", "answers": ok, "others": bad, "own": own,
+                                                    "context": other}, {"type": "plain_text"}], ok[0], 16))
     return out
 
 
