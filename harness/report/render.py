@@ -4,7 +4,8 @@ renders it as Markdown and as one self-contained HTML page (inline CSS, plots as
 
 Block kinds: ("h", level, text, id) ("p", text) ("decision", Decision, chart|None, review_link|None)
 ("table", id, headers, rows) ("img", alt, filename, png) ("code", lang, text) ("details", summary, lang, text)
-("ul", items)."""
+("ul", items) ("samples", intro, [(family, prompt, output)]): untrusted text, shown literally as code.
+A table Cell with `href` is a link (the forgetting table links into review.html's probe view)."""
 from __future__ import annotations
 
 import base64
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.analysis import BASE, BASELINES, FEWSHOT, Analysis, Interval
-from harness.decision import OUTCOMES, Decision, fmt_comparison, fmt_interval
+from harness.decision import OUTCOMES, Decision, _clip, fmt_comparison, fmt_interval
 from harness.report.load import Sweep
 
 
@@ -24,6 +25,7 @@ from harness.report.load import Sweep
 class Cell:
     text: str
     cls: str = ""
+    href: str | None = None        # a link (to review.html#...): the cell's text is the link text
 
 
 def _f(v: Any, spec: str = ".3f") -> str:
@@ -127,20 +129,7 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
                        + ", ".join(f"`{m}`" for m in an.rare_metrics) + "."))
 
     # forgetting
-    fg = an.forgetting.get(d.chosen or "", {})
-    if fg:
-        B.append(("h", 2, f"Forgetting: {d.chosen_name} vs base", "forgetting"))
-        frows = []
-        for f, r in sorted(fg.items(), key=lambda kv: (kv[0] == "all", kv[0])):
-            c = r.comparison
-            frows.append([f, _f(r.base_mean), Cell(f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" if c else "—"),
-                          str(c.n if c else 0), Cell(r.status, {"fail": "warn", "pass": "good"}.get(r.status, "")),
-                          str(r.probes_needed) if r.probes_needed else "—"])
-        B.append(("table", "forgetting-table", ["probe family", "base pass rate", "change [95% CI]", "n", "status",
-                                                "probes to settle"], frows))
-        B.append(("p", f"pass: the CI's lower bound is above -{an.settings.margin:.2f}; fail: a significant drop beyond "
-                       "the margin; inconclusive: neither, with the number of probes that would settle it if the "
-                       "observed change held."))
+    B += _forgetting_blocks(an, d, review)
 
     # seeds
     if an.seeds:
@@ -209,6 +198,66 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
         B.append(("table", "reproduce-table", ["run", "status", "command", "config.yaml sha256"],
                   [[n, st, Cell(cmd, "mono"), sha] for n, st, cmd, sha in reproduce]))
     B += _manifest_blocks(sweep)
+    return B
+
+
+NOT_MEASURED = ("format bleed: not measured (the task's answers have no fixed form; task.yaml `answer_pattern:` "
+                "names one)")
+BLEED_EXAMPLES = 2
+
+
+def _forgetting_blocks(an: Analysis, d: Decision, review: str | None) -> list[tuple]:
+    """The chosen adapter vs base per probe family: pass-rate change with its non-inferiority status, format bleed
+    (adapter vs base count of n, and a summary row with the paired CI against decision.max_bleed), links to
+    review.html's probe view with the matching filter, and a bleeding example or two."""
+    fg = an.forgetting.get(d.chosen or "", {})
+    if not fg:
+        return []
+    bl = an.bleed.get(d.chosen or "")
+
+    def link(text: str, flt: str, family: str | None, cls: str = "") -> Cell:
+        if not review:
+            return Cell(text, cls)
+        return Cell(text, cls, f"{review}#probes-{flt}" + (f"/{family}" if family else ""))
+
+    rows = []
+    for f, r in sorted(fg.items(), key=lambda kv: (kv[0] == "all", kv[0])):
+        c, fam = r.comparison, (None if f == "all" else f)
+        row: list[Any] = [f, _f(r.base_mean), Cell(f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" if c else "—"),
+                          str(c.n if c else 0), Cell(r.status, {"fail": "warn", "pass": "good"}.get(r.status, "")),
+                          str(r.probes_needed) if r.probes_needed else "—"]
+        if bl is not None:
+            k, kb, n = bl.families.get(f, (0, 0, 0)) if fam else (bl.count, bl.base_count, bl.n)
+            row.append(link(f"{k} vs {kb} of {n}", "bleed", fam, "warn" if k > kb else "") if n else "—")
+        for flt, k in (("regressed", c.b_only if c else None), ("improved", c.a_only if c else None)):
+            row.append(link(str(k) if k is not None else "outputs", flt, fam, "warn" if flt == "regressed" and k else ""))
+        rows.append(row)
+    headers = ["probe family", "base pass rate", "change [95% CI]", "n", "status", "probes to settle"]
+    if bl is not None:
+        c = bl.comparison
+        status = (f"{bl.status}: {bl.excess:+.1%} over base, "
+                  f"{'above' if bl.status == 'bleeds' else 'within'} the {an.settings.max_bleed:.0%} allowed")
+        rows.append(["format bleed rate (all probes)", _f(bl.base_rate.mean if bl.base_rate else None),
+                     Cell(f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" if c else "—"), str(c.n if c else bl.n),
+                     Cell(status, "warn" if bl.status == "bleeds" else "good"), "—",
+                     link(f"{bl.count} vs {bl.base_count} of {bl.n} ({bl.rate.mean:.1%})", "bleed", None,
+                          "warn" if bl.status == "bleeds" else ""),
+                     link("bleeding answers", "bleed", None), ""])
+        headers.append("format bleed: adapter vs base")
+    headers += ["regressed: base passes, adapter fails", "improved: base fails, adapter passes"]
+    B: list[tuple] = [("h", 2, f"Forgetting: {d.chosen_name} vs base", "forgetting"),
+                      ("table", "forgetting-table", headers, rows),
+                      ("p", f"pass: the CI's lower bound is above -{an.settings.margin:.2f}; fail: a significant drop "
+                            "beyond the margin; inconclusive: neither, with the number of probes that would settle it if "
+                            "the observed change held. Format bleed: probe answers in the fine-tuning task's output form "
+                            f"though the probe did not ask for it; allowed up to {an.settings.max_bleed:.0%} of probes "
+                            "above base (`decision.max_bleed`).")]
+    if bl is None:
+        B.append(("p", NOT_MEASURED[0].upper() + NOT_MEASURED[1:] + "."))
+    elif bl.status == "bleeds" and bl.examples:
+        B.append(("samples", f"{d.chosen_name} answering in the task's form, unasked:",
+                  [(str(e.get("family") or ""), _clip(e.get("prompt"), 100), _clip(e.get("output"), 140))
+                   for e in bl.examples[:BLEED_EXAMPLES]]))
     return B
 
 
@@ -307,7 +356,17 @@ def _md_cell(c: Any) -> str:
         t = f"`{t}`"
     if isinstance(c, Cell) and c.cls == "best":
         t = f"**{t}**"
+    if isinstance(c, Cell) and c.href:
+        t = f"[{t}]({c.href})"
     return t
+
+
+def _md_code(text: str) -> str:
+    """An inline code span that holds any text literally (markup in model outputs stays text in Markdown)."""
+    run = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (run + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def render_md(B: list[tuple]) -> str:
@@ -333,6 +392,8 @@ def render_md(B: list[tuple]) -> str:
             out.append(f"<details><summary>{html.escape(b[1])}</summary>\n\n```{b[2]}\n{b[3]}\n```\n\n</details>")
         elif kind == "ul":
             out.append("\n".join(f"- {x}" for x in b[1]))
+        elif kind == "samples":
+            out.append(b[1] + "\n\n" + "\n".join(f"- {fam}: {_md_code(q)} -> {_md_code(a)}" for fam, q, a in b[2]))
     return "\n\n".join(out) + "\n"
 
 
@@ -421,7 +482,10 @@ def render_html(B: list[tuple], title: str) -> str:
                 for c in row:
                     if isinstance(c, Cell):
                         cls = f' class="{c.cls}"' if c.cls else ""
-                        tds.append(f"<td{cls}>{html.escape(c.text, quote=False)}</td>")
+                        text = html.escape(c.text, quote=False)
+                        if c.href:
+                            text = f'<a href="{html.escape(c.href)}">{text}</a>'
+                        tds.append(f"<td{cls}>{text}</td>")
                     else:
                         tds.append(f"<td>{_inline(str(c))}</td>")
                 body.append("<tr>" + "".join(tds) + "</tr>")
@@ -437,5 +501,9 @@ def render_html(B: list[tuple], title: str) -> str:
                        f"{html.escape(b[3], quote=False)}</code></pre></details>")
         elif kind == "ul":
             out.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in b[1]) + "</ul>")
+        elif kind == "samples":
+            out.append(f"<p>{_inline(b[1])}</p><ul class=\"samples\">" + "".join(
+                f"<li>{html.escape(fam)}: <code>{html.escape(q)}</code> &rarr; <code>{html.escape(a)}</code></li>"
+                for fam, q, a in b[2]) + "</ul>")
     out += ["</main>", "</body>", "</html>"]
     return "\n".join(out) + "\n"
