@@ -347,3 +347,45 @@ def test_seed_spread_and_distinguishability():
     an, d = run(rows, rs)
     assert {sp.config_id: len(sp.values) for sp in an.seeds} == {"c1": 3, "c2": 3}
     assert an.seed_test["p_value"] < 0.05 and d.chosen == "a"
+
+
+# ------------------------------------------------------------------------------------------- keep training
+
+def test_keep_training_headline_names_at_most_three_metrics_and_the_reasons_list_all():
+    rows = table({"base": ones(0, 60), "fewshot": ones(1, 60), "a1": ones(5, 60)})
+    for r in rows:  # twelve other metrics the adapter gains on, by different amounts
+        if r["split"] == "task":
+            k = int(r["sample_id"][1:])
+            for j in range(12):
+                r["metrics"][f"m{j:02d}"] = float(r["model"] == "a1" and k < 20 + 3 * j)
+    _, d = run(rows, target=0.9)
+    assert d.outcome == "keep_training"
+    named = [f"m{j:02d}" for j in range(12) if f"m{j:02d}" in d.headline]
+    assert named == ["m09", "m10", "m11"], d.headline  # the largest gains
+    assert "and 9 more metrics" in d.headline
+    assert all(f"m{j:02d}" in " ".join(d.reasons) for j in range(12))
+
+
+@pytest.mark.parametrize("losses,falling", [
+    ([0.0250, 0.0215, 0.0209, 0.0208], False),   # the 0.0209 -> 0.0208: a plateau
+    ([1.20, 0.90, 0.70, 0.55], True),            # clearly still going down
+    ([1.20, 0.90, 0.91, 0.60], False),           # noisy: one rise among the drops
+    ([0.80, 0.60], True),                        # one 25% drop, no noise to judge: large enough
+    ([0.80, 0.795], False),                      # one 0.6% drop: not a trend
+    ([0.50, 0.40, 0.45], False),                 # the last value is not the best
+])
+def test_still_falling_means_a_drop_beyond_the_curve_noise(losses, falling):
+    from harness.decision import val_trend
+
+    assert val_trend(losses)["falling"] is falling
+
+
+def test_a_plateau_is_not_called_undertrained():
+    rows = table({"base": ones(0, 60), "fewshot": ones(1, 60), "a1": ones(5, 60)},
+                 form={"base": ones(5, 60), "fewshot": ones(24, 60), "a1": ones(60, 60)})
+    rv = runs(a1=0.0208)
+    rv[0].curves = {"val": [{"step": s, "loss": v} for s, v in ((10, 0.025), (20, 0.0215), (30, 0.0209), (40, 0.0208))]}
+    _, d = run(rows, rv, target=0.9)
+    assert d.outcome == "keep_training"
+    steps = " ".join(d.next_steps)
+    assert "undertrained" not in steps and "flattened" in steps and "0.0209 -> 0.0208" in steps
