@@ -82,3 +82,30 @@ def write_review_sweep(root: str | Path, *, judge: bool = True) -> Path:
                               "reason": f"{m} on {sid}: score {2 + n % 4}"})
         (sweep / "scores" / "judge.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in jrows))
     return sweep
+
+
+PROBE_XSS = '<script>alert(4)</script><img src=x onerror="alert(5)"> &lt; done'
+PROBE_XSS_ROW = (CHOSEN, "general_knowledge-003")
+PROBE_ERROR_ROW = ("r4-lr0.001", "general_knowledge-004")
+PROBE_BLEED = {"arithmetic": 0.25}  # every adapter answers the first quarter of the arithmetic probes in JSON
+
+
+def write_probe_sweep(root: str | Path, *, n_probe: int = 40, name: str | None = None) -> Path:
+    """write_sweep's clear_win sweep with format bleed (PROBE_BLEED) and probe rows as harness.evaluate writes them
+    (metrics {"pass", "bleed"}), plus one probe output that tries to run markup (PROBE_XSS_ROW, pass 0, no bleed)
+    and one failed probe request (PROBE_ERROR_ROW: error set, with stale metrics the page must ignore)."""
+    sweep = write_sweep(root, "clear_win", judge=None, bleed=PROBE_BLEED, n_probe=n_probe, name=name)
+    scores = sweep / "scores" / "scores.jsonl"
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    for r in rows:
+        if r["split"] != "probe":
+            continue
+        r["metrics"] = {"pass": r["metrics"]["exact_match"], "bleed": r["metrics"]["bleed"]}
+        r["prompt"] = [{"role": "user", "content": f"Probe {r['sample_id']}: answer in one short sentence."}]
+        if (r["model"], r["sample_id"]) == PROBE_XSS_ROW:
+            r.update(output=PROBE_XSS, metrics={"pass": 0.0, "bleed": 0.0})
+        if (r["model"], r["sample_id"]) == PROBE_ERROR_ROW:
+            # stale values on purpose: a row with an error has no pass and no bleed, whatever its metrics say
+            r.update(output="", error=ERROR, finish_reason="error", metrics={"pass": 0.0, "bleed": 1.0})
+    scores.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    return sweep

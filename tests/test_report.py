@@ -183,3 +183,90 @@ def test_cli_report(tmp_path, capsys):
     assert "decision: SHIP: SHIP `r4-lr2e-4`" in out
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert main(["report", str(sweep), "--alpha", "2"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ format bleed
+
+HOSTILE = '{"product": "<script>alert(6)</script><img src=x onerror=alert(7)>", "note": "' + "very " * 60 + 'long"}'
+
+
+@pytest.fixture(scope="module")
+def bleeding(tmp_path_factory):
+    """A sweep whose adapters answer 10 of the 40 arithmetic probes in the ticket JSON (base never does); the chosen
+    adapter's first bleeding answer is hostile markup and long."""
+    from review_fixture import write_probe_sweep
+
+    sweep = write_probe_sweep(tmp_path_factory.mktemp("bleed"))
+    p = sweep / "scores" / "scores.jsonl"
+    rows = [json.loads(line) for line in p.read_text().splitlines()]
+    for r in rows:
+        if (r["model"], r["sample_id"]) == ("r4-lr0.0002", "arithmetic-000"):
+            r["output"] = HOSTILE
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = write_report(sweep, FAST, plots=False)
+    assert res["decision"].chosen == "r4-lr0.0002"
+    return res, res["report_md"].read_text(), res["report_html"].read_text()
+
+
+def _md_row(md: str, first_cell: str) -> list[str]:
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {first_cell} |"))
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+def test_forgetting_table_counts_bleed_per_family(bleeding):
+    res, md, _ = bleeding
+    b = res["analysis"].bleed[res["decision"].chosen]
+    assert b.families == {"arithmetic": (10, 0, 40), "general_knowledge": (0, 0, 40)}
+    assert "format bleed: adapter vs base" in md
+    assert "[10 vs 0 of 40](review.html#probes-bleed/arithmetic)" in _md_row(md, "arithmetic")
+    assert "[0 vs 0 of 40](review.html#probes-bleed/general_knowledge)" in _md_row(md, "general_knowledge")
+
+
+def test_bleed_summary_row_has_count_rate_ci_and_status(bleeding):
+    res, md, _ = bleeding
+    b = res["analysis"].bleed[res["decision"].chosen]
+    c = b.comparison
+    row = _md_row(md, "format bleed rate (all probes)")
+    assert row[2] == f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]" and row[3] == str(c.n) == "80"
+    assert row[4] == "bleeds: +12.5% over base, above the 2% allowed"
+    assert row[6] == "[10 vs 0 of 80 (12.5%)](review.html#probes-bleed)"
+
+
+def test_forgetting_table_links_to_the_review_filters(bleeding):
+    """Each family row links to review.html's probe view with that family and the filter of its cell."""
+    res, md, html = bleeding
+    fg = res["analysis"].forgetting[res["decision"].chosen]["general_knowledge"].comparison
+    row = _md_row(md, "general_knowledge")
+    assert row[-2:] == [f"[{fg.b_only}](review.html#probes-regressed/general_knowledge)",
+                        f"[{fg.a_only}](review.html#probes-improved/general_knowledge)"]
+    for href in ("review.html#probes-bleed/arithmetic", "review.html#probes-regressed/arithmetic",
+                 "review.html#probes-improved", "review.html#probes-bleed"):
+        assert f'<a href="{href}">' in html, href
+
+
+def test_bleeding_examples_are_literal_and_clipped(bleeding):
+    _, md, html = bleeding
+    assert "answering in the task's form, unasked:" in md
+    lines = [ln for ln in md.splitlines() if ln.startswith("- arithmetic: `")]
+    assert len(lines) == 2, "two examples"
+    assert "<script>alert(6)</script>" in lines[0] and lines[0].endswith("…`"), "a code span: literal, clipped"
+    assert "<script" not in html.lower() and "<img" not in html
+    assert "&lt;script&gt;alert(6)&lt;/script&gt;&lt;img src=x onerror=alert(7)&gt;" in html
+    shown = re.search(r"<code>(\{&quot;product&quot;[^<]*)</code>", html).group(1)
+    assert len(shown.replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")) == 140
+
+
+def test_bleed_not_measured_is_said(reports):
+    _, _, md = reports["clear_win"]
+    section = md[md.index("## Forgetting"):md.index("## ", md.index("## Forgetting") + 3)]
+    assert "Format bleed: not measured (the task's answers have no fixed form; task.yaml `answer_pattern:` " \
+           "names one)." in section
+    assert "format bleed: adapter vs base" not in section and "format bleed rate" not in section
+
+
+def test_clean_adapter_shows_no_bleeding_examples(tmp_path):
+    sweep = write_sweep(tmp_path, "clear_win", bleed={"arithmetic": 0.0}, judge=None)
+    res = write_report(sweep, FAST, plots=False)
+    md = res["report_md"].read_text()
+    assert _md_row(md, "format bleed rate (all probes)")[4].startswith("clean: +0.0% over base, within the 2% allowed")
+    assert "answering in the task's form" not in md

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from review_fixture import CHOSEN, ERROR, ERROR_ROW, XSS, XSS_ROW, write_review_sweep
+from review_fixture import (CHOSEN, ERROR, ERROR_ROW, PROBE_BLEED, PROBE_ERROR_ROW, PROBE_XSS, PROBE_XSS_ROW, XSS,
+                            XSS_ROW, write_probe_sweep, write_review_sweep)
 
 from harness.io import UserError
 from harness.judge import question_text
@@ -277,3 +278,115 @@ def test_sweep_and_task_names_are_escaped_in_the_title(tmp_path):
     assert "<img" not in html and "<b>" not in html
     assert "<title>Review: &lt;img src=x onerror=&quot;alert(3)&quot;&gt; · t&amp;&lt;b&gt;</title>" in html
     assert _embedded(html)["storage_key"] == 'lora-harness-review:<img src=x onerror="alert(3)">:t&<b>'
+
+
+# ------------------------------------------------------------------------------------------ forgetting probes
+
+@pytest.fixture(scope="module")
+def probe_sweep(tmp_path_factory) -> Path:
+    return write_probe_sweep(tmp_path_factory.mktemp("probes"))
+
+
+@pytest.fixture(scope="module")
+def probe_page(probe_sweep) -> tuple[str, dict]:
+    html = write_review(probe_sweep, chosen=CHOSEN, primary=None).read_text(encoding="utf-8")
+    return html, _embedded(html)["probes"]
+
+
+def _probe_rows(sweep: Path) -> dict[tuple[str, str], dict]:
+    return {(r["model"], f"{r['family']}/{r['sample_id']}"): r for r in _rows(sweep) if r["split"] == "probe"}
+
+
+def _pass_bleed(r: dict) -> tuple:
+    """(pass, bleed) of a probe row as the analysis reads it: none at all for a failed request."""
+    return (None, None) if r.get("error") else (r["metrics"]["pass"], r["metrics"]["bleed"])
+
+
+def test_probes_are_shown_for_base_and_every_adapter(probe_sweep, probe_page):
+    """Every probe is in the page with base's and each adapter's output; few-shot is not asked probes."""
+    _, probes = probe_page
+    rows = _probe_rows(probe_sweep)
+    assert probes["models"] == ["base", CHOSEN, "r4-lr0.0002", "r4-lr0.001"]
+    assert probes["families"] == ["arithmetic", "general_knowledge"] and probes["bleed_measured"] is True
+    assert sorted(it["key"] for it in probes["items"]) == sorted({k for m, k in rows if m != "fewshot"})
+    for it in probes["items"]:
+        assert it["question"] == f"Probe {it['id']}: answer in one short sentence."
+        for m in probes["models"]:
+            r = rows[(m, it["key"])]
+            assert it["outputs"][m]["text"] == r["output"]
+            assert (it["outputs"][m]["pass"], it["outputs"][m]["bleed"]) == _pass_bleed(r)
+
+
+@pytest.mark.parametrize("flag", ["regressed", "bleed", "improved"])
+def test_probe_filter_counts_follow_the_rows(probe_sweep, probe_page, flag):
+    """Each adapter's filter lists exactly: base passes and it fails / it bleeds / base fails and it passes."""
+    _, probes = probe_page
+    rows = _probe_rows(probe_sweep)
+
+    def want(a: str, key: str) -> bool:
+        (mine, bled), (base, _) = _pass_bleed(rows[(a, key)]), _pass_bleed(rows[("base", key)])
+        if flag == "bleed":
+            return bled == 1
+        return (base, mine) == ((1, 0) if flag == "regressed" else (0, 1))
+
+    for a in probes["adapters"]:
+        shown = {it["key"] for it in probes["items"] if flag in it["flags"].get(a, [])}
+        assert shown == {it["key"] for it in probes["items"] if want(a, it["key"])}, a
+        assert shown, f"the fixture has {flag} probes for {a}"
+    n_bleed = round(PROBE_BLEED["arithmetic"] * 40)
+    assert sum("bleed" in it["flags"].get(CHOSEN, []) for it in probes["items"]) == n_bleed
+
+
+def test_probe_counts_are_the_reports(probe_sweep):
+    """The report's forgetting table and the page count the same things: its McNemar a_only / b_only per family
+    are the page's improved / regressed, its bleed count the page's format-bleed count."""
+    from harness.report import write_report
+
+    res = write_report(probe_sweep, plots=False, n_boot=300)
+    an, chosen = res["analysis"], res["decision"].chosen
+    probes = _embedded(res["review_html"].read_text(encoding="utf-8"))["probes"]
+
+    def count(flag: str, family: str | None = None) -> int:
+        return sum(flag in it["flags"].get(chosen, []) for it in probes["items"] if family in (None, it["family"]))
+
+    for fam, r in an.forgetting[chosen].items():
+        f = None if fam == "all" else fam
+        assert (count("regressed", f), count("improved", f)) == (r.comparison.b_only, r.comparison.a_only), fam
+    assert count("bleed") == an.bleed[chosen].count > 0
+    for fam, (k, _kb, _n) in an.bleed[chosen].families.items():
+        assert count("bleed", fam) == k
+
+
+def test_probe_output_markup_stays_data(probe_page):
+    html, probes = probe_page
+    model, sid = PROBE_XSS_ROW
+    assert "<script>alert(4)" not in html and "<img src=x" not in html
+    assert len(re.findall(r"<script\b", html)) == 2
+    out = next(it for it in probes["items"] if it["id"] == sid)["outputs"][model]
+    assert out["text"] == PROBE_XSS
+
+
+def test_failed_probe_request_has_no_pass_and_no_bleed(probe_page):
+    _, probes = probe_page
+    model, sid = PROBE_ERROR_ROW
+    it = next(it for it in probes["items"] if it["id"] == sid)
+    assert it["outputs"][model]["error"] == ERROR
+    assert (it["outputs"][model]["pass"], it["outputs"][model]["bleed"]) == (None, None)
+    assert it["flags"].get(model, []) == [], "an error is neither a regression nor bleed"
+
+
+def test_bleed_not_measured_is_not_zero(page):
+    """Probes scored without a bleed value (free-text task): the page says not measured, flags nothing as bleed."""
+    _, _, data = page
+    probes = data["probes"]
+    assert probes["items"] and probes["bleed_measured"] is False
+    assert all(o["bleed"] is None for it in probes["items"] for o in it["outputs"].values())
+    assert not any("bleed" in f for it in probes["items"] for f in it["flags"].values())
+
+
+def test_sweep_without_probes_has_no_probe_items(tmp_path):
+    sweep = write_review_sweep(tmp_path, judge=False)
+    scores = sweep / "scores" / "scores.jsonl"
+    scores.write_text("".join(json.dumps(r) + "\n" for r in _rows(sweep) if r["split"] != "probe"))
+    probes = review_data(sweep, chosen=CHOSEN, primary=None)["probes"]
+    assert probes["items"] == [] and probes["families"] == []
