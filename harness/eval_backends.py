@@ -107,6 +107,10 @@ class RoutedBackend:
     def identities(self) -> dict[str, str]:
         return {k: self.model_identity(k) for k in self.routes}
 
+    def backend_names(self) -> dict[str, str]:
+        """{model: the name (kind) of the backend that generates it}: part of the scores' inputs hash."""
+        return {k: str(getattr(b, "name", "?")) for k, (b, _) in self.routes.items()}
+
     @property
     def hits(self) -> int | None:
         return _sum_attr(self._backends, "hits")

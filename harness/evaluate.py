@@ -53,9 +53,11 @@ def _messages_for(task: Task, ex: Example, few_shot: list[Example] = ()) -> list
 
 def inputs_hash(task: Task, eval_ids: list[str], few_shot_ids: list[str], probe_items: list[dict],
                 identities: dict[str, str], val_ids: list[str] | None = None, kinds: dict[str, str] | None = None,
-                not_learned: dict[str, str] | None = None) -> str:
-    """Hash of everything that determines scores.jsonl and summary.json."""
+                not_learned: dict[str, str] | None = None, backends: dict[str, str] | None = None) -> str:
+    """Hash of everything that determines scores.jsonl and summary.json: the models (every adapter file), the
+    backend that generates each (hf and vllm answers differ), the items and the generation settings."""
     return stable_hash({
+        "backends": dict(sorted((backends or {}).items())),
         "scorer": SCORER_VERSION,
         "task": task.fingerprint(),
         "eval_ids": eval_ids,
@@ -160,8 +162,10 @@ def evaluate(
         identities = {key: b.model_identity(key) for key in served}
     identities = {key: identities[key] for key in served}
     non_default_kinds = {a: v for a, v in kinds.items() if v != "adapter"}
+    names = getattr(type(backend), "backend_names", None)  # on the class: a lazy backend's __getattr__ would build it
     ihash = inputs_hash(task, [e.id for e in eval_examples], [s.id for s in shots], probe_items, identities,
-                        [e.id for e in val_examples], non_default_kinds, not_learned)
+                        [e.id for e in val_examples], non_default_kinds, not_learned,
+                        {k: v for k, v in names(backend).items() if k in served} if callable(names) else None)
 
     scores_path, summary_path = out_dir / SCORES, out_dir / SUMMARY
     if not force and scores_path.is_file() and summary_path.is_file():

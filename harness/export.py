@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.io import UserError, atomic_dir, read_json, sha256_file, write_json
+from harness.io import UserError, atomic_dir, read_json, regular_files, sha256_file, write_json
 from harness.model_card import model_card, run_quant
 from harness.runs import RunInfo, load_run, read_status
 
@@ -368,9 +368,11 @@ def _export_adapter(info: RunInfo, spec, dest: Path, manifest: dict) -> None:
     from harness.config import redact
     from harness.models import load_tokenizer
 
-    for p in sorted(info.adapter_dir.iterdir()):
-        if p.is_file() and p.name != "README.md":
-            shutil.copy2(p, dest / p.name)
+    for p in regular_files(info.adapter_dir):  # a symbolic link is refused: its target is never shipped
+        rel = p.relative_to(info.adapter_dir)
+        if rel.as_posix() != "README.md":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dest / rel)
     if sha256_file(dest / "adapter_model.safetensors") != manifest["adapter_sha256"]:
         raise UserError(f"{info.adapter_dir}: adapter changed while copying", exit_code=1)
     _tokenizer_files(load_tokenizer(spec), dest)

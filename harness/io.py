@@ -59,11 +59,33 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def refuse_symlink(path: str | os.PathLike) -> None:
+    """UserError when `path` is a symbolic link: a directory from someone else may plant one
+    (scores/generations.jsonl -> ~/.bashrc), and we never write through it or replace it."""
+    if os.path.islink(path):
+        raise UserError(f"{path}: is a symbolic link; refusing to write through it (replace it with a regular file "
+                        "or remove it)")
+
+
+def open_append(path: str | os.PathLike):
+    """`path` opened for reading and appending ("a+b"), created if missing, never through a symbolic link
+    (O_NOFOLLOW: a planted link is a UserError, the file it points to is untouched)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the last component is a symbolic link
+            refuse_symlink(path)
+        raise
+    return os.fdopen(fd, "a+b")
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temp file path next to `path` for any writer (ours or a converter's); on success it
-    replaces `path` in one rename, on failure it is removed and `path` is untouched."""
+    replaces `path` in one rename, on failure it is removed and `path` is untouched. A symbolic link at
+    `path` is refused (refuse_symlink), never replaced or followed."""
     path = Path(path)
+    refuse_symlink(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -166,7 +188,7 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
+    with open_append(path) as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             size = fh.seek(0, os.SEEK_END)
@@ -455,6 +477,25 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
                 break
             h.update(b)
     return h.hexdigest()
+
+
+def regular_files(root: str | os.PathLike) -> list[Path]:
+    """Every file under `root`, sorted by relative path. A symbolic link or a special file (fifo, device) is a
+    UserError: such a folder may come from someone else, and a link would make us hash, load or ship the
+    content of a file outside it (~/secret, /dev/zero)."""
+    root = Path(root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in sorted(dirnames + filenames):
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                raise UserError(f"{p}: is a symbolic link; only regular files are read from {root} (replace the "
+                                "link with the file itself)")
+            if name in filenames:
+                if not p.is_file():
+                    raise UserError(f"{p}: not a regular file")
+                out.append(p)
+    return sorted(out, key=lambda q: q.relative_to(root).as_posix())
 
 
 def sha256_text(text: str) -> str:

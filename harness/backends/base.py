@@ -194,13 +194,26 @@ class ServedAdapters:
 
 
 def adapter_identity(base_identity: str, adapter_dir: Path) -> str:
-    """Identity of base + adapter: the base identity and the sha256 of adapter_model.safetensors.
+    """Identity of base + adapter: the base identity and adapter_digest() of the adapter folder.
 
-    Backend-independent: any backend serving the same base and adapter file reports the same string.
+    Backend-independent: any backend serving the same base and adapter files reports the same string.
     """
-    from harness.io import UserError, sha256_file
+    return f"{base_identity}+{adapter_digest(adapter_dir)[:16]}"
 
-    weights = Path(adapter_dir) / "adapter_model.safetensors"
+
+def adapter_digest(adapter_dir: Path) -> str:
+    """sha256 over every file of the adapter folder (name and content): weights, adapter_config.json (lora_alpha,
+    target modules change the outputs as much as the weights do), everything else. Any change is a new model
+    whose generations are made again, never taken from the cache. Symbolic links are refused."""
+    import hashlib
+
+    from harness.io import UserError, regular_files, sha256_file
+
+    adapter_dir = Path(adapter_dir)
+    weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
         raise UserError(f"{weights}: adapter weights not found (expected a PEFT adapter saved as safetensors)")
-    return f"{base_identity}+{sha256_file(weights)[:16]}"
+    h = hashlib.sha256()
+    for p in regular_files(adapter_dir):
+        h.update(f"{p.relative_to(adapter_dir).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()

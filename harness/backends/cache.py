@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.backends.base import Completion, ProgressFn, Request
-from harness.io import append_jsonl, sha256_text
+from harness.io import append_jsonl, open_append, sha256_text
 
 CACHE_VERSION = 1
 
@@ -100,7 +100,7 @@ class CachedBackend:
         """If a killed writer left a line without its newline, end it so the next append starts cleanly."""
         if not self.path.is_file():
             return
-        with open(self.path, "ab+") as fh:
+        with open_append(self.path) as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 size = fh.seek(0, os.SEEK_END)

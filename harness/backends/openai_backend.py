@@ -40,8 +40,8 @@ from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from harness.backends.base import (BASE, BackendError, Completion, GenParams, ProgressFn, Request, ServeSpec,
-                                   cut_at_json_end)
-from harness.io import UserError, sha256_file, stable_hash
+                                   adapter_digest, cut_at_json_end)
+from harness.io import UserError, stable_hash
 
 log = logging.getLogger(__name__)
 NO_KEY = "sk-no-key-required"
@@ -201,7 +201,7 @@ class OpenAIBackend:
         adapter_hash = None
         d = self.spec.adapters.get(model_key)
         if d is not None and (Path(d) / "adapter_model.safetensors").is_file():
-            adapter_hash = sha256_file(Path(d) / "adapter_model.safetensors")
+            adapter_hash = adapter_digest(Path(d))
         served = self.model_names[model_key]
         url = self.url_for(model_key)
         ident = stable_hash({"served": served, "adapter": adapter_hash, "url": url,
