@@ -88,11 +88,12 @@ PROBE_XSS = '<script>alert(4)</script><img src=x onerror="alert(5)"> &lt; done'
 PROBE_XSS_ROW = (CHOSEN, "general_knowledge-003")
 PROBE_ERROR_ROW = ("r4-lr0.001", "general_knowledge-004")
 PROBE_BLEED = {"arithmetic": 0.25}  # every adapter answers the first quarter of the arithmetic probes in JSON
+PROBE_EXTRA_BLEED_ROW = ("r4-lr0.001", "general_knowledge-010")  # ... and this one bleeds once more
 
 
 def write_probe_sweep(root: str | Path, *, n_probe: int = 40, name: str | None = None) -> Path:
     """write_sweep's clear_win sweep with format bleed (PROBE_BLEED) and probe rows as harness.evaluate writes them
-    (metrics {"pass", "bleed"}), plus one probe output that tries to run markup (PROBE_XSS_ROW, pass 0, no bleed)
+    (metrics {"pass", "bleed"}), one more bleeding answer of one adapter (PROBE_EXTRA_BLEED_ROW), one probe output that tries to run markup (PROBE_XSS_ROW, pass 0, no bleed)
     and one failed probe request (PROBE_ERROR_ROW: error set, with stale metrics the page must ignore)."""
     sweep = write_sweep(root, "clear_win", judge=None, bleed=PROBE_BLEED, n_probe=n_probe, name=name)
     scores = sweep / "scores" / "scores.jsonl"
@@ -104,6 +105,8 @@ def write_probe_sweep(root: str | Path, *, n_probe: int = 40, name: str | None =
         r["prompt"] = [{"role": "user", "content": f"Probe {r['sample_id']}: answer in one short sentence."}]
         if (r["model"], r["sample_id"]) == PROBE_XSS_ROW:
             r.update(output=PROBE_XSS, metrics={"pass": 0.0, "bleed": 0.0})
+        if (r["model"], r["sample_id"]) == PROBE_EXTRA_BLEED_ROW:
+            r.update(output='{"product": "web", "severity": "high"}', metrics={"pass": 0.0, "bleed": 1.0})
         if (r["model"], r["sample_id"]) == PROBE_ERROR_ROW:
             # stale values on purpose: a row with an error has no pass and no bleed, whatever its metrics say
             r.update(output="", error=ERROR, finish_reason="error", metrics={"pass": 0.0, "bleed": 1.0})

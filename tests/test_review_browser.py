@@ -4,6 +4,7 @@ filter to the discordant items, label three with the keyboard, download the labe
 Skips only when Chromium is not installed (apt-get install -y chromium)."""
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from cdp import CHROMIUM, Browser
-from review_fixture import CHOSEN, XSS, XSS_ROW, write_review_sweep
+from review_fixture import (CHOSEN, PROBE_EXTRA_BLEED_ROW, PROBE_XSS, PROBE_XSS_ROW, XSS, XSS_ROW, write_probe_sweep,
+                            write_review_sweep)
 
 from harness.judge import question_text
 from harness.report.review import blind_flip, write_review
@@ -21,6 +23,7 @@ from harness.stats import mcnemar
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)")
 REPO = Path(__file__).resolve().parents[1]
+SHOT = Path("/tmp/review-probes-bleed.png")  # the probe view, for a person to look at
 
 
 def _problems(browser: Browser) -> list[dict]:
@@ -275,4 +278,120 @@ def test_sweeps_without_a_pair_still_render(tmp_path, browser, models):
     page.key("l")
     assert page.eval("document.getElementById('labeller').hidden") is True
     assert page.eval("document.getElementById('shown').textContent") == "labelling needs an adapter and a baseline"
+    assert _problems(browser) == []
+
+
+# ------------------------------------------------------------------------------------------ forgetting probes
+
+PROBE_KEYS = "[...document.querySelectorAll('#p-list article.item')].map(e => e.dataset.key)"
+
+
+@pytest.fixture(scope="module")
+def probe_sweep(tmp_path_factory) -> Path:
+    return write_probe_sweep(tmp_path_factory.mktemp("probes-browser"))
+
+
+@pytest.fixture(scope="module")
+def probe_page_path(probe_sweep) -> Path:
+    return write_review(probe_sweep, chosen=CHOSEN, primary=None)
+
+
+def _bleeding_keys(sweep: Path, model: str) -> list[str]:
+    rows = [json.loads(line) for line in (sweep / "scores" / "scores.jsonl").read_text().splitlines()]
+    return [f"{r['family']}/{r['sample_id']}" for r in rows if r["split"] == "probe" and r["model"] == model
+            and not r.get("error") and r["metrics"]["bleed"] == 1]
+
+
+def test_format_bleed_filter_shows_exactly_the_bleeding_probes(probe_sweep, probe_page_path, browser):
+    page = browser.new_page()
+    page.goto(probe_page_path.resolve().as_uri())
+    assert page.eval("document.getElementById('probes').hidden") is True
+    page.click("#v-probes")
+    assert page.eval("document.getElementById('task-view').hidden") is True
+    want = _bleeding_keys(probe_sweep, CHOSEN)
+    assert 0 < len(want) <= 20  # one page
+    assert page.eval("document.querySelector('#pf-bleed .n').textContent") == f"({len(want)})"
+    page.click("#pf-bleed")
+    assert page.eval("document.getElementById('pf-bleed').getAttribute('aria-pressed')") == "true"
+    assert page.eval(PROBE_KEYS) == want
+    marked = page.eval("[...document.querySelectorAll('#p-list article.item')].map(a =>"
+                       f" !!a.querySelector('.col[data-model=\"{CHOSEN}\"] .chip.bleed'))")
+    assert marked == [True] * len(want), "each shown probe marks the adapter's answer as format bleed"
+    assert page.eval("location.hash") == "#probes-bleed"
+    # another adapter: its own bleeding answers (one more than the chosen one's)
+    other = PROBE_EXTRA_BLEED_ROW[0]
+    page.eval(f"(() => {{ const s = document.getElementById('p-adapter'); s.value = '{other}';"
+              " s.dispatchEvent(new Event('change')); })()")
+    assert page.eval(PROBE_KEYS) == _bleeding_keys(probe_sweep, other) and len(_bleeding_keys(probe_sweep, other)) == len(want) + 1
+    assert _problems(browser) == []
+
+
+@pytest.mark.parametrize("anchor, flt, family", [("#probes-bleed", "bleed", ""),
+                                                 ("#probes-regressed/general_knowledge", "regressed", "general_knowledge")])
+def test_anchor_preselects_the_probe_filter(probe_sweep, probe_page_path, browser, anchor, flt, family):
+    """The report's links (review.html#probes-FILTER[/FAMILY]) open the probe view with that filter and family."""
+    page = browser.new_page()
+    page.goto(probe_page_path.resolve().as_uri() + anchor)
+    assert page.eval("document.getElementById('probes').hidden") is False
+    assert page.eval(f"document.getElementById('pf-{flt}').getAttribute('aria-pressed')") == "true"
+    assert page.eval("document.getElementById('p-family').value") == family
+    data = json.loads(page.eval("document.getElementById('review-data').textContent"))["probes"]
+    want = [it["key"] for it in data["items"] if flt in it["flags"].get(CHOSEN, []) and family in ("", it["family"])]
+    assert want and page.eval(PROBE_KEYS) == want
+    if flt == "bleed":
+        assert want == _bleeding_keys(probe_sweep, CHOSEN)
+    assert _problems(browser) == []
+
+
+def test_probe_outputs_are_text_not_markup(probe_page_path, browser):
+    page = browser.new_page()
+    page.goto(probe_page_path.resolve().as_uri() + "#probes/general_knowledge")
+    model, sid = PROBE_XSS_ROW
+    text = page.eval(f"document.querySelector('#p-list article.item[data-id=\"{sid}\"] .col[data-model=\"{model}\"] pre')"
+                     ".textContent")
+    assert text == PROBE_XSS
+    assert page.eval("document.querySelectorAll('#p-list img, #p-list script').length") == 0
+    assert _problems(browser) == [], "no alert() dialog, no exception"
+
+
+def test_probe_view_screenshot_is_readable(probe_page_path, browser):
+    """A picture of the format-bleed filter for a person to look at: /tmp/review-probes-bleed.png."""
+    page = browser.new_page()
+    page.goto(probe_page_path.resolve().as_uri() + "#probes-bleed")
+    png = base64.b64decode(page.send("Page.captureScreenshot", {"format": "png"})["data"])
+    SHOT.write_bytes(png)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    # readable: the filter bar and the first card's text are on the first screen, at a normal size
+    top = page.eval("document.querySelector('#p-list article.item').getBoundingClientRect().top")
+    size = page.eval("parseFloat(getComputedStyle(document.querySelector('#p-list pre.out')).fontSize)")
+    assert top < 600 and size >= 12
+
+
+def test_600_probes_stay_fast(tmp_path, browser):
+    """600 probes x 5 models: one page of 20 cards in the DOM; loading and filtering stay quick."""
+    sweep = tmp_path / "big"
+    (sweep / "scores").mkdir(parents=True)
+    models = ["base"] + [f"run{k}" for k in range(4)]
+    (sweep / "sweep.json").write_text(json.dumps({"name": "big", "task": "t", "runs": [
+        {"run_id": m, "hparams": {"lora.r": 4 * (k + 1)}} for k, m in enumerate(models[1:])]}))
+    lines = [json.dumps({"model": m, "split": "task", "sample_id": "t0", "prompt": "q", "output": "a",
+                         "metrics": {"em": 1.0}}) for m in models]
+    lines += [json.dumps({"model": m, "split": "probe", "sample_id": f"p{k:03d}", "family": f"fam{k % 6}",
+                          "prompt": [{"role": "user", "content": f"probe question {k}"}],
+                          "output": f"answer {k} of {m} " * 10, "reference": "x",
+                          "metrics": {"pass": float((k + j) % 3 == 0), "bleed": float(j > 0 and k % 7 == 0)}})
+              for k in range(600) for j, m in enumerate(models)]
+    (sweep / "scores" / "scores.jsonl").write_text("\n".join(lines) + "\n")
+    path = write_review(sweep, chosen="run0", primary="em")
+    page = browser.new_page()
+    t0 = time.perf_counter()
+    page.goto(path.resolve().as_uri() + "#probes")
+    load_s = time.perf_counter() - t0
+    assert page.eval("document.querySelectorAll('#p-list article.item').length") == 20
+    assert page.eval("document.querySelectorAll('#p-list .col').length") == 20 * 5
+    t0 = time.perf_counter()
+    page.click("#pf-bleed")
+    filter_s = time.perf_counter() - t0
+    assert page.eval("document.getElementById('p-shown').textContent").startswith("showing 86 of 600 probes")
+    assert load_s < 30 and filter_s < 10, (load_s, filter_s)  # loose on purpose (shared CPUs)
     assert _problems(browser) == []
