@@ -313,6 +313,9 @@ def validate_cfg(cfg: dict, overrides: list[str] | None = None) -> None:
     c.number("train.min_delta", lo=0, optional=True)
     c.choice("train.lr_scheduler", SCHEDULERS, optional=True)
     c.choice("train.precision", PRECISIONS, optional=True)
+    c.number("train.replay", lo=0, optional=True)
+    if (c.get("train.replay") or 0) >= 1:  # a share of the mix: 1 would leave no task data
+        c.fail("train.replay", f"must be < 1 (the share of replay examples in training), got {c.get('train.replay')!r}")
 
     # lora
     c.number("lora.r", lo=1, integer=True)

@@ -23,8 +23,10 @@ from harness.checkpoint import (latest_checkpoint, load_checkpoint, load_trainab
                                 save_checkpoint, trainable_state)
 from harness.config import dump_yaml, redact
 from harness.io import UserError, atomic_dir, read_json, sha256_file, stable_hash, write_json
+from harness.replay import RUN_FILE, prompts_path, replay_examples
 from harness.runs import load_run, read_status, write_status
-from harness.train_data import TrainData, collate, encode, load_train_data, make_batches  # noqa: F401
+from harness.train_data import (TrainData, collate, encode, encode_replay, load_train_data,  # noqa: F401
+                                 make_batches)
 from harness.train_log import Logger, Progress, Tracker, manifest, plot_curves, say
 
 PRESET_TARGETS = {
@@ -125,14 +127,23 @@ def load_base(cfg: dict, spec, device: str, precision: Precision):
 # ----------------------------------------------------------------------------- identity
 
 
+def _identity_settings(cfg: dict) -> dict:
+    """The settings that define a run. train.replay at 0 (off) is left out, so runs made before the key existed
+    keep their ids (a finished run is still found, an interrupted one still resumes)."""
+    ident = {k: cfg.get(k) for k in RUN_ID_KEYS}
+    if isinstance(ident.get("train"), dict) and not ident["train"].get("replay"):
+        ident["train"] = {k: v for k, v in ident["train"].items() if k != "replay"}
+    return ident
+
+
 def config_identity(cfg: dict) -> str:
     """Hash of the settings that define a run (model, task, LoRA, training, quantization, seed)."""
-    return stable_hash({k: cfg.get(k) for k in RUN_ID_KEYS}, 12)
+    return stable_hash(_identity_settings(cfg), 12)
 
 
 def run_identity(cfg: dict, data: TrainData, model_identity: str) -> str:
-    """A run's id: hash of its resolved training config, its data and its base model."""
-    ident = {k: cfg.get(k) for k in RUN_ID_KEYS}
+    """A run's id: hash of its resolved training config, its data (replay prompts included) and its base model."""
+    ident = _identity_settings(cfg)
     ident["data"] = {k: sha256_file(v) for k, v in sorted(data.files.items())}
     ident["model_identity"] = model_identity
     return stable_hash(ident, 12)
@@ -330,10 +341,6 @@ class LoRARecipe:
         self.log = Logger(self.run_dir / "train.log", self.quiet)
         t = self.tcfg
         self.device = default_device()
-        torch.manual_seed(self.seed)
-        random.seed(self.seed)
-        if self.device == "cpu":
-            torch.set_num_threads(int(t.get("threads") or 0) or max(1, os.cpu_count() or 1))
         tok = load_tokenizer(self.spec)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         max_length = int(t.get("max_length") or self.spec.max_length)
@@ -342,6 +349,15 @@ class LoRARecipe:
         if not self.train_enc:
             raise UserError(f"task {self.data.task_name}: no training example has a completion left after "
                             f"truncation to {max_length} tokens (train.max_length)")
+        # replay rows go last (make_batches spreads them); validation stays on the task's val split only
+        self.replay_share = float(t.get("replay") or 0.0)
+        replay_enc = encode_replay(tok, self._replay_examples(len(self.train_enc)), max_length)
+        self.n_replay = len(replay_enc)
+        self.train_enc += replay_enc
+        torch.manual_seed(self.seed)  # seeded after replay's generation, so replay=0 and replay>0 start alike
+        random.seed(self.seed)
+        if self.device == "cpu":
+            torch.set_num_threads(int(t.get("threads") or 0) or max(1, os.cpu_count() or 1))
         self.precision = resolve_precision(str(t.get("precision", "auto")), self.device)
         if (self.cfg.get("quant") or "none") == "nf4":
             self.precision = PRECISIONS["fp32"]  # bitsandbytes picks its own compute dtype
@@ -349,8 +365,11 @@ class LoRARecipe:
         # a shared-prefix cache needs use_cache, which gradient checkpointing turns off
         self.share_prefix = bool(t.get("share_prefix", True)) and not t.get("gradient_checkpointing")
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        write_json(self.run_dir / "manifest.json", manifest(self.cfg, self.run_id, self.ident["config_id"], self.spec,
-                                                            self.data, self.device, self.seed, self.precision.name))
+        man = manifest(self.cfg, self.run_id, self.ident["config_id"], self.spec, self.data, self.device, self.seed,
+                       self.precision.name)
+        if self.replay_share:
+            man["replay"] = {"share": self.replay_share, "examples": self.n_replay, "file": RUN_FILE}
+        write_json(self.run_dir / "manifest.json", man)
         self.bs, self.accum = int(t["batch_size"]), int(t.get("grad_accum", 1))
         steps_per_epoch = math.ceil(math.ceil(len(self.train_enc) / self.bs) / self.accum)
         max_steps = int(t.get("max_steps", -1) or -1)
@@ -366,10 +385,18 @@ class LoRARecipe:
             st = self.state
             self.log(f"resuming run {self.run_id} from step {st.step} (epoch {st.epoch}, batch {st.batch})")
         else:
-            self.log(f"run {self.run_id}: {len(self.train_enc)} train / {len(self.val_enc)} val examples, "
+            replay = f" + {self.n_replay} replay" if self.replay_share else ""
+            self.log(f"run {self.run_id}: {len(self.train_enc) - self.n_replay} train{replay} / {len(self.val_enc)} val examples, "
                      f"{self.total_steps} steps, trainable params {sum(p.numel() for p in self.trainable):,}, "
                      f"device {self.device}, precision {self.precision.name}")
         self.tracker = Tracker(self.cfg, self.run_dir, self.run_id)
+
+    def _replay_examples(self, n_train: int) -> list:
+        """train.replay's general examples answered by the base model (harness.replay); [] when off."""
+        if not self.replay_share:
+            return []
+        return replay_examples(self.run_dir, self.cfg["model"], self.spec.identity, self.replay_share, n_train,
+                               self.seed, int(self.tcfg.get("threads") or 0) or None, self.log)
 
     def _scheduler(self, kind: str, warmup: int):
         import torch
@@ -443,7 +470,8 @@ class LoRARecipe:
         """Steps through the rest of the current epoch (from state.batch), validating and checkpointing on schedule."""
         st, t = self.state, self.tcfg
         eval_every, ckpt_every = int(t.get("eval_every", 0) or 0), int(t.get("checkpoint_every", 0) or 0)
-        batches = make_batches(self.train_enc, self.bs, self.seed, st.epoch, bool(t.get("group_by_length", True)))
+        batches = make_batches(self.train_enc, self.bs, self.seed, st.epoch, bool(t.get("group_by_length", True)),
+                               self.n_replay)
         while st.batch < len(batches):
             group = batches[st.batch:st.batch + self.accum]
             loss = self.train_step(group)
@@ -517,7 +545,8 @@ class LoRARecipe:
             "peak_mem_mb": round(_peak_mem_mb(self.device), 1),
             "trainable_params": sum(p.numel() for p in self.trainable),
             "adapter_bytes": sum(p.stat().st_size for p in (run_dir / "adapter").glob("*.safetensors")),
-            "train_examples": len(self.train_enc), "val_examples": len(self.val_enc), "device": self.device,
+            "train_examples": len(self.train_enc) - self.n_replay, "replay_examples": self.n_replay,
+            "val_examples": len(self.val_enc), "device": self.device,
             "precision": self.precision.name,
         }
         write_json(run_dir / "metrics.json", metrics)
@@ -545,6 +574,8 @@ def train(cfg: dict, run_dir: str | Path | None = None, *, runs_root: str | Path
     seed = int(cfg.get("seed", 0))
     spec = resolve_model(cfg["model"])
     data = load_train_data(cfg["task"], seed, float(cfg["train"].get("val_fraction", 0.1)))
+    if cfg["train"].get("replay"):
+        data.files["replay_prompts"] = str(prompts_path())  # in the run id and the manifest's data hashes
     run_id = run_identity(cfg, data, spec.identity)
     if not run_dir and not cfg.get("run_dir"):
         run_dir = Path(runs_root) / run_id if runs_root else Path("runs") / f"{data.task_name}-{run_id}"
