@@ -402,9 +402,19 @@ class OpenAIBackend:
 
     @staticmethod
     def _to_completion(resp, latency: float) -> Completion:
-        choice = resp.choices[0]
+        """The server's answer; a 200 reply that holds no answer (no choices, a content filter's withheld text, a
+        message without text) is an error completion: counted as an error, never scored, never cached."""
+        choices = getattr(resp, "choices", None)
+        if not choices:
+            return Completion.failure("the server replied without an answer (no choices)", latency)
+        choice = choices[0]
         usage = getattr(resp, "usage", None)
         fr = choice.finish_reason or "stop"
+        if fr == "content_filter":
+            return Completion.failure("the server's content filter withheld the answer (finish_reason "
+                                      "content_filter)", latency)
+        if not hasattr(choice, "text") and (choice.message is None or choice.message.content is None):
+            return Completion.failure(f"the server's answer has no text (finish_reason {str(fr)[:40]})", latency)
         logprobs = None
         lp = getattr(choice, "logprobs", None)
         if hasattr(choice, "text"):  # /v1/completions
@@ -417,7 +427,7 @@ class OpenAIBackend:
                     for t, l, top in zip(lp.tokens, lp.token_logprobs or [None] * len(lp.tokens), tops)
                 ]
         else:
-            text = (choice.message.content if choice.message is not None else None) or ""
+            text = choice.message.content
         if lp is not None and getattr(lp, "content", None):
             logprobs = [
                 {
