@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.analysis import BASE, BASELINES, FEWSHOT, Analysis, Interval
-from harness.decision import OUTCOMES, Decision, _clip, fmt_comparison, fmt_interval
+from harness.decision import OUTCOMES, Decision, fmt_comparison, fmt_interval
 from harness.report.load import Sweep
 
 
@@ -199,6 +199,13 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
                   [[n, st, Cell(cmd, "mono"), sha] for n, st, cmd, sha in reproduce]))
     B += _manifest_blocks(sweep)
     return B
+
+
+def _clip(text: Any, n: int) -> str:
+    """One line of at most n characters: an example must not swamp the table it explains. The same rule as the
+    decision's headline examples (harness.decision keeps its own private copy)."""
+    t = " ".join(str(text or "").split())
+    return t if len(t) <= n else t[: n - 1] + "…"
 
 
 NOT_MEASURED = ("format bleed: not measured (the task's answers have no fixed form; task.yaml `answer_pattern:` "
