@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from harness.analysis import BASE, BASELINES, FEWSHOT, Analysis, Interval
 from harness.decision import OUTCOMES, Decision, fmt_comparison, fmt_interval
@@ -225,7 +226,7 @@ def _forgetting_blocks(an: Analysis, d: Decision, review: str | None) -> list[tu
     def link(text: str, flt: str, family: str | None, cls: str = "") -> Cell:
         if not review:
             return Cell(text, cls)
-        return Cell(text, cls, f"{review}#probes-{flt}" + (f"/{family}" if family else ""))
+        return Cell(text, cls, f"{review}#probes-{flt}" + (f"/{quote(family, safe='')}" if family else ""))
 
     rows = []
     for f, r in sorted(fg.items(), key=lambda kv: (kv[0] == "all", kv[0])):

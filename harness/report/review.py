@@ -6,7 +6,9 @@ the prompt, the reference and the output of base, few-shot and each adapter with
 reference or a baseline) and each metric's value; it filters to the discordant pairs that McNemar counts
 (chosen adapter vs a baseline on the primary metric), failures, errors, knowledge items and judge order
 disagreements; it lets a person label blind A/B/tie pairs with the keyboard and downloads them in the format
-`harness judge calibrate --data` reads (.notes/labels_format.md).
+`harness judge calibrate --data` reads (.notes/labels_format.md). A second view shows the forgetting probes, base
+vs each adapter per family, filtered to regressed / format bleed / improved; the report's forgetting table links
+to it through #probes-FILTER/FAMILY anchors.
 
 Why the data is computed here and not in JS: the discordant counts must be exactly the report's McNemar
 b01/b10 (harness.stats.compare_paired), and the label question text must be exactly what the judge sees
@@ -274,12 +276,13 @@ def probe_data(rows: list[dict], chosen: str | None) -> dict:
     probes pooled, the same pairs the report's McNemar counts; bleed is the row's metrics.bleed (harness.bleed).
     A row with an error has neither a pass nor a bleed value (an error is not a wrong answer)."""
     by_model: dict[str, dict[str, dict]] = {}
-    order: list[str] = []
-    for r in rows:  # the last row of a (model, family, sample_id) wins
-        key = f"{r.get('family') or 'probe'}/{r['sample_id']}"
-        if not any(key in per for per in by_model.values()):
-            order.append(key)
+    family: dict[str, str] = {}  # key -> family, in file order
+    for r in rows:  # the last row of a (model, family, sample_id) wins; keyed as the analysis keys probes
+        fam = str(r.get("family") or "probe")
+        key = f"{fam}/{r['sample_id']}"
+        family.setdefault(key, fam)
         by_model.setdefault(str(r["model"]), {})[key] = r
+    order = list(family)
     models = [m for m in _ordered_models(set(by_model), chosen) if m != "fewshot"]  # probes ask base and adapters
     adapters = [m for m in models if m not in BASELINES]
 
@@ -294,7 +297,7 @@ def probe_data(rows: list[dict], chosen: str | None) -> dict:
             for a in adapters} if "base" in vals else {}
     items = []
     pos = {k: i for i, k in enumerate(order)}
-    for key in sorted(order, key=lambda k: (k.split("/", 1)[0], pos[k])):  # grouped by family, in file order
+    for key in sorted(order, key=lambda k: (family[k], pos[k])):  # grouped by family, in file order
         canon = next(by_model[m][key] for m in ["base"] + sorted(by_model) if key in by_model.get(m, {}))
         outs = {}
         for m in models:
@@ -314,7 +317,7 @@ def probe_data(rows: list[dict], chosen: str | None) -> dict:
             if f:
                 flags[a] = f
         ref = canon.get("reference")
-        items.append({"key": key, "id": str(canon["sample_id"]), "family": key.split("/", 1)[0],
+        items.append({"key": key, "id": str(canon["sample_id"]), "family": family[key],
                       "question": question_text(canon.get("prompt")),
                       "reference": None if ref in (None, "") else str(ref), "outputs": outs, "flags": flags})
     return {"models": models, "adapters": adapters, "families": sorted({it["family"] for it in items}),
