@@ -267,9 +267,6 @@ def review_data(sweep_dir: Path, *, chosen: str | None, primary: str | None,
     }
 
 
-PROBE_FLAGS = ("regressed", "bleed", "improved")
-
-
 def probe_data(rows: list[dict], chosen: str | None) -> dict:
     """The forgetting probes, base vs each adapter: per probe every model's output, pass and format bleed, and per
     adapter the flags the page filters on. Regressed / improved are discordance() of the adapter vs base on the
