@@ -205,11 +205,11 @@ def metric_value(v: Any) -> float | None:
 
 
 def probe_value(metrics: dict) -> float | None:
-    """A probe row's pass value: `pass` (or `score`), else the single metric it has."""
+    """A probe row's pass value: `pass` (or `score`), else the single metric it has (`bleed` is no pass value)."""
     for k in ("pass", "score"):
         if k in metrics and metric_value(metrics[k]) is not None:
             return metric_value(metrics[k])
-    vals = [metric_value(v) for v in metrics.values() if metric_value(v) is not None]
+    vals = [metric_value(v) for k, v in metrics.items() if k != "bleed" and metric_value(v) is not None]
     return vals[0] if len(vals) == 1 else (sum(vals) / len(vals) if vals else None)
 
 

@@ -408,7 +408,9 @@ def _diff_ci(c: Comparison | None) -> str:
     return "n/a" if c is None else f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}], n = {c.n}"
 
 
-def _clip(text: str, n: int) -> str:
+def clip_line(text: object, n: int) -> str:
+    """One line of at most n characters: an example (a model's output) must not swamp the sentence or table
+    that quotes it. Used by the headline and by the report's examples."""
     t = " ".join(str(text or "").split())
     return t if len(t) <= n else t[: n - 1] + "…"
 
@@ -416,7 +418,7 @@ def _clip(text: str, n: int) -> str:
 def _bleed_headline(b) -> str:
     """The bleed clause of a headline: how many probes, and one example."""
     ex = b.examples[0] if b.examples else None
-    eg = f' (e.g. "{_clip(ex["prompt"], 60)}" -> `{_clip(ex["output"], 50)}`)' if ex else ""
+    eg = f' (e.g. "{clip_line(ex["prompt"], 60)}" -> `{clip_line(ex["output"], 50)}`)' if ex else ""
     base = f", base {b.base_count}" if b.base_rate is not None else ""
     return (f"it answers {b.count} of {b.n} general probes ({b.rate.mean:.0%}{base}) in the task's output form "
             f"though they did not ask for it{eg}")

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.analysis import BASE, BASELINES, FEWSHOT, Analysis, Interval
-from harness.decision import OUTCOMES, Decision, fmt_comparison, fmt_interval
+from harness.decision import OUTCOMES, Decision, clip_line, fmt_comparison, fmt_interval
 from harness.report.load import Sweep
 
 
@@ -202,13 +202,6 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
     return B
 
 
-def _clip(text: Any, n: int) -> str:
-    """One line of at most n characters: an example must not swamp the table it explains. The same rule as the
-    decision's headline examples (harness.decision keeps its own private copy)."""
-    t = " ".join(str(text or "").split())
-    return t if len(t) <= n else t[: n - 1] + "…"
-
-
 NOT_MEASURED = ("format bleed: not measured (the task's answers have no fixed form; task.yaml `answer_pattern:` "
                 "names one)")
 BLEED_EXAMPLES = 2
@@ -264,7 +257,7 @@ def _forgetting_blocks(an: Analysis, d: Decision, review: str | None) -> list[tu
         B.append(("p", NOT_MEASURED[0].upper() + NOT_MEASURED[1:] + "."))
     elif bl.status == "bleeds" and bl.examples:
         B.append(("samples", f"{d.chosen_name} answering in the task's form, unasked:",
-                  [(str(e.get("family") or ""), _clip(e.get("prompt"), 100), _clip(e.get("output"), 140))
+                  [(str(e.get("family") or ""), clip_line(e.get("prompt"), 100), clip_line(e.get("output"), 140))
                    for e in bl.examples[:BLEED_EXAMPLES]]))
     return B
 
