@@ -129,39 +129,63 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
 
 
-def iter_jsonl(path: str | os.PathLike, strict: bool = True, appended: bool = False) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each row of a JSONL file.
+MAX_LINE_BYTES = 32 << 20  # longer JSONL lines are refused (or skipped), never read into memory
 
-    A bad line (invalid UTF-8 or JSON, absurd nesting, not an object) is a UserError naming FILE:LINE when
-    `strict` (data must not be silently dropped), skipped when not. For a file that is `appended` to (a
-    cache), a last line without its newline that does not parse is a torn tail - a writer killed mid-append,
-    even inside a UTF-8 character - and is skipped, never an error; files written whole (scores, probes)
-    have no such excuse."""
+
+def read_lines(fh, limit: int = MAX_LINE_BYTES) -> Iterator[tuple[bytes | None, bool]]:
+    """(line without its newline, whether a newline ended it) for each line of a binary file, one at a time. A
+    line longer than `limit` bytes comes back as None: its bytes are skipped, never held in memory (a 1 GB
+    single-line file costs one `limit`-sized buffer, not gigabytes)."""
+    while True:
+        raw = fh.readline(limit + 1)
+        if not raw:
+            return
+        if raw.endswith(b"\n"):
+            yield raw[:-1], True
+        elif len(raw) <= limit:
+            yield raw, False  # the last line, without its newline
+        else:
+            complete = False
+            while not complete:
+                chunk = fh.readline(1 << 20)
+                if not chunk:
+                    break
+                complete = chunk.endswith(b"\n")
+            yield None, complete
+
+
+def iter_jsonl(path: str | os.PathLike, strict: bool = True, appended: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each row of a JSONL file, read a line at a time.
+
+    A bad line (invalid UTF-8 or JSON, absurd nesting, not an object, longer than MAX_LINE_BYTES) is a UserError
+    naming FILE:LINE when `strict` (data must not be silently dropped), skipped when not. For a file that is
+    `appended` to (a cache), a last line without its newline that does not parse is a torn tail - a writer
+    killed mid-append, even inside a UTF-8 character - and is skipped, never an error; files written whole
+    (scores, probes) have no such excuse."""
     with open(path, "rb") as fh:
-        data = fh.read()
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    has_tail = bool(tail.strip())
-    for n, raw in enumerate(lines + ([tail] if has_tail else []), 1):
-        if not raw.strip():
-            continue
-        problem = None
-        try:
-            row = json.loads(raw.decode("utf-8"))
-            if not isinstance(row, dict):
-                problem = f"expected a JSON object, got {type(row).__name__}"
-        except UnicodeDecodeError as exc:
-            problem = f"invalid UTF-8 at byte {exc.start}"
-        except json.JSONDecodeError as exc:
-            problem = f"invalid JSON ({exc.msg}, column {exc.colno})"
-        except (ValueError, RecursionError) as exc:
-            problem = f"invalid JSON ({type(exc).__name__})"
-        if problem is None:
-            yield n, row
-        elif appended and has_tail and n == len(lines) + 1:
-            continue  # torn tail of an append
-        elif strict:
-            raise UserError(f"{path}:{n}: {problem}")
+        for n, (raw, complete) in enumerate(read_lines(fh), 1):
+            problem = None
+            if raw is None:
+                problem = f"line longer than {MAX_LINE_BYTES >> 20} MiB"
+            elif not raw.strip():
+                continue
+            else:
+                try:
+                    row = json.loads(raw.decode("utf-8"))
+                    if not isinstance(row, dict):
+                        problem = f"expected a JSON object, got {type(row).__name__}"
+                except UnicodeDecodeError as exc:
+                    problem = f"invalid UTF-8 at byte {exc.start}"
+                except json.JSONDecodeError as exc:
+                    problem = f"invalid JSON ({exc.msg}, column {exc.colno})"
+                except (ValueError, RecursionError) as exc:
+                    problem = f"invalid JSON ({type(exc).__name__})"
+            if problem is None:
+                yield n, row
+            elif appended and not complete:
+                continue  # torn tail of an append
+            elif strict:
+                raise UserError(f"{path}:{n}: {problem}")
 
 
 def read_jsonl(path: str | os.PathLike, strict: bool = True, appended: bool = False) -> Iterator[dict]:
@@ -409,6 +433,11 @@ def load_yaml_with_lines(path: str | os.PathLike, display: str | None = None) ->
         raise UserError(f"{disp}:{deep}: invalid YAML (nested deeper than {MAX_YAML_DEPTH} levels)")
     lines: dict[tuple, int] = {}
     try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # before anything expands an alias
+            if isinstance(event, yaml.AliasEvent):
+                raise UserError(f"{disp}:{event.start_mark.line + 1}: invalid YAML (aliases such as *{event.anchor} "
+                                "are not accepted: a few nested ones expand to billions of nodes; write the values "
+                                "out)")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
             _walk_yaml(node, (), lines, disp)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.backends.base import Completion, ProgressFn, Request
-from harness.io import append_jsonl, open_append, sha256_text
+from harness.io import append_jsonl, open_append, read_lines, sha256_text
 
 CACHE_VERSION = 1
 
@@ -70,7 +70,8 @@ class CachedBackend:
         return sha256_text(json.dumps(payload, sort_keys=True, ensure_ascii=False))
 
     def _refresh(self) -> None:
-        """Read entries appended since the last read (by us or by other processes)."""
+        """Read entries appended since the last read (by us or by other processes), a line at a time (an
+        overlong line is skipped unread: harness.io.read_lines)."""
         if not self.path.is_file():
             return
         with open(self.path, "rb") as fh:
@@ -80,21 +81,19 @@ class CachedBackend:
                     self._offset = 0
                     self._entries.clear()
                 fh.seek(self._offset)
-                data = fh.read()
+                for line, complete in read_lines(fh):
+                    if not complete:
+                        break  # a torn tail (no newline yet) is re-read next time
+                    self._offset = fh.tell()
+                    if not line or not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                        self._entries[row["key"]] = row["completion"]
+                    except (ValueError, KeyError, TypeError, RecursionError):
+                        continue  # torn or foreign line
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        # Only consume complete lines; a torn tail (no newline yet) is re-read next time.
-        end = data.rfind(b"\n") + 1
-        for line in data[:end].splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-                self._entries[row["key"]] = row["completion"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # torn or foreign line
-        self._offset += end
 
     def _close_torn_line(self) -> None:
         """If a killed writer left a line without its newline, end it so the next append starts cleanly."""
