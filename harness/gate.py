@@ -52,7 +52,7 @@ from typing import Any
 
 from harness.analysis import BASELINES, BETTER, RELEASED, WORSE, Analysis, Comparison
 from harness.decision import OUTCOMES, Decision, decide, fmt_comparison, fmt_interval
-from harness.io import UserError, YamlLines, atomic_write_text, key_str, load_yaml_with_lines, write_json
+from harness.io import UserError, YamlLines, atomic_write_text, key_str, load_yaml_with_lines, printable, write_json
 from harness.report import analyze_sweep, jsonable, load_sweep, settings_for
 
 PASS, FAIL, INCONCLUSIVE, UNUSABLE = "pass", "fail", "inconclusive", "unusable"
@@ -414,7 +414,7 @@ def summary_line(res: dict) -> str:
     c = res["counts"]
     return (f"gate {res['status'].upper()}: {c[PASS]}/{res['n_checks']} checks passed"
             + "".join(f", {c[k]} {k}" for k in (FAIL, INCONCLUSIVE, UNUSABLE) if c[k])
-            + f" (adapter {res['adapter_name']}; decision {OUTCOMES[res['decision']['outcome']]})")
+            + f" (adapter {printable(res['adapter_name'])}; decision {OUTCOMES[res['decision']['outcome']]})")
 
 
 def junit_xml(res: dict) -> str:
@@ -439,6 +439,9 @@ def junit_xml(res: dict) -> str:
             ET.SubElement(tc, "error", message=r.reason, type="GateUnusableInput").text = text
         else:
             ET.SubElement(tc, "system-out").text = text
+    for el in root.iter():  # names and reasons come from the sweep dir: no control character makes the XML invalid
+        el.attrib.update({k: printable(v) for k, v in el.attrib.items()})
+        el.text = printable(el.text) if el.text is not None else None
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -451,14 +454,24 @@ def gate_md(res: dict) -> str:
             tgt += f"; the report used {res['report_target'] if res['report_target'] is not None else 'no target'}"
         tgt += "."
     lines = [f"# Gate: {res['status'].upper()}", "",
-             f"Decision: **{OUTCOMES[res['decision']['outcome']]}** — {res['decision']['headline']}", "",
-             f"Sweep `{res['sweep_name']}`, adapter `{res['adapter_name']}` (`{res['adapter']}`, selection: "
-             f"{res['adapter_selection']}), config `{res['config']}`.{tgt}", "", summary_line(res), "",
+             f"Decision: **{OUTCOMES[res['decision']['outcome']]}** — {_md(res['decision']['headline'])}", "",
+             f"Sweep `{_md(res['sweep_name'])}`, adapter `{_md(res['adapter_name'])}` (`{_md(res['adapter'])}`, "
+             f"selection: {_md(res['adapter_selection'])}), config `{_md(res['config'])}`.{tgt}", "",
+             _md(summary_line(res)), "",
              "| check | value | threshold | result | detail |", "|---|---|---|---|---|"]
     for r in res["checks"]:
-        cells = [r.name, _f(r.value), r.threshold, r.status if r.passed else f"**{r.status.upper()}**", r.reason]
+        cells = [_md(r.name), _f(r.value), _md(r.threshold), r.status if r.passed else f"**{r.status.upper()}**",
+                 _md(r.reason)]
         lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _md(text: Any) -> str:
+    """Text from the sweep dir (names, reasons) as Markdown text: no raw HTML, no control characters, no backtick
+    that would end a code span."""
+    import html
+
+    return html.escape(printable(text), quote=False).replace("`", "'")
 
 
 def write_gate_outputs(res: dict, out_dir: str | Path) -> dict:
@@ -473,14 +486,18 @@ def write_gate_outputs(res: dict, out_dir: str | Path) -> dict:
 
 def print_table(res: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    def txt(x: Any) -> str:  # names come from the sweep dir: `r8[/x]` is text, not rich markup
+        return escape(printable(x))
+
     style = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow", UNUSABLE: "bold magenta"}
-    t = Table(title=f"gate: {res['sweep_name']} / adapter {res['adapter_name']}", show_lines=False)
+    t = Table(title=f"gate: {txt(res['sweep_name'])} / adapter {txt(res['adapter_name'])}", show_lines=False)
     for col in ("check", "value", "threshold", "result", "detail"):
         t.add_column(col, overflow="fold")
     for r in res["checks"]:
-        t.add_row(r.name, _f(r.value), r.threshold, f"[{style[r.status]}]{r.status}[/]", r.reason)
+        t.add_row(txt(r.name), _f(r.value), txt(r.threshold), f"[{style[r.status]}]{r.status}[/]", txt(r.reason))
     con = Console()
-    con.print(f"decision: [bold]{OUTCOMES[res['decision']['outcome']]}[/] — {res['decision']['headline']}")
+    con.print(f"decision: [bold]{OUTCOMES[res['decision']['outcome']]}[/] — {txt(res['decision']['headline'])}")
     con.print(t)

@@ -387,6 +387,13 @@ def check_safe_name(name: Any, what: str = "name") -> str:
     return name
 
 
+def printable(text: Any) -> str:
+    """`text` with control characters (C0 but newline and tab, DEL, C1) written as escapes (\\x1b): a name from
+    someone else's directory never drives the terminal and never makes an XML file invalid."""
+    return "".join(c if c in "\n\t" or not (ord(c) < 32 or 127 <= ord(c) < 160) else
+                   (f"\\x{ord(c):02x}") for c in str(text))
+
+
 class YamlLines:
     """Line numbers of the keys of a YAML document: `get(("metrics", 2, "name"))` is the line of that key,
     or of its nearest parent that has one (1 when nothing matches)."""

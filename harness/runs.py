@@ -44,8 +44,16 @@ class RunInfo:
 
 
 def read_status(run_dir: Path) -> dict:
+    """status.json as a mapping; anything else (a list, a string: a damaged or foreign run) is a UserError."""
     p = Path(run_dir) / STATUS
-    return read_json(p) if p.is_file() else {"status": "missing"}
+    return _json_object(p) if p.is_file() else {"status": "missing"}
+
+
+def _json_object(p: Path) -> dict:
+    data = read_json(p)
+    if not isinstance(data, dict):
+        raise UserError(f"{p}:1: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def write_status(run_dir: Path, status: str, error: str | None = None, **extra: Any) -> None:
@@ -95,7 +103,7 @@ def read_run_config(run_dir: str | Path) -> dict:
 def load_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     st = read_status(run_dir)
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
-    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    metrics = _json_object(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    manifest = _json_object(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
     return RunInfo(run_dir, manifest.get("run_id", run_dir.name), st.get("status", "missing"), metrics, manifest,
                    read_run_config(run_dir), st.get("error"))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import compose, conf_dir, redact_overrides, redact_text, to_dict
-from harness.io import UserError, read_json, stable_hash, write_json
+from harness.io import UserError, check_safe_name, read_json, stable_hash, write_json
 
 POINT_FILE = "sweep_point.json"
 
@@ -112,6 +112,8 @@ def _validate(cfg: dict, overrides: list[str], point: dict[str, str]) -> None:
 
 
 def _check_settings(plan: SweepPlan) -> None:
+    # the name becomes a directory and a Hydra interpolation: `exp(1)` or `a[1]` would fail later, inside Hydra
+    check_safe_name(plan.cfg.get("sweep_name"), "sweep_name")
     s = plan.settings
     for key, low in (("seeds", 1), ("seed_top_k", 1)):
         try:
