@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -221,9 +222,9 @@ def test_unsafe_run_id_in_a_foreign_sweep_is_refused(secret_run, tmp_path, capsy
     """Run ids from a directory someone else produced become model keys and llama.cpp `name=path` arguments."""
     _, run_dir, _, _ = secret_run
     sweep = tmp_path / "foreign"
-    sweep.mkdir()
+    shutil.copytree(run_dir, sweep / "runs" / "r")  # run_dir entries must stay inside the sweep (#22)
     (sweep / "sweep.json").write_text(json.dumps({"runs": [
-        {"run_id": "x=--api-key=evil", "run_dir": str(run_dir), "status": "complete"}]}))
+        {"run_id": "x=--api-key=evil", "run_dir": "runs/r", "status": "complete"}]}))
     rc = cli(["eval", str(sweep), "eval.max_eval=1", "eval.probes=null", "eval.few_shot_k=0", "--no-progress"])
     err = capsys.readouterr().err
     assert_one_line_error(rc, err, "'x=")  # refused before any path or server argument is built from it
