@@ -1,11 +1,12 @@
 """Generate the multiple-choice (log-likelihood) probe set mc.jsonl (written for this repo), deterministically.
 
-    python evalsets/probes/make_mc_probes.py            # write mc.jsonl
-    python evalsets/probes/make_mc_probes.py --check    # exit 1 if the committed file differs from a fresh build
+    python evalsets/probes/make_mc_probes.py            # write mc.jsonl and mc_fast.jsonl
+    python evalsets/probes/make_mc_probes.py --check    # exit 1 if a committed file differs from a fresh build
 
 Scored by harness.likelihood (one teacher-forced forward per model per item, no generation), beside the
 generated probes of make_probes.py, whose fact pools it reads (read-only: a pool edited there changes the items
-here; run this again then). Item: {"id": "mc-<family>-NNN", "family", "kind", "messages": [one user turn],
+here; run this again then). Item: {"id": "mc-<family>-NNN", "family", "kind", "messages": [the shared system
+message, one user turn],
 "choices": [4 strings, 2 for yes/no], "answer": index of the right one}. Families:
   arithmetic  sums, differences, products, exact quotients, one-step word problems; the right result and three
               plausible wrong numbers (off by one, two or ten, digits swapped, the other operation's result).
@@ -13,9 +14,12 @@ here; run this again then). Item: {"id": "mc-<family>-NNN", "family", "kind", "m
               the distractors are answers to other questions of the same kind (same pool, same type).
   reading     a two-fact passage; the asked fact, the other fact of the passage (the distractor) and two more
               from the same pool.
-Size: PER_FAMILY items per family, so that a 10-point drop of one family is shown at 80% power: non-inferiority
-margin 0.10, two-sided alpha 0.05, an assumed discordance of 0.15 between base and adapter (harness.probes.
-probes_needed: (1.96 + 0.84)^2 * 0.15 / 0.10^2 = 118). Choice order is shuffled with the seeded RNG.
+Size: mc.jsonl has PER_FAMILY items per family, so that a 10-point drop of one family is shown at 80% power:
+non-inferiority MARGIN 0.10, two-sided alpha 0.05, an assumed DISCORDANCE of 0.15 between base and adapter
+(harness.probes.probes_needed: (1.96 + 0.84)^2 * 0.15 / 0.10^2 = 118). mc_fast.jsonl is its first FAST_PER_FAMILY
+items of each family (kinds are interleaved, so the prefix is stratified), for a tight wall-time budget: at the
+same discordance it shows a drop of (1.96 + 0.84) * sqrt(0.15 / 60) = 0.14 (0.10 where the observed discordance
+is 0.076 or less). Cost: see harness/likelihood.py. Choice order is shuffled with the seeded RNG.
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SEED = 20261203
 PER_FAMILY = 120
+FAST_PER_FAMILY = 60
+MARGIN, DISCORDANCE = 0.10, 0.15  # what PER_FAMILY is sized for (tests/test_likelihood.py recomputes it)
 FAMILY_ORDER = ("arithmetic", "general", "reading")
-OUT = "mc.jsonl"
 
 
 def _pools():
@@ -54,9 +59,14 @@ def _options(rng: random.Random, right: str, wrong: list[str], k: int = 3) -> tu
     return choices, choices.index(right)
 
 
+SYSTEM = "Reply with the answer only: a number, a name or a word."
+
+
 def _item(family: str, kind: str, prompt: str, choices: list[str], answer: int) -> dict:
-    return {"family": family, "kind": kind, "messages": [{"role": "user", "content": prompt}], "choices": choices,
-            "answer": answer}
+    """The instruction is the system message every item shares: the scorer computes that prefix once per model."""
+    return {"family": family, "kind": kind, "messages": [{"role": "system", "content": SYSTEM},
+                                                         {"role": "user", "content": prompt}],
+            "choices": choices, "answer": answer}
 
 
 def _fresh(make, seen: set, tries: int = 1000):
@@ -72,7 +82,6 @@ def _fresh(make, seen: set, tries: int = 1000):
 # --------------------------------------------------------------------------- arithmetic
 
 ARITH_KINDS = ["add", "sub", "mul", "div", "word_add", "word_sub", "word_mul"]
-NUMBER_SUFFIX = " Answer with only the number."
 
 
 def _wrong_numbers(r: int, other: int) -> list[str]:
@@ -119,14 +128,11 @@ def arithmetic_items(n: int, rng: random.Random) -> list[dict]:
         kind = ARITH_KINDS[len(out) % len(ARITH_KINDS)]
         q, r, other = _fresh(lambda: _arith(kind, rng), seen)
         choices, ans = _options(rng, str(r), _wrong_numbers(r, other))
-        out.append(_item("arithmetic", kind, q + NUMBER_SUFFIX, choices, ans))
+        out.append(_item("arithmetic", kind, q, choices, ans))
     return out
 
 
 # --------------------------------------------------------------------------- general knowledge
-
-GENERAL_SUFFIX = " Give only the answer."
-
 
 def _first(answer: str) -> str:
     return answer.split("|")[0]
@@ -174,14 +180,13 @@ def general_items(n: int, rng: random.Random) -> list[dict]:
             if items and len(out) < n:
                 q, right, same = items.pop()
                 choices, ans = _options(rng, right, same, k=1 if kind == "yes_no" else 3)
-                out.append(_item("general", kind, q + GENERAL_SUFFIX, choices, ans))
+                out.append(_item("general", kind, q, choices, ans))
     return out
 
 
 # --------------------------------------------------------------------------- reading (facts given in the prompt)
 
 READING_KINDS = ["color", "city", "count", "order", "pet_owner", "job", "food", "day"]
-READING_SUFFIX = " Give only the answer."
 
 
 def _reading(kind: str, rng: random.Random) -> tuple[str, str, str, list[str]]:
@@ -234,7 +239,7 @@ def reading_items(n: int, rng: random.Random) -> list[dict]:
         others = sorted(set(pool) - {right, distractor} - set(text.replace("'", " ").replace(".", " ").split()))
         choices = [right, distractor] + rng.sample(others, 2)
         rng.shuffle(choices)
-        out.append(_item("reading", kind, text + READING_SUFFIX, choices, choices.index(right)))
+        out.append(_item("reading", kind, text, choices, choices.index(right)))
     return out
 
 
@@ -252,23 +257,39 @@ def build(per_family: int = PER_FAMILY, seed: int = SEED) -> list[dict]:
     return items
 
 
+def fast_subset(items: list[dict], per_family: int = FAST_PER_FAMILY) -> list[dict]:
+    """The first `per_family` items of each family."""
+    seen: dict[str, int] = {}
+    out = []
+    for it in items:
+        seen[it["family"]] = seen.get(it["family"], 0) + 1
+        if seen[it["family"]] <= per_family:
+            out.append(it)
+    return out
+
+
 def render(items: list[dict]) -> str:
     return "".join(json.dumps(it, ensure_ascii=False, sort_keys=True) + "\n" for it in items)
 
 
+def outputs() -> dict[Path, str]:
+    items = build()
+    return {HERE / "mc.jsonl": render(items), HERE / "mc_fast.jsonl": render(fast_subset(items))}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true", help="exit 1 if the committed mc.jsonl differs from a fresh build")
+    ap.add_argument("--check", action="store_true", help="exit 1 if a committed set differs from a fresh build")
     args = ap.parse_args()
-    path, text = HERE / OUT, render(build())
+    stale = [p for p, text in outputs().items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
     if args.check:
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            print(f"{path}: differs from make_mc_probes.py's output; run python "
+        for p in stale:
+            print(f"{p}: differs from make_mc_probes.py's output; run python "
                   f"{Path(__file__).relative_to(HERE.parents[1])}")
-            return 1
-        return 0
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path} ({text.count(chr(10))} items)")
+        return 1 if stale else 0
+    for p, text in outputs().items():
+        p.write_text(text, encoding="utf-8")
+        print(f"wrote {p} ({text.count(chr(10))} items)")
     return 0
 
 
