@@ -14,7 +14,10 @@ from harness.cli import main as cli
 from harness.config import compose, to_dict
 
 FAST = ["model=tiny_random", "tracking.wandb=disabled", "train.batch_size=8", "train.precision=fp32"]
-WORDS = ["apple", "river", "stone", "cloud", "maple", "tiger", "ocean", "pencil", "garden", "silver", "window", "forest"]
+VOCAB = ("the a an is are was my our your this that app page login screen button error slow fast broken missing "
+         "cannot could would please help why how what when where who today yesterday again still after before "
+         "order invoice payment card account email password phone laptop printer file report data server update "
+         "install open close save send load show crash freeze stop start works fails wrong new old big small").split()
 JSON_TASK = """name: jsontoy
 version: 1
 data: {train: train.jsonl, val: val.jsonl, eval: eval.jsonl}
@@ -28,15 +31,21 @@ primary_metric: exact_match
 """
 
 
-def write_json_task(root: Path, answer: str = '{"status": "open"}', n_train: int = 32) -> Path:
-    """A ticket task whose every answer is one JSON object: the tiny model learns it in a few steps and, trained
-    hard, answers everything that way (format bleed)."""
+def write_json_task(root: Path, answer: str = '{"ok": true}', n_train: int = 32) -> Path:
+    """A ticket task whose every answer is one JSON object, asked with varied word salad: the tiny model learns
+    that any input gets that object and, trained hard, answers the probes that way too (format bleed)."""
+    import random
+
     root.mkdir(parents=True, exist_ok=True)
+
+    def text(tag: str, i: int) -> str:
+        rng = random.Random(f"{tag}{i}")
+        return " ".join(rng.choice(VOCAB) for _ in range(rng.randint(4, 16))).capitalize() + rng.choice(".?!")
 
     def rows(n: int, tag: str) -> str:
         return "".join(json.dumps({"id": f"{tag}-{i}", "messages": [
-            {"role": "user", "content": f"{WORDS[i % 12]} {WORDS[(i * 7 + 3) % 12]} is broken #{tag}{i}"},
-            {"role": "assistant", "content": answer}]}) + "\n" for i in range(n))
+            {"role": "user", "content": text(tag, i)}, {"role": "assistant", "content": answer}]}) + "\n"
+            for i in range(n))
 
     for split, n in (("train", n_train), ("val", 8), ("eval", 12)):
         (root / f"{split}.jsonl").write_text(rows(n, split))
@@ -253,14 +262,14 @@ def test_replay_lowers_format_bleed_on_a_real_tiny_run(tmp_path, gen_cache):
     from harness.train import train
 
     task = write_json_task(tmp_path / "task")
-    common = ["model.init_std=0.5", "train.lr=5e-2", "lora.r=16", "train.max_steps=24", "train.eval_every=8",
-              "train.patience=0", "lora.dropout=0.0"]
+    common = ["model.init_std=0.5", "train.lr=2e-2", "lora.r=16", "train.max_steps=60", "train.eval_every=10",
+              "train.patience=0"]
     runs = {}
-    for name, share in (("plain", "0.0"), ("replay", "0.3")):
+    for name, share in (("plain", "0.0"), ("replay", "0.1")):
         res = train(cfg_for(task, *common, f"train.replay={share}"), tmp_path / name, quiet=True)
-        assert res.metrics["final_step"] == 24
+        assert res.metrics["final_step"] == 60
         runs[name] = res.run_dir / "adapter"
-    assert read(tmp_path / "replay", "metrics.json")["replay_examples"] == 14
+    assert read(tmp_path / "replay", "metrics.json")["replay_examples"] == 4
     counts: dict[str, int] = {}
     for it in load_probes("fast"):  # 10 per family, none of which asks for JSON
         if counts.setdefault(it["family"], 0) < 10 and it["kind"] != "json":
@@ -277,6 +286,6 @@ def test_replay_lowers_format_bleed_on_a_real_tiny_run(tmp_path, gen_cache):
                   for m in ("plain", "replay")}
     assert sum(1 for r in rows if r["model"] == "plain" and r["split"] == "probe") == 40
     assert bleed["base"] == 0, bleed
-    assert bleed["plain"] >= 6, (bleed, "the tiny model no longer bleeds: the test would prove nothing")
-    assert bleed["replay"] <= bleed["plain"] / 3, bleed
-    assert task_score["replay"] >= 8, task_score  # still learns the task (12 eval items)
+    assert bleed["plain"] >= 20, (bleed, "the tiny model no longer bleeds: the test would prove nothing")
+    assert bleed["replay"] <= bleed["plain"] / 4, bleed
+    assert task_score["plain"] >= 10 and task_score["replay"] >= 9, task_score  # both learn the task (12 items)
