@@ -192,6 +192,7 @@ class Scorer:
         self.eot = end_of_turn(self.tokenizer)
         self._prefix_kv: dict[tuple[str, tuple[int, ...]], list] = {}
         self._merge_plan: dict[str, list | None] = {}
+        self.last_tokens = 0
 
     @property
     def models(self) -> list[str]:
@@ -354,7 +355,9 @@ class Scorer:
 
     def _plan(self, rows: list[_Row]) -> tuple[tuple[int, ...], list[_Batch]]:
         plen = self._prefix_len(rows)
-        return tuple(rows[0].prompt[:plen]), self._batches(rows, plen)
+        batches = self._batches(rows, plen)
+        self.last_tokens = plen + sum(int(b.ids.numel()) for b in batches)  # fed per model, padding included
+        return tuple(rows[0].prompt[:plen]), batches
 
     # ------------------------------------------------------------------ measures
     def kl_per_prompt(self, prompts: list[list[dict]], answers: list[str], keys: Sequence[str]) -> list[dict[str, float]]:

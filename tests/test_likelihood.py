@@ -76,7 +76,7 @@ def scorer(tiny_adapters):
 
 def test_mc_scores_equal_a_token_by_token_reference_and_pick_the_argmax(scorer, ref_models):
     models, tok = ref_models
-    items = LK.load_mc_probes("mc")[::40] + MIXED_ITEMS
+    items = LK.load_mc_probes("mc")[::72] + MIXED_ITEMS
     res = scorer.mc(items, ["base", "a1"])
     batches = scorer._plan([LK._Row(scorer.prompt_ids(it["messages"]), [scorer.answer_ids(c) for c in it["choices"]])
                             for it in items])[1]
@@ -151,7 +151,7 @@ def test_a_longer_trained_adapter_drifts_more_than_a_shorter_one(tmp_path):
     from tests.toy_task import write_toy_task
 
     task = write_toy_task(tmp_path / "toy")
-    short, long = _train(task, tmp_path / "short", 2), _train(task, tmp_path / "long", 16)
+    short, long = _train(task, tmp_path / "short", 2), _train(task, tmp_path / "long", 10)
     for run in ("short", "long"):  # each kept its last step (else the comparison would not be short vs long)
         m = json.loads((tmp_path / run / "metrics.json").read_text())
         assert m["best_step"] == m["final_step"], m
