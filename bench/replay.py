@@ -4,7 +4,8 @@ without replay, trained for the same number of steps on this machine.
 Both adapters train on the same data with the same settings except train.replay (the demo's winning point by
 default: SmolLM2-135M, rank 16, lr 1e-3, 32 steps of 8, validation every 8), then ONE evaluation scores base and
 both adapters on the task's eval split and the forgetting probes (harness.evaluate.evaluate_models, the path the
-sweep uses). Bleed is a probe answer in the task's output form that the probe did not ask for (scores.jsonl's
+sweep uses), with drift (KL to base along the base's own probe answers) and the multiple-choice probes where that
+evaluation measures them (harness.likelihood). Bleed is a probe answer in the task's output form that the probe did not ask for (scores.jsonl's
 `bleed`; harness.bleed); the replay-vs-plain difference on the same probes gets an exact McNemar p-value.
 
   python bench/replay.py                        # the demo measurement (minutes: two SmolLM2 trainings + evaluation)
@@ -66,9 +67,11 @@ def measure(work: Path, overrides: list[str], shares: tuple[float, float], steps
     task = load_task(cfg["task"].get("path") or cfg["task"]["name"])
     t0 = time.perf_counter()
     evaluate_models(work / "scores", task, cfg["model"], dict(cfg["backend"]), runs,
-                    eval_cfg={"probes": probes, "few_shot_k": 0}, quiet=True)
+                    eval_cfg={**cfg["eval"], "probes": probes, "few_shot_k": 0}, quiet=True)
     eval_s = round(time.perf_counter() - t0, 1)
     rows = [json.loads(x) for x in (work / "scores" / "scores.jsonl").read_text().splitlines()]
+    # drift (KL to base along its own probe answers) and MC probes, where the evaluation measured them
+    lik = json.loads((work / "scores" / "drift.json").read_text()) if (work / "scores" / "drift.json").is_file() else {}
     out: dict = {"eval_s": eval_s, "models": {}}
     for m in ["base", *runs]:
         mine = [r for r in rows if r["model"] == m]
@@ -80,6 +83,8 @@ def measure(work: Path, overrides: list[str], shares: tuple[float, float], steps
             "probes": _mean([r["metrics"].get("pass") for r in probe]),
             "families": {f: _mean([r["metrics"].get("pass") for r in probe if r["family"] == f]) for f in FAMILIES},
             "bleed": sum(b or 0 for b in bleed), "bleed_n": sum(b is not None for b in bleed),
+            "drift": {k: v for k, v in ((lik.get("drift") or {}).get(m) or {}).get("all", {}).items()},
+            "mc": (((lik.get("mc") or {}).get(m) or {}).get("all") or {}).get("pass"),
             "_bleed_by_id": {r["sample_id"]: b for r, b in zip(probe, bleed)},
             "bleed_examples": [{"id": r["sample_id"], "output": r["output"][:80]} for r, b in zip(probe, bleed) if b][:3],
         }
@@ -100,12 +105,13 @@ def report(res: dict, shares: tuple[float, float], steps: int, setting: str, pro
     lines = [f"replay bench ({setting}): {steps} steps, train.replay {shares[0]:g} vs {shares[1]:g}, probes {probes}; "
              f"{os.cpu_count()} CPUs; flags {cpu_flags()}; load {os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M')}",
              f"{'model':<12} {'replay ex':>9} {'train_s':>8} {'val loss':>9} {res['primary_metric'][:12]:>12} "
-             f"{'probes':>7} " + " ".join(f"{f[:10]:>10}" for f in FAMILIES) + f" {'bleed':>9}"]
+             f"{'probes':>7} " + " ".join(f"{f[:10]:>10}" for f in FAMILIES) + f" {'bleed':>9} {'MC':>6}  drift KL [CI]"]
     for m, r in models.items():
         lines.append(f"{m:<12} {str(r.get('replay_examples', '-')):>9} {str(r.get('train_s', '-')):>8} "
                      f"{fmt(r.get('best_val_loss')):>9} {fmt(r['task']):>12} {fmt(r['probes']):>7} "
                      + " ".join(f"{fmt(r['families'][f]):>10}" for f in FAMILIES)
-                     + f" {int(r['bleed']):>3}/{r['bleed_n']:<5}")
+                     + f" {int(r['bleed']):>3}/{r['bleed_n']:<5} {fmt(r['mc']):>6}  "
+                     + (f"{r['drift']['mean']:.4f} [{r['drift']['lo']:.4f}, {r['drift']['hi']:.4f}]" if r["drift"] else "-"))
     lines.append(f"bleed {plain} -> {replay}: {int(models[plain]['bleed'])} -> {int(models[replay]['bleed'])} of "
                  f"{len(pairs)} paired probes (McNemar {test['method']}: p = {test['p_value']:.3g}); evaluation "
                  f"{res['eval_s']} s")

@@ -277,8 +277,9 @@ def test_replay_lowers_format_bleed_on_a_real_tiny_run(tmp_path, gen_cache):
             with open(tmp_path / "probes.jsonl", "a") as fh:
                 fh.write(json.dumps(it) + "\n")
     model_cfg = cfg_for(task, "model.init_std=0.5")["model"]
-    evaluate_models(tmp_path / "scores", str(task), model_cfg, {"kind": "hf", "batch_size": 64}, runs,
-                    eval_cfg={"probes": str(tmp_path / "probes.jsonl"), "few_shot_k": 0}, quiet=True)
+    ecfg = {"probes": str(tmp_path / "probes.jsonl"), "few_shot_k": 0, "likelihood": False}  # bleed only
+    evaluate_models(tmp_path / "scores", str(task), model_cfg, {"kind": "hf", "batch_size": 64}, runs, eval_cfg=ecfg,
+                    quiet=True)
     rows = [json.loads(x) for x in (tmp_path / "scores" / "scores.jsonl").read_text().splitlines()]
     bleed = {m: sum(_bleed(r) or 0 for r in rows if r["model"] == m and r["split"] == "probe")
              for m in ("base", "plain", "replay")}
