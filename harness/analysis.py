@@ -31,6 +31,7 @@ from harness.stats import bootstrap_ci, compare_paired, diff_sd, holm, mde_paire
 BASE, FEWSHOT, RELEASED = "base", "fewshot", "released"
 BASELINES = (BASE, FEWSHOT, RELEASED)
 BETTER, WORSE, NO_DIFF = "better", "worse", "no difference shown"
+MC_SUFFIX = "-mc"  # a multiple-choice probe family is its generated family's name + this ("general-mc")
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class Analysis:
     baseline_comparisons: dict[str, Comparison]  # "fewshot_vs_base" on the primary metric
     forgetting: dict[str, dict[str, Forgetting]]  # adapter -> family (and "all") -> result
     bleed: dict[str, Bleed]        # model (not base) -> format bleed vs base; absent when not measurable
+    drift: dict[str, dict[str, Interval]]  # adapter -> family (and "all") -> mean per-token KL(base || adapter)
     knowledge: dict[str, dict[str, Comparison | None]]  # adapter -> form|knowledge -> vs base, primary
     seeds: list[SeedSpread]
     seed_test: dict | None         # chosen config vs runner-up across seeds
@@ -236,8 +238,8 @@ def score_table(rows: list[dict]) -> ScoreTable:
         model, sid = str(r["model"]), str(r["sample_id"])
         err = r.get("error") or ("backend error" if r.get("finish_reason") == "error" else None)
         metrics = r.get("metrics") or {}
-        if split == "probe":
-            fam = r.get("family") or "probe"
+        if split in ("probe", "mc"):  # mc: multiple-choice probes scored by likelihood, a family of their own
+            fam = (r.get("family") or "probe") + (MC_SUFFIX if split == "mc" else "")
             t.probes.setdefault(model, {}).setdefault(fam, {})[sid] = None if err else probe_value(metrics)
             b = None if err else metric_value(metrics.get("bleed"))
             if b is not None:
@@ -373,7 +375,7 @@ def select(adapters: list[str], runs: dict[str, RunView], table: ScoreTable, s: 
 # ----------------------------------------------------------------------------------------------- analyze
 
 def analyze(rows: list[dict], runs: list[RunView], s: Settings, *, primary: str | None = None,
-            judge: dict | None = None, swept: list[str] | None = None) -> Analysis:
+            judge: dict | None = None, swept: list[str] | None = None, drift: dict | None = None) -> Analysis:
     table = score_table(rows)
     metrics = list(table.metrics)
     if primary not in metrics:
@@ -451,7 +453,20 @@ def analyze(rows: list[dict], runs: list[RunView], s: Settings, *, primary: str 
     elif BASE in models:
         n_items = models[BASE].n - models[BASE].errors
     return Analysis(s, primary, metrics, compared, rare, families, models, adapters, baselines, run_by_id, sel,
-                    comparisons, base_cmp, forgetting, bleed, knowledge, seeds, seed_test, judge_view(judge, s), n_items)
+                    comparisons, base_cmp, forgetting, bleed, drift_view(drift), knowledge, seeds, seed_test, judge_view(judge, s), n_items)
+
+
+def drift_view(drift: dict | None) -> dict[str, dict[str, Interval]]:
+    """drift.json's per-adapter KL (harness.likelihood) as Intervals: adapter -> family (and "all")."""
+    out: dict[str, dict[str, Interval]] = {}
+    for a, per in (drift or {}).items():
+        if not isinstance(per, dict):
+            continue
+        fams = dict(per.get("families") or {}, **({"all": per["all"]} if isinstance(per.get("all"), dict) else {}))
+        out[str(a)] = {str(f): Interval(*(metric_value(v.get(k)) if metric_value(v.get(k)) is not None else math.nan
+                                          for k in ("mean", "lo", "hi")), int(v.get("n") or 0))
+                       for f, v in fams.items() if isinstance(v, dict)}
+    return out
 
 
 def _bleed(m: str, table: ScoreTable, s: Settings) -> Bleed | None:

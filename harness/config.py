@@ -374,6 +374,13 @@ def validate_cfg(cfg: dict, overrides: list[str] | None = None) -> None:
         from harness.probes import load_probes
 
         _prefixed("eval.probes", load_probes, probes)  # FILE:LINE errors: unknown families, bad checks, duplicate ids
+    mc = c.get("eval.mc_probes")
+    if mc not in (None, "", False):
+        if not isinstance(mc, str):
+            c.fail("eval.mc_probes", f"must be a multiple-choice probe set name or a .jsonl path, got {mc!r}")
+        from harness.likelihood import load_mc_probes
+
+        _prefixed("eval.mc_probes", load_mc_probes, mc)
     gate = cfg.get("gate")
     if isinstance(gate, dict) and gate:
         from harness.gate import load_gate_config

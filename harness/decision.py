@@ -141,6 +141,8 @@ def decide(an: Analysis) -> Decision:
         # "no forgetting" only when every family is non-inferior on its own, the pooled probes too, and the
         # adapter does not answer general requests in the task's form: pooling must not mask a family's drop
         R.append(_forgetting_text(an, chosen))
+        if an.drift.get(chosen):
+            R.append(_drift_text(an.drift[chosen]))
         bleed = an.bleed.get(chosen)
         R.append(_bleed_text(an, chosen) if bleed is not None else
                  "Format bleed: not measured (the task's answers have no fixed form; task.yaml `answer_pattern:` "
@@ -422,6 +424,14 @@ def _bleed_headline(b) -> str:
     base = f", base {b.base_count}" if b.base_rate is not None else ""
     return (f"it answers {b.count} of {b.n} general probes ({b.rate.mean:.0%}{base}) in the task's output form "
             f"though they did not ask for it{eg}")
+
+
+def _drift_text(drift: dict[str, Interval]) -> str:
+    fams = "; ".join(f"{f} {i.mean:.3f} [{i.lo:.3f}, {i.hi:.3f}]" for f, i in sorted(drift.items()) if f != "all")
+    allv = drift.get("all")
+    pooled = f"; all {allv.mean:.3f} [{allv.lo:.3f}, {allv.hi:.3f}] over {allv.n} prompts" if allv else ""
+    return ("Drift from base (mean per-token KL divergence along the base model's own probe answers, nats; no labels "
+            f"needed, 0 = unchanged): {fams}{pooled}.")
 
 
 def _bleed_text(an: Analysis, a: str) -> str:

@@ -449,13 +449,35 @@ def evaluate_models(
     routed = RoutedBackend({outer: (b, inner) for g, b in zip([g for g in groups.values() if g["routes"]], backends)
                             for outer, inner in g["routes"].items()})
     try:
-        return evaluate(out_dir, task, routed, all_adapter_paths,
-                        few_shot_k=ecfg.get("few_shot_k"), few_shot_seed=ecfg.get("few_shot_seed"),
-                        probes=ecfg.get("probes", "default"), max_eval=ecfg.get("max_eval"),
-                        select_by=ecfg.get("select_by", VAL_LOSS), baselines=baselines, kinds=kinds,
-                        not_learned=not_learned, progress=not quiet, identities=routed.identities(), force=force)
+        summary = evaluate(out_dir, task, routed, all_adapter_paths,
+                           few_shot_k=ecfg.get("few_shot_k"), few_shot_seed=ecfg.get("few_shot_seed"),
+                           probes=ecfg.get("probes", "default"), max_eval=ecfg.get("max_eval"),
+                           select_by=ecfg.get("select_by", VAL_LOSS), baselines=baselines, kinds=kinds,
+                           not_learned=not_learned, progress=not quiet, identities=routed.identities(), force=force)
     finally:
-        routed.close()
+        routed.close()  # the likelihood pass loads its own copy of the model: the serving one goes first
+    if baselines and learned and ecfg.get("probes", "default") and ecfg.get("likelihood", True):
+        summary["likelihood"] = _likelihood(out_dir, model_cfg, learned, ecfg, force=force, quiet=quiet)
+    return summary
+
+
+def _likelihood(out_dir: Path, model_cfg: dict, adapters: dict[str, Path], ecfg: dict, *, force: bool,
+                quiet: bool) -> dict:
+    """Drift (KL to base along the base's own probe answers) and the multiple-choice probes, teacher-forced on
+    the base model and the adapters (harness.likelihood; drift.json + mc_scores.jsonl beside scores.jsonl).
+    A model this process cannot load (a remote-only model behind backend=openai) is said, not an error."""
+    from harness.likelihood import load_mc_probes, measure
+
+    probe_items = load_probes(ecfg.get("probes", "default"))
+    mc = ecfg.get("mc_probes", "mc")
+    try:
+        res = measure(out_dir, model_cfg, adapters, probe_items, load_mc_probes(mc) if mc else [],
+                      scores_path=out_dir / SCORES, force=force)
+    except (UserError, OSError) as exc:
+        if not quiet:
+            print(f"note: drift and multiple-choice probes not measured: {exc}", file=sys.stderr)
+        return {"status": "not measured", "error": str(exc)}
+    return {"status": "ok", "n_prompts": res.get("n_prompts"), "timing_s": res.get("timing_s")}
 
 
 # ============================================================================ the released model (gate --against)

@@ -23,9 +23,9 @@ its K/V is reused; logits are computed only where a continuation token is predic
 adapters disabled; an adapter pass runs with the adapter merged into a copy of the weights it touches (as fast
 as the base; PEFT's unmerged forward cost ~35% more), the base's own tensors put back afterwards.
 
-`measure(scores_dir, model_cfg, adapters, probe_items, mc_items)` reads the base model's probe answers from
-scores_dir/scores.jsonl (rows model "base", split "probe", no error) and writes, via harness.io (atomic
-replace of the file, never writing through a symlink):
+`measure(scores_dir, model_cfg, adapters, probe_items, mc_items, scores_path=...)` reads the base model's probe
+answers from scores_path (the evaluation's scores.jsonl: rows model "base", split "probe", no error) and writes,
+via harness.io (atomic replace of the file, never writing through a symlink):
 
   mc_scores.jsonl  one row per (model, MC item), models "base" then each adapter, items in file order:
                    {"model", "split": "mc", "sample_id", "family", "kind", "answer", "choice", "choice_norm",
@@ -499,15 +499,15 @@ def base_probe_answers(scores_path: Path) -> dict[str, dict]:
 
 
 def measure(scores_dir: Path, model_cfg: dict, adapters: dict[str, Path], probe_items: list[dict],
-            mc_items: list[dict], *, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
+            mc_items: list[dict], *, scores_path: Path, alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
             force: bool = False) -> dict:
     """Drift on the probes and MC scores for base + adapters, written into scores_dir (format: module docstring);
-    returns drift.json's content. Reuses the files when their inputs are unchanged (`force` recomputes)."""
-    from harness.evaluate import SCORES
-
+    returns drift.json's content. The base model's probe answers are read from `scores_path` (the evaluation's
+    scores.jsonl: the caller names it, so this module never imports the evaluation). Reuses the files when their
+    inputs are unchanged (`force` recomputes)."""
     scores_dir = Path(scores_dir)
     adapters = {str(k): Path(v) for k, v in adapters.items()}
-    answers = base_probe_answers(scores_dir / SCORES) if probe_items else {}
+    answers = base_probe_answers(Path(scores_path)) if probe_items else {}
     prompts = [(it["id"], it["family"], it["messages"]) for it in probe_items]
     skipped = [pid for pid, _, _ in prompts if pid not in answers]
     from harness.models import resolve_model

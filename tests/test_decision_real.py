@@ -98,6 +98,13 @@ def test_with_forgetting_measured_an_adapter_that_says_yes_to_everything_is_not_
     assert f"{len(bled)} of {len(adapter_probes)} general probes" in verdict["headline"], verdict["headline"]
     assert "no forgetting" not in verdict["headline"]
     assert cli(["gate", str(sweep), "--config", str(_gate(tmp_path, "[ship]")), "--quiet"]) == 1
+    # the same evaluation measured drift and the multiple-choice probes (harness.likelihood) and the report shows them
+    drift = json.loads((sweep / "scores" / "drift.json").read_text())
+    (adapter,) = drift["drift"]
+    assert drift["drift"][adapter]["all"]["mean"] > 0 and drift["n_prompts"] == 160
+    assert {"arithmetic-mc", "general-mc", "reading-mc"} <= set(verdict["forgetting"])
+    assert any(r.startswith("Drift from base") for r in verdict["reasons"])
+    assert "drift: KL to base" in (sweep / "report" / "report.md").read_text()
 
 
 @pytest.mark.timeout(900)

@@ -266,7 +266,7 @@ def test_measure_writes_drift_and_mc_scores_and_reuses_them(tmp_path, tiny_adapt
     mc = LK.load_mc_probes("mc")[::60]
     d = _scores_dir(tmp_path, probes)
     adapters = {"a1": tiny_adapters["a1"]}
-    out = LK.measure(d, TINY_CFG, adapters, probes, mc, n_boot=200)
+    out = LK.measure(d, TINY_CFG, adapters, probes, mc, scores_path=d / "scores.jsonl", n_boot=200)
     assert out["skipped_prompts"] == [probes[0]["id"]] and out["n_prompts"] == len(probes) - 1
     assert json.loads((d / "drift.json").read_text()) == json.loads(json.dumps(out))
     assert out["drift"]["a1"]["all"]["n"] == len(probes) - 1 and out["drift"]["a1"]["all"]["mean"] > 0
@@ -281,10 +281,11 @@ def test_measure_writes_drift_and_mc_scores_and_reuses_them(tmp_path, tiny_adapt
         raise AssertionError("the model was loaded again")
 
     monkeypatch.setattr(LK, "Scorer", no_load)
-    assert LK.measure(d, TINY_CFG, adapters, probes, mc, n_boot=200) == out  # same inputs: nothing recomputed
+    # same inputs: nothing recomputed
+    assert LK.measure(d, TINY_CFG, adapters, probes, mc, scores_path=d / "scores.jsonl", n_boot=200) == out
     monkeypatch.undo()
     monkeypatch.setattr(LK, "drift", no_load)  # a changed MC set recomputes MC only
-    again = LK.measure(d, TINY_CFG, adapters, probes, mc[:2], n_boot=200)
+    again = LK.measure(d, TINY_CFG, adapters, probes, mc[:2], scores_path=d / "scores.jsonl", n_boot=200)
     assert again["drift"] == out["drift"] and again["mc"]["base"]["all"]["n"] == 2
     assert len((d / "mc_scores.jsonl").read_text().splitlines()) == 4
 
@@ -296,7 +297,8 @@ def test_measure_never_writes_through_a_symlink(tmp_path, tiny_adapters):
     target.write_text("keep")
     (d / "drift.json").symlink_to(target)
     try:  # harness.io either replaces the link or refuses it; it never writes into the file it points to
-        LK.measure(d, TINY_CFG, {"a1": tiny_adapters["a1"]}, probes, LK.load_mc_probes("mc")[:1], n_boot=50)
+        LK.measure(d, TINY_CFG, {"a1": tiny_adapters["a1"]}, probes, LK.load_mc_probes("mc")[:1],
+                   scores_path=d / "scores.jsonl", n_boot=50)
         assert not (d / "drift.json").is_symlink()
     except UserError as e:
         assert "symbolic link" in str(e)

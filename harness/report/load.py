@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.analysis import Analysis, RunView, Settings, analyze
 from harness.io import UserError, read_json, read_jsonl, sha256_file
+from harness.targets import sweep_runs
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Sweep:
     summary: dict                  # scores/summary.json
     judge: dict | None             # scores/judge_summary.json
     scores_sha256: str | None = None
+    drift: dict | None = None      # scores/drift.json (harness.likelihood): KL drift and the MC probes' summary
 
     @property
     def name(self) -> str:
@@ -64,12 +66,11 @@ def load_sweep(sweep_dir: str | Path, *, require_scores: bool = False) -> Sweep:
         raise UserError(f"{meta_path}: not a sweep directory (no sweep.json); run `harness sweep` first")
     meta = _obj(meta_path, "sweep.json")
     runs = []
-    for i, r in enumerate(meta.get("runs") or []):
-        if not isinstance(r, dict) or "run_id" not in r:
+    for i, (r, run_dir) in enumerate(sweep_runs(d)):  # the one reader of run_dir: it stays inside the sweep
+        if "run_id" not in r:
             raise UserError(f"{meta_path}: runs[{i}]: expected an object with a run_id")
         if not isinstance(r.get("hparams") or {}, dict):
             raise UserError(f"{meta_path}: runs[{i}].hparams: expected an object")
-        run_dir = d / (r.get("run_dir") or f"runs/{r['run_id']}")
         info = dict(r)
         info["path"] = run_dir
         info["hparams"] = dict(r.get("hparams") or {})
@@ -94,12 +95,21 @@ def load_sweep(sweep_dir: str | Path, *, require_scores: bool = False) -> Sweep:
                 raise UserError(f"{scores}:{i}: metrics: expected an object")
             rows.append(r)
         sha = sha256_file(scores)
+    drift = None
+    mc = d / "scores" / "mc_scores.jsonl"  # multiple-choice probes (harness.likelihood): rows of split "mc"
+    if mc.is_file() and (d / "scores" / "drift.json").is_file():
+        for i, r in enumerate(read_jsonl(mc), 1):
+            if not isinstance(r, dict) or "model" not in r or "sample_id" not in r or \
+                    not isinstance(r.get("metrics") or {}, dict):
+                raise UserError(f"{mc}:{i}: expected a score row with model, sample_id and metrics")
+            rows.append({**r, "split": "mc"})
+        drift = _obj(d / "scores" / "drift.json", "drift.json")
     if require_scores and not rows:
         raise UserError(f"{scores}: no scores (missing or empty); run `harness eval {d}` first")
     summary = _obj(d / "scores" / "summary.json", "summary.json")
     judge_p = d / "scores" / "judge_summary.json"
     judge = _obj(judge_p, "judge_summary.json") if judge_p.is_file() else None
-    return Sweep(d, meta, runs, rows, summary, judge, sha)
+    return Sweep(d, meta, runs, rows, summary, judge, sha, drift)
 
 
 def _float(v: Any) -> float | None:
@@ -143,4 +153,5 @@ def settings_for(sweep: Sweep, **overrides: Any) -> Settings:
 
 def analyze_sweep(sweep: Sweep, settings: Settings) -> Analysis:
     primary = sweep.summary.get("primary_metric") or sweep.meta.get("primary_metric")
-    return analyze(sweep.rows, run_views(sweep), settings, primary=primary, judge=sweep.judge, swept=sweep.swept)
+    return analyze(sweep.rows, run_views(sweep), settings, primary=primary, judge=sweep.judge, swept=sweep.swept,
+                   drift=(sweep.drift or {}).get("drift"))

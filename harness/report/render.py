@@ -215,6 +215,7 @@ def _forgetting_blocks(an: Analysis, d: Decision, review: str | None) -> list[tu
     if not fg:
         return []
     bl = an.bleed.get(d.chosen or "")
+    dr = an.drift.get(d.chosen or "") or {}
 
     def link(text: str, flt: str, family: str | None, cls: str = "") -> Cell:
         if not review:
@@ -232,6 +233,9 @@ def _forgetting_blocks(an: Analysis, d: Decision, review: str | None) -> list[tu
             row.append(link(f"{k} vs {kb} of {n}", "bleed", fam, "warn" if k > kb else "") if n else "—")
         for flt, k in (("regressed", c.b_only if c else None), ("improved", c.a_only if c else None)):
             row.append(link(str(k) if k is not None else "outputs", flt, fam, "warn" if flt == "regressed" and k else ""))
+        if dr:
+            i = dr.get(f)
+            row.append(f"{i.mean:.3f} [{i.lo:.3f}, {i.hi:.3f}]" if i is not None and not math.isnan(i.mean) else "—")
         rows.append(row)
     headers = ["probe family", "base pass rate", "change [95% CI]", "n", "status", "probes to settle"]
     if bl is not None:
@@ -243,16 +247,23 @@ def _forgetting_blocks(an: Analysis, d: Decision, review: str | None) -> list[tu
                      Cell(status, "warn" if bl.status == "bleeds" else "good"), "—",
                      link(f"{bl.count} vs {bl.base_count} of {bl.n} ({bl.rate.mean:.1%})", "bleed", None,
                           "warn" if bl.status == "bleeds" else ""),
-                     link("bleeding answers", "bleed", None), ""])
+                     link("bleeding answers", "bleed", None), ""] + (["—"] if dr else []))
         headers.append("format bleed: adapter vs base")
     headers += ["regressed: base passes, adapter fails", "improved: base fails, adapter passes"]
+    if dr:
+        headers.append("drift: KL to base [95% CI]")
     B: list[tuple] = [("h", 2, f"Forgetting: {d.chosen_name} vs base", "forgetting"),
                       ("table", "forgetting-table", headers, rows),
                       ("p", f"pass: the CI's lower bound is above -{an.settings.margin:.2f}; fail: a significant drop "
                             "beyond the margin; inconclusive: neither, with the number of probes that would settle it if "
                             "the observed change held. Format bleed: probe answers in the fine-tuning task's output form "
                             f"though the probe did not ask for it; allowed up to {an.settings.max_bleed:.0%} of probes "
-                            "above base (`decision.max_bleed`).")]
+                            "above base (`decision.max_bleed`)." + (
+                                " Drift: the mean per-token KL divergence of the adapter's next-token distribution from "
+                                "the base model's, along the base's own answers to the generated probes (nats; 0 = "
+                                "unchanged; no labels needed). Families ending in -mc are multiple-choice probes scored "
+                                "by likelihood (the right choice most likely), as lm-evaluation-harness scores ARC."
+                                if dr else ""))]
     if bl is None:
         B.append(("p", NOT_MEASURED[0].upper() + NOT_MEASURED[1:] + "."))
     elif bl.status == "bleeds" and bl.examples:
