@@ -23,6 +23,13 @@ its K/V is reused; logits are computed only where a continuation token is predic
 adapters disabled; an adapter pass runs with the adapter merged into a copy of the weights it touches (as fast
 as the base; PEFT's unmerged forward cost ~35% more), the base's own tensors put back afterwards.
 
+Cost (bench/likelihood_time.py; SmolLM2-135M, 2 threads, AVX-512 dev box shared with other jobs): tokens fed per
+model: mc.jsonl 10.3k (360 items), mc_fast.jsonl 5.5k (180), drift on the 160 fast probes 8.1k; the packed
+forward runs at ~0.83x a plain decoder forward of as many tokens (A/B in one process), which reaches ~600
+tokens/s on an idle box, so base + one adapter take about 41 s (mc), 22 s (mc_fast), 32 s (drift, fast probes)
+there, each further adapter half of that; AVX2-only machines are ~2.5x slower. Measured at load 3-7 the same
+runs took 180-230 s, 94-123 s and 172-241 s.
+
 `measure(scores_dir, model_cfg, adapters, probe_items, mc_items, scores_path=...)` reads the base model's probe
 answers from scores_path (the evaluation's scores.jsonl: rows model "base", split "probe", no error) and writes,
 via harness.io (atomic replace of the file, never writing through a symlink):
