@@ -106,7 +106,7 @@ class Bleed:
     n: int
     base_count: int
     families: dict[str, tuple[int, int, int]]  # family -> (model's bleeding answers, base's, probes measured)
-    examples: list[dict]           # first bleeding answers: family, sample_id, prompt, output
+    examples: list[dict]           # first bleeding answers of each family: family, sample_id, prompt, output
     status: str                    # bleeds | clean
 
     @property
@@ -196,14 +196,15 @@ class Analysis:
 # ------------------------------------------------------------------------------------------- score table
 
 def metric_value(v: Any) -> float | None:
-    """A metric value as float; None for missing, non-numeric or NaN (one rule for analysis, report and review)."""
+    """A metric value as float; None for missing, non-numeric, NaN or infinite (json.loads reads NaN and Infinity
+    from a score file; one rule for analysis, report and review)."""
     if v is None:
         return None
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return None if math.isnan(f) else f
+    return f if math.isfinite(f) else None
 
 
 def probe_value(metrics: dict) -> float | None:
@@ -469,6 +470,17 @@ def drift_view(drift: dict | None) -> dict[str, dict[str, Interval]]:
     return out
 
 
+def _per_family(rows: list[dict], k: int = 2) -> list[dict]:
+    """The first k bleeding answers of each family (so every family that bleeds has an example to show)."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in rows:
+        seen[r["family"]] = seen.get(r["family"], 0) + 1
+        if seen[r["family"]] <= k:
+            out.append(r)
+    return out
+
+
 def _bleed(m: str, table: ScoreTable, s: Settings) -> Bleed | None:
     """Model m's format bleed against base on the probes both answered (None when bleed was not measured)."""
     mine, base = table.bleed.get(m, {}), table.bleed.get(BASE, {})
@@ -480,7 +492,7 @@ def _bleed(m: str, table: ScoreTable, s: Settings) -> Bleed | None:
     fams = {f: (int(sum(v for v in per.values() if v)), int(sum(v for v in base.get(f, {}).values() if v)), len(per))
             for f, per in sorted(mine.items())}
     out = Bleed(interval(list(a.values()), s), interval(list(b.values()), s) if b else None, c,
-                int(sum(a.values())), len(a), int(sum(v for v in b.values() if v)), fams, table.bled.get(m, [])[:5],
+                int(sum(a.values())), len(a), int(sum(v for v in b.values() if v)), fams, _per_family(table.bled.get(m, [])),
                 "clean")
     out.status = "bleeds" if out.excess > s.max_bleed else "clean"
     return out

@@ -265,6 +265,9 @@ def _problems(an: Analysis) -> list[str]:
 
 def _settle_step(name: str, r, margin: float) -> str:
     beyond = r.comparison is not None and r.comparison.diff < -margin
+    if r.comparison is not None and r.probes_needed and r.probes_needed > 20 * max(r.comparison.n, 1):
+        return (f"Settle `{name}`: the observed change ({r.comparison.diff:+.3f}) sits close to the {margin:.2f} margin; "
+                f"only about {r.probes_needed} probes could tell them apart, so treat it as a possible drop.")
     return (f"Settle `{name}`: about {r.probes_needed} probes would show "
             + ("whether this drop is real (it is beyond the margin but not significant)." if beyond
                else f"whether the drop stays within {margin:.2f}."))
@@ -418,12 +421,14 @@ def clip_line(text: object, n: int) -> str:
 
 
 def _bleed_headline(b) -> str:
-    """The bleed clause of a headline: how many probes, and one example."""
-    ex = b.examples[0] if b.examples else None
-    eg = f' (e.g. "{clip_line(ex["prompt"], 60)}" -> `{clip_line(ex["output"], 50)}`)' if ex else ""
-    base = f", base {b.base_count}" if b.base_rate is not None else ""
-    return (f"it answers {b.count} of {b.n} general probes ({b.rate.mean:.0%}{base}) in the task's output form "
-            f"though they did not ask for it{eg}")
+    """The bleed clause of a headline: how many probes, where most, and one example from there."""
+    top = max(b.families, key=lambda f: (b.families[f][0], f)) if b.families else None
+    ex = next((e for e in b.examples if e.get("family") == top), b.examples[0] if b.examples else None)
+    eg = f', e.g. "{clip_line(ex["prompt"], 60)}" -> `{clip_line(ex["output"], 50)}`' if ex else ""
+    k, kb, n = b.families[top] if top else (0, 0, 0)
+    where = f"; {top} {k} of {n}" if top and k else ""
+    return (f"it answers {b.count} of {b.n} probes in the task's output form though they did not ask for it "
+            f"(base {b.base_count}{where}){eg}")
 
 
 def _drift_text(drift: dict[str, Interval]) -> str:

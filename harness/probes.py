@@ -115,9 +115,10 @@ def no_comma(output: str) -> bool:
     return bool((output or "").strip()) and "," not in output and "，" not in output
 
 
-def numeric(output: str, *, answer: float, tolerance: float = 1e-6) -> bool:
-    """The answer's final number ('#### n' or the last number) equals `answer`."""
-    got = extract_answer_number(output or "")
+def numeric(output: str, *, answer: float, tolerance: float = 1e-6, echo: list[str] | None = None) -> bool:
+    """The answer's final number ('#### n' or the last number) equals `answer`, once the question's own wording
+    (`echo`: "9 divided by 3", a word problem's sentences) is removed: echoing "9 divided by 3" does not answer 3."""
+    got = extract_answer_number(_strip_phrases(output or "", echo or []))
     return got is not None and abs(got - float(answer)) <= tolerance
 
 

@@ -548,3 +548,17 @@ def test_the_generated_sets_are_the_committed_ones():
 
     r = subprocess.run([sys.executable, str(PR.probes_dir() / "make_probes.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_echoing_the_arithmetic_question_is_no_answer():
+    """"9 divided by 3" ends in 3 but answers nothing; the same words followed by the result do."""
+    items = [it for it in PR.load_probes("default") if it.get("kind") in ("div", "word_mul")]
+    for it in items:
+        (num,) = [c for c in it["check"] if c["type"] == "numeric"]
+        q = it["messages"][-1]["content"].split(" Reply with")[0]
+        echo = q[len("What is "):].rstrip("?") if q.startswith("What is ") else q.split(". ")[0]
+        assert PR.check_probe(it, echo) == 0.0, (it["id"], echo)
+        assert PR.check_probe(it, f"{echo} = {num['answer']}") == 1.0, (it["id"], echo)
+    # the case that passed before: the divisor equals the quotient ("What is 9 divided by 3?")
+    assert any(it["kind"] == "div" and it["messages"][-1]["content"].split("?")[0].endswith(f" {c['answer']}")
+               for it in items for c in it["check"] if c["type"] == "numeric")

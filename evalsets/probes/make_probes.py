@@ -304,13 +304,22 @@ def _arith(kind: str, rng: random.Random) -> tuple[str, int, int]:
     raise ValueError(kind)
 
 
+def question_echo(q: str) -> list[str]:
+    """The question's wording an answer may repeat without answering: the expression of "What is 9 divided by 3?"
+    and each statement of a word problem (its last number is often in the question: echoing it is no answer)."""
+    if q.startswith("What is "):
+        return [q[len("What is "):].rstrip("?")]
+    return [part.strip() for part in re.split(r"[.?]\s*", q) if part.strip() and not part.startswith("How many")]
+
+
 def arithmetic_items(n: int, rng: random.Random) -> list[dict]:
     out, seen = [], set()
     while len(out) < n:
         kind = ARITH_KINDS[len(out) % len(ARITH_KINDS)]
         q, ans, budget = _fresh(lambda: _arith(kind, rng), seen)
         out.append(_item("arithmetic", kind, q + " Reply with only the final number, no words.",
-                         [{"type": "numeric", "answer": ans}, {"type": "plain_text"}], str(ans), budget))
+                         [{"type": "numeric", "answer": ans, "echo": question_echo(q)}, {"type": "plain_text"}],
+                         str(ans), budget))
     return out
 
 
