@@ -139,13 +139,13 @@ def train_point(cfg_node: Any) -> dict:
 
     from harness.pruning import pruner_for
     from harness.runs import write_status
-    from harness.train import RUN_ID_KEYS, train
+    from harness.train import config_identity, train
 
     cfg = OmegaConf.to_container(cfg_node, resolve=True)
     point = redact_overrides(_job_overrides())
     sweep_dir = Path(cfg["output_root"]).resolve() / str(cfg["sweep_name"])
     runs_root = sweep_dir / "runs"
-    trial = stable_hash({k: cfg.get(k) for k in RUN_ID_KEYS}, 12)
+    trial = config_identity(cfg)  # the pruner's key: the same hash as the run's config id (replay 0 left out)
     try:
         result = train(cfg, runs_root=runs_root, quiet=bool(os.environ.get("HARNESS_QUIET")),
                        should_stop=pruner_for(cfg, sweep_dir, trial))
