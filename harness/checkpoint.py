@@ -1,10 +1,19 @@
 """Resumable training checkpoints: checkpoints/step-N written in one rename, older ones dropped afterwards,
 so a SIGKILL at any moment leaves at least one complete copy. Each records the run id and config id it
-belongs to; a run directory holding another config's checkpoint is refused, never silently resumed."""
+belongs to; a run directory holding another config's checkpoint is refused, never silently resumed.
+
+A checkpoint is taken only between optimizer steps and holds everything the rest of the curve depends on
+(trainable weights, best weights, optimizer, scheduler, the torch/CUDA/python/numpy RNG states, the loop's
+state), so a resumed run is bitwise the uninterrupted one. Ctrl-C during a step is held until the step
+ends (StepBoundary); a second Ctrl-C stops at once and the unfinished step is discarded."""
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
 
 from harness.config import redact
@@ -34,8 +43,8 @@ def save_checkpoint(ckpt_root: Path, ident: dict, state: dict, model, optimizer,
         save_file({k: v.contiguous() for k, v in trainable_state(model).items()}, str(tmp / "trainable.safetensors"))
         if best is not None:
             save_file({k: v.contiguous() for k, v in best.items()}, str(tmp / "best.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, tmp / "optim.pt")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng_states()},
+                   tmp / "optim.pt")
         (tmp / "state.json").write_text(json.dumps({**ident, "state": state}, indent=1))
     drop_older(ckpt_root, final)
     return final
@@ -72,8 +81,69 @@ def load_checkpoint(ckpt: Path, meta: dict, model, optimizer, scheduler) -> tupl
     st = torch.load(ckpt / "optim.pt", weights_only=True)
     optimizer.load_state_dict(st["optimizer"])
     scheduler.load_state_dict(st["scheduler"])
-    torch.set_rng_state(st["torch_rng"])
+    restore_rng(st)
     return meta["state"], best
+
+
+def rng_states() -> dict:
+    """Every RNG a training step may draw from (LoRA dropout uses torch's; python's and numpy's for libraries)."""
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    out = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+           "numpy_rng": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, gauss]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng(st: dict) -> None:
+    """Sets the RNG states rng_states() saved (a checkpoint from before python/numpy were saved has torch's only)."""
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(st["torch_rng"])
+    if "python_rng" in st:
+        version, internal, gauss = st["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy_rng" in st:
+        kind, keys, pos, has_gauss, gauss = st["numpy_rng"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda_rng" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda_rng"])
+
+
+class StepBoundary:
+    """Holds Ctrl-C until the current optimizer step is over, so the interrupt lands where a checkpoint can
+    be exact: the first SIGINT sets `requested` (check() raises KeyboardInterrupt at the next boundary), a
+    second raises at once. Installed only in the main thread and over Python's default handler."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "StepBoundary":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("interrupt: finishing this training step, then saving a checkpoint (Ctrl-C again to stop now and "
+              "lose this step)", file=sys.stderr, flush=True)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

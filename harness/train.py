@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state, refuse_foreign_checkpoint,
-                                save_checkpoint, trainable_state)
+from harness.checkpoint import (StepBoundary, latest_checkpoint, load_checkpoint, load_trainable_state,
+                                refuse_foreign_checkpoint, save_checkpoint, trainable_state)
 from harness.config import dump_yaml, redact
 from harness.io import UserError, atomic_dir, read_json, sha256_file, stable_hash, write_json
+from harness.precision import PRECISIONS, Precision, cpu_has_native_bf16, resolve_precision  # noqa: F401
 from harness.replay import RUN_FILE, prompts_path, replay_examples
 from harness.runs import load_run, read_status, write_status
 from harness.train_data import (TrainData, collate, encode, encode_replay, load_train_data,  # noqa: F401
@@ -49,52 +50,6 @@ SCHEDULES: dict[str, Callable[[float], float]] = {  # progress after warmup (0..
     "linear": lambda p: max(0.0, 1.0 - p),
     "constant": lambda p: 1.0,
 }
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the step computes: `autocast` dtype (None = fp32) and the dtype of the decoder's frozen linear weights."""
-
-    name: str
-    autocast: str | None
-    base_dtype: str
-
-
-PRECISIONS = {
-    "fp32": Precision("fp32", None, "float32"),
-    # bf16 matmuls on frozen bf16 weights (half the memory, no per-step casts); the residual stream, embeddings,
-    # LM head and loss, LoRA weights, gradients and optimizer stay fp32
-    "bf16": Precision("bf16", "bfloat16", "bfloat16"),
-}
-
-
-def cpu_has_native_bf16() -> bool:
-    """bf16 matmuls in hardware (AVX512-BF16 or AMX) and not masked off by ATEN_CPU_CAPABILITY/ONEDNN_MAX_CPU_ISA."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    if not flags & {"avx512_bf16", "amx_bf16"}:
-        return False
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if isa and ("AVX512" not in isa and "AMX" not in isa and isa != "ALL" and isa != "DEFAULT"):
-        return False
-    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
-    return aten in ("", "default", "avx512")
-
-
-def resolve_precision(name: str, device: str) -> Precision:
-    """train.precision: fp32 | bf16 | auto (bf16 where the hardware has it natively, else fp32)."""
-    if name == "auto":
-        import torch
-
-        if device == "cuda":
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        else:
-            name = "bf16" if cpu_has_native_bf16() else "fp32"
-    if name not in PRECISIONS:
-        raise UserError(f"train.precision: unknown value {name!r} (auto, {', '.join(PRECISIONS)})")
-    return PRECISIONS[name]
 
 
 def load_base(cfg: dict, spec, device: str, precision: Precision):
@@ -467,12 +422,15 @@ class LoRARecipe:
         return st.stop_reason is not None or st.step >= self.total_steps or st.epoch >= self.max_epochs
 
     def train_epoch(self, bar: Progress, clock: Callable[[], float]) -> None:
-        """Steps through the rest of the current epoch (from state.batch), validating and checkpointing on schedule."""
+        """Steps through the rest of the current epoch (from state.batch), validating and checkpointing on schedule.
+        `in_step` is True from a step's first forward until its validation and epoch roll-over are done: a
+        checkpoint is written only outside it, and a held Ctrl-C stops the run only there."""
         st, t = self.state, self.tcfg
         eval_every, ckpt_every = int(t.get("eval_every", 0) or 0), int(t.get("checkpoint_every", 0) or 0)
         batches = make_batches(self.train_enc, self.bs, self.seed, st.epoch, bool(t.get("group_by_length", True)),
                                self.n_replay)
         while st.batch < len(batches):
+            self.in_step = True
             group = batches[st.batch:st.batch + self.accum]
             loss = self.train_step(group)
             st.batch += len(group)
@@ -486,12 +444,14 @@ class LoRARecipe:
                 self.validate()
             if end_of_epoch:
                 st.epoch, st.batch = st.epoch + 1, 0
+            self.in_step = False
             if ckpt_every and st.step % ckpt_every == 0 and not self.finished():
                 st.wall = clock()
                 save_checkpoint(self.run_dir / "checkpoints", self.ident, asdict(st), self.model, self.optimizer,
                                 self.scheduler, self.best)
             if self.on_step is not None:
                 self.on_step(st)
+            self.boundary.check()
             if end_of_epoch or self.finished():
                 return
 
@@ -502,12 +462,16 @@ class LoRARecipe:
         t_start = time.perf_counter() - st.wall
         clock = lambda: time.perf_counter() - t_start  # noqa: E731
         self.model.train()
+        self.in_step, self.boundary = True, StepBoundary()
         try:
-            if st.step == 0 and not st.val_curve:
-                self.validate()  # step 0: the untrained adapter (= the base model) is the baseline to beat
-            with Progress(self.quiet, self.total_steps, st.step) as bar:
-                while not self.finished():
-                    self.train_epoch(bar, clock)
+            with self.boundary:
+                if st.step == 0 and not st.val_curve:
+                    self.validate()  # step 0: the untrained adapter (= the base model) is the baseline to beat
+                self.in_step = False
+                self.boundary.check()
+                with Progress(self.quiet, self.total_steps, st.step) as bar:
+                    while not self.finished():
+                        self.train_epoch(bar, clock)
         except TrainingDiverged as exc:
             write_status(self.run_dir, "failed", error=str(exc), run_id=self.run_id)
             self.log(f"FAILED: {exc}")
@@ -517,8 +481,13 @@ class LoRARecipe:
             raise err from None
         except KeyboardInterrupt:
             st.wall = clock()
-            save_checkpoint(self.run_dir / "checkpoints", self.ident, asdict(st), self.model, self.optimizer, self.scheduler,
-                            self.best)
+            if self.in_step:  # half a step (weights, RNG or curves part-way): resume from the last checkpoint
+                found = latest_checkpoint(self.run_dir / "checkpoints")
+                self.log("interrupted inside a training step: it is discarded; resume starts from "
+                         + (f"step {found[1]['state']['step']}" if found else "the beginning"))
+            else:
+                save_checkpoint(self.run_dir / "checkpoints", self.ident, asdict(st), self.model, self.optimizer,
+                                self.scheduler, self.best)
             write_status(self.run_dir, "interrupted", run_id=self.run_id)
             self.tracker.finish(1)
             raise
