@@ -440,7 +440,7 @@ def _export_gguf(info: RunInfo, spec, model_cfg: dict, dest: Path, manifest: dic
         tokenizer, res.model = res.tokenizer, None
         outtype, q = GGUF_STEPS[quant]
         log(f"converting merged model to GGUF ({outtype}) with llama.cpp's convert_hf_to_gguf.py ...")
-        built.append(hgguf.convert_hf_to_gguf(hf_dir, None, outtype))
+        built.append(hgguf.convert_hf_to_gguf(hf_dir, None, outtype, bool(model_cfg.get("trust_remote_code"))))
         if q:
             log(f"quantizing to {q} with llama.cpp (llama_model_quantize) ...")
             built.append(hgguf.quantize_gguf(built[0], built[0].with_name(built[0].stem + f"-{q}.gguf"), q))

@@ -224,13 +224,38 @@ def _cached(out_file: Path | None, default_name: str, key: str) -> tuple[Path, P
     return out, meta, ok
 
 
-def convert_hf_to_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike | None = None, outtype: str = "f16") -> Path:
+def refuse_own_code(folder: Path, trust_remote_code: bool) -> None:
+    """llama.cpp's converters load the tokenizer/config of several architectures with trust_remote_code=True, so
+    a folder that carries its own code (`auto_map` in a JSON config, or any *.py) would run it. Refused unless
+    the user allowed remote code on their own command line."""
+    if trust_remote_code:
+        return
+    found = []
+    for p in sorted(folder.glob("*.json")):
+        if p.name == "tokenizer.json" or not p.is_file() or p.stat().st_size > 16 * 2**20:
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and ("auto_map" in data or "auto_mapping" in data):
+            found.append(f"auto_map in {p.name}")
+    found += [str(p.relative_to(folder)) for p in sorted(folder.rglob("*.py"))][:3]
+    if found:
+        raise UserError(f"{folder}: carries its own code ({', '.join(found)}), which llama.cpp's GGUF converter may run "
+                        "(it loads some models with trust_remote_code=True); refused. If you trust it, allow it "
+                        "yourself: model.trust_remote_code=true (harness export: --trust-remote-code)")
+
+
+def convert_hf_to_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike | None = None, outtype: str = "f16",
+                       trust_remote_code: bool = False) -> Path:
     """Convert a HF safetensors model folder to one GGUF file; cached by content (returns the cached file)."""
     model_dir = Path(model_dir)
     if outtype not in BASE_OUTTYPES:
         raise UserError(f"unknown GGUF outtype {outtype!r} (expected one of {', '.join(BASE_OUTTYPES)})")
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    refuse_own_code(model_dir, trust_remote_code)
     cdir = converter_dir()
     digest = _input_digest(model_dir, ("*.safetensors", "*.json", "tokenizer.model", "*.txt"))
     key = stable_hash({"in": digest, "outtype": outtype, "conv": _converter_version(cdir)}, 16)
@@ -247,6 +272,7 @@ def convert_lora_to_gguf(
     base_model_dir: str | os.PathLike,
     out_file: str | os.PathLike | None = None,
     outtype: str = "f32",
+    trust_remote_code: bool = False,
 ) -> Path:
     """Convert a PEFT LoRA adapter folder to a llama.cpp GGUF LoRA; cached by adapter + base content."""
     adapter_dir, base_model_dir = Path(adapter_dir), Path(base_model_dir)
@@ -255,6 +281,8 @@ def convert_lora_to_gguf(
     weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file() or not (adapter_dir / "adapter_config.json").is_file():
         raise UserError(f"{adapter_dir}: not a PEFT adapter folder (needs adapter_config.json + adapter_model.safetensors)")
+    refuse_own_code(adapter_dir, trust_remote_code)
+    refuse_own_code(base_model_dir, trust_remote_code)
     cdir = converter_dir()
     key = stable_hash(
         {
@@ -328,11 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model_dir")
     p.add_argument("--out")
     p.add_argument("--outtype", default="f16", choices=BASE_OUTTYPES)
+    p.add_argument("--trust-remote-code", action="store_true", help="convert a folder that carries its own code")
     p = sub.add_parser("convert-lora", help="convert a PEFT adapter folder to a GGUF LoRA")
     p.add_argument("adapter_dir")
     p.add_argument("--base", required=True)
     p.add_argument("--out")
     p.add_argument("--outtype", default="f32", choices=LORA_OUTTYPES)
+    p.add_argument("--trust-remote-code", action="store_true", help="convert folders that carry their own code")
     p = sub.add_parser("quantize", help="quantize a GGUF model")
     p.add_argument("in_file")
     p.add_argument("out_file")
@@ -344,9 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "where":
             print(converter_dir())
         elif a.cmd == "convert":
-            print(convert_hf_to_gguf(a.model_dir, a.out, a.outtype))
+            print(convert_hf_to_gguf(a.model_dir, a.out, a.outtype, a.trust_remote_code))
         elif a.cmd == "convert-lora":
-            print(convert_lora_to_gguf(a.adapter_dir, a.base, a.out, a.outtype))
+            print(convert_lora_to_gguf(a.adapter_dir, a.base, a.out, a.outtype, a.trust_remote_code))
         elif a.cmd == "quantize":
             print(quantize_gguf(a.in_file, a.out_file, a.type))
     except UserError as e:

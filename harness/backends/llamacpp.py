@@ -75,13 +75,15 @@ class LlamaCppBackend(ServedAdapters):
         for adir in self.adapter_dirs.values():
             if not (adir / "adapter_model.safetensors").is_file():
                 raise UserError(f"{adir}: not a PEFT adapter folder (needs adapter_config.json + adapter_model.safetensors)")
-        self.base_gguf = convert_hf_to_gguf(model_dir, outtype=outtype)
+        trc = self.model_spec.trust_remote_code  # the user's own (targets.py drops a foreign directory's)
+        self.base_gguf = convert_hf_to_gguf(model_dir, outtype=outtype, trust_remote_code=trc)
         if quant:
             q = self.base_gguf.with_name(self.base_gguf.stem + f"-{quant}.gguf")
             if not q.is_file():
                 quantize_gguf(self.base_gguf, q, quant)
             self.base_gguf = q
-        self.lora_ggufs = {k: convert_lora_to_gguf(d, model_dir, outtype=lora_outtype) for k, d in self.adapter_dirs.items()}
+        self.lora_ggufs = {k: convert_lora_to_gguf(d, model_dir, outtype=lora_outtype, trust_remote_code=trc)
+                           for k, d in self.adapter_dirs.items()}
         self.tokenizer = load_tokenizer(self.model_spec)
         kv = kv_type or ("f32" if outtype == "f32" else None)
         if kv is not None:
