@@ -14,6 +14,7 @@ them into an outcome; render.py and plots.py present them; harness.gate reads th
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def reproduce_command(sweep: Sweep, run: dict) -> str:
             merged[k] = v
     else:
         for k, v in sorted(run["hparams"].items()):
-            merged[k] = _hp(v) if not isinstance(v, (list, dict)) else json.dumps(v)
+            merged[k] = _hp(v)
     # a grid axis the run did not pin (comma list) cannot be reproduced as is: use the run's value
     for k, v in list(merged.items()):
         if "," in v and k in run["hparams"]:
@@ -62,6 +63,9 @@ def reproduce_command(sweep: Sweep, run: dict) -> str:
 
 
 def _hp(v: Any) -> str:
+    """One override value: floats short, lists and objects as compact JSON (also Hydra's list syntax)."""
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 

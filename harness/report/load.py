@@ -135,16 +135,51 @@ def run_views(sweep: Sweep) -> list[RunView]:
 
 
 SETTING_KEYS = {f.name for f in dataclasses.fields(Settings)}
+_OPEN, _HALF = (0.0, 1.0, False), (0.0, 1.0, True)  # (lo, hi, lo allowed): (0, 1) and [0, 1)
+# what a foreign sweep.json may hold for each Settings field: a number in a range, an integer in a range, a text
+SETTING_RULES: dict[str, tuple] = {
+    "alpha": ("p", _OPEN), "margin": ("p", _OPEN), "max_bleed": ("p", _HALF), "min_effect": ("p", _HALF),
+    "max_error_rate": ("p", _HALF), "max_judge_missing": ("p", _HALF), "power": ("p", _OPEN),
+    "target": ("real", None), "min_items": ("int", (1, 10**9)), "min_events": ("int", (0, 10**9)),
+    "n_boot": ("int", (100, 100_000)), "seed": ("int", (0, 2**32 - 1)),
+    "target_source": ("text", None), "select_by": ("text", None),
+}
+
+
+def check_setting(key: str, v: Any, where: str) -> Any:
+    """One decision setting read from a file, checked before it is used: a string alpha would be a TypeError deep
+    in the statistics, n_boot 1e9 an allocation of hundreds of GiB. UserError `WHERE: KEY: ...` otherwise."""
+    kind, rng = SETTING_RULES[key]
+    if kind == "text":
+        if not isinstance(v, str) or len(v) > 200:
+            raise UserError(f"{where}: {key}: expected a short text, got {str(v)[:60]!r}")
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
+        want = "an integer" if kind == "int" else "a number"
+        raise UserError(f"{where}: {key}: expected {want}, got {json.dumps(v, default=str)[:60]}")
+    if not math.isfinite(v):
+        raise UserError(f"{where}: {key}: expected a finite number, got {v}")
+    if kind == "int" and not rng[0] <= v <= rng[1]:
+        raise UserError(f"{where}: {key}: expected an integer from {rng[0]} to {rng[1]}, got {v}")
+    if kind == "p" and not (rng[0] < v < rng[1] or (rng[2] and v == rng[0])):
+        raise UserError(f"{where}: {key}: expected a number in {'[' if rng[2] else '('}0, 1), got {v}")
+    return v
 
 
 def settings_for(sweep: Sweep, **overrides: Any) -> Settings:
     """The sweep's decision settings (sweep.json `decision`, written from conf/decision), the task's target
-    (recorded by the sweep), then explicit overrides (CLI flags, the gate config). None overrides are ignored."""
-    base = {k: v for k, v in (sweep.meta.get("decision") or {}).items() if k in SETTING_KEYS and v is not None}
+    (recorded by the sweep), then explicit overrides (CLI flags, the gate config). None overrides are ignored.
+    Values read from the sweep's files are checked (check_setting): the directory may be someone else's."""
+    decision = sweep.meta.get("decision") or {}
+    if not isinstance(decision, dict):
+        raise UserError(f"{sweep.dir / 'sweep.json'}: decision: expected an object")
+    base = {k: check_setting(k, v, f"{sweep.dir / 'sweep.json'}: decision")
+            for k, v in decision.items() if k in SETTING_KEYS and v is not None}
     if base.get("target") is not None and not base.get("target_source"):
         base["target_source"] = "task"
     if "target" not in base and _float(sweep.summary.get("target")) is not None:
-        base.update(target=float(sweep.summary["target"]), target_source="task")
+        target = check_setting("target", float(sweep.summary["target"]), f"{sweep.dir / 'scores' / 'summary.json'}")
+        base.update(target=target, target_source="task")
     if "select_by" not in base and sweep.summary.get("select_by"):
         base["select_by"] = str(sweep.summary["select_by"])
     base.update({k: v for k, v in overrides.items() if v is not None})

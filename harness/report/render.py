@@ -348,15 +348,15 @@ def _num_label(d: Decision, key: str) -> str:
 
 
 def _decision_md(d: Decision, chart: tuple | None, review: str | None) -> list[str]:
-    out = [f"## Decision: {OUTCOMES[d.outcome]}", f"> **{d.headline}**"]
+    out = [f"## Decision: {OUTCOMES[d.outcome]}", f"> **{_md_text(d.headline)}**"]
     if d.numbers:
-        out.append("| | " + " | ".join(_num_label(d, k) for k in d.numbers) + " |\n|---|" + "---|" * len(d.numbers) + "\n| "
-                   + (d.primary or "") + " | " + " | ".join(fmt_interval(v) for v in d.numbers.values()) + " |")
+        out.append("| | " + " | ".join(_md_cell(_num_label(d, k)) for k in d.numbers) + " |\n|---|" + "---|" * len(d.numbers)
+                   + "\n| " + _md_cell(d.primary or "") + " | " + " | ".join(fmt_interval(v) for v in d.numbers.values()) + " |")
     if chart:
-        out.append(f"![{chart[1]}](plots/{chart[0]})")
-    out.append("**Why**\n\n" + "\n".join(f"- {r}" for r in d.reasons))
-    out.append("**Next steps**\n\n" + "\n".join(f"- {r}" for r in d.next_steps))
-    out.append(f"Chosen adapter: {d.selection}.")
+        out.append(f"![{_md_text(chart[1])}](plots/{chart[0]})")
+    out.append("**Why**\n\n" + "\n".join(f"- {_md_text(r)}" for r in d.reasons))
+    out.append("**Next steps**\n\n" + "\n".join(f"- {_md_text(r)}" for r in d.next_steps))
+    out.append(f"Chosen adapter: {_md_text(d.selection)}.")
     if review:
         out.append(f"See every output side by side: [{review}]({review})")
     return out
@@ -370,7 +370,27 @@ def _md_cell(c: Any) -> str:
         t = f"**{t}**"
     if isinstance(c, Cell) and c.href:
         t = f"[{t}]({c.href})"
-    return t
+    return _md_text(t)
+
+
+# a CommonMark code span: a backtick run (not escaped, not part of a longer run) closed by a run of the same length
+_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
+
+
+def _md_text(text: Any) -> str:
+    """Text for report.md: `<`, `>` and `&` outside code spans become entities, so a run name, metric or output
+    is never raw HTML in a Markdown viewer (a code span shows its content literally already)."""
+    s, out, pos = str(text), [], 0
+    for m in _CODE_SPAN.finditer(s):
+        out += [html.escape(s[pos:m.start()], quote=False), m.group(0)]
+        pos = m.end()
+    return "".join(out) + html.escape(s[pos:], quote=False)
+
+
+def _md_fenced(info: str, text: str) -> str:
+    """A fenced block longer than any backtick run inside it: a config holding ``` cannot close it early."""
+    fence = "`" * max(3, 1 + max((len(m) for m in re.findall(r"`+", text)), default=0))
+    return f"{fence}{info}\n{text}\n{fence}"
 
 
 def _md_code(text: str) -> str:
@@ -386,9 +406,9 @@ def render_md(B: list[tuple]) -> str:
     for b in B:
         kind = b[0]
         if kind == "h":
-            out.append("#" * b[1] + " " + b[2])
+            out.append("#" * b[1] + " " + _md_text(b[2]))
         elif kind == "p":
-            out.append(b[1])
+            out.append(_md_text(b[1]))
         elif kind == "decision":
             out += _decision_md(b[1], b[2], b[3])
         elif kind == "table":
@@ -397,15 +417,16 @@ def render_md(B: list[tuple]) -> str:
             lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
             out.append("\n".join(lines))
         elif kind == "img":
-            out.append(f"![{b[1]}](plots/{b[2]})")
+            out.append(f"![{_md_text(b[1])}](plots/{b[2]})")
         elif kind == "code":
-            out.append(f"```{b[1]}\n{b[2]}\n```")
+            out.append(_md_fenced(b[1], b[2]))
         elif kind == "details":
-            out.append(f"<details><summary>{html.escape(b[1])}</summary>\n\n```{b[2]}\n{b[3]}\n```\n\n</details>")
+            out.append(f"<details><summary>{html.escape(b[1])}</summary>\n\n{_md_fenced(b[2], b[3])}\n\n</details>")
         elif kind == "ul":
-            out.append("\n".join(f"- {x}" for x in b[1]))
+            out.append("\n".join(f"- {_md_text(x)}" for x in b[1]))
         elif kind == "samples":
-            out.append(b[1] + "\n\n" + "\n".join(f"- {fam}: {_md_code(q)} -> {_md_code(a)}" for fam, q, a in b[2]))
+            out.append(_md_text(b[1]) + "\n\n" + "\n".join(f"- {_md_text(fam)}: {_md_code(q)} -> {_md_code(a)}"
+                                                             for fam, q, a in b[2]))
     return "\n\n".join(out) + "\n"
 
 
