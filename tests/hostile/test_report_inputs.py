@@ -135,3 +135,14 @@ def test_report_md_carries_no_raw_html_from_names_or_configs(pristine, tmp_path)
     text = re.sub(r"(?<![`\\])(`+)(?!`)(.+?)(?<!`)\1(?!`)", "", "\n".join(outside_code))  # code spans are literal
     assert "<img" not in text and "<script" not in text, text
     assert "# <script>alert(2)</script>" in md  # still shown, inside the fence
+
+
+def test_every_decision_setting_has_a_rule():
+    """A field added to analysis.Settings without a rule in report.load.SETTING_RULES would reach the statistics
+    unchecked from a foreign sweep.json (or fail with a KeyError): add its rule there."""
+    import dataclasses
+
+    from harness.analysis import Settings
+    from harness.report.load import SETTING_RULES
+
+    assert set(SETTING_RULES) == {f.name for f in dataclasses.fields(Settings)}
