@@ -24,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from harness.io import UserError
+
 Value = float | None
 
 # --------------------------------------------------------------------------- text normalisation
@@ -254,14 +256,28 @@ def schema_violation(output: str, schema: dict) -> str | None:
         return f"not JSON ({parsed.error})"
     from jsonschema import validators
     from jsonschema.exceptions import best_match
+    from referencing import Registry
+    from referencing.exceptions import Unresolvable
 
     cls = validators.validator_for(schema)
-    errors = list(cls(schema).iter_errors(parsed.value))
+    try:
+        errors = list(cls(schema, registry=Registry(retrieve=_no_remote_refs)).iter_errors(parsed.value))
+    except Unresolvable as exc:
+        raise UserError(f"json_schema: $ref {getattr(exc, 'ref', '')!r} cannot be resolved inside the schema (a $ref "
+                        "to a URL or file is never fetched: put the definition under $defs)") from None
     if not errors:
         return None
     err = best_match(errors)
     path = getattr(err, "json_path", None) or "$" + "".join(f"[{p!r}]" for p in err.absolute_path)
     return f"{path}: {err.message}"
+
+
+def _no_remote_refs(uri: str):
+    """jsonschema's default fetches a $ref URL over the network: a request from the scorer, and a server that
+    decides schema_valid. Only references inside the schema resolve."""
+    from referencing.exceptions import NoSuchResource
+
+    raise NoSuchResource(ref=uri)
 
 
 def schema_valid(output: str, *, schema: dict) -> float:
