@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from harness.metrics import extract_json
+from harness.metrics import bounded_match, extract_json
 
 JSON_METRICS = ("json_valid", "schema_valid", "field_accuracy", "all_fields_correct")
 JSON_PROBE_CHECKS = ("json_only", "json_keys")
@@ -106,8 +106,9 @@ def bleeds(form: TaskForm, item: dict, output: str) -> float | None:
     text = (output or "").strip()
     if form.kind == "pattern":
         try:
-            return float(bool(text) and re.fullmatch(form.pattern, text, flags=re.S) is not None)
+            hit = bool(text) and bounded_match(form.pattern, text, re.S, full=True)
         except re.error:
             return None
+        return None if hit is None else float(hit)  # None: the pattern ran out of time on this answer
     got = _norm(text)
     return float(got in form.labels and got not in _accepted(item))

@@ -119,12 +119,35 @@ def regex_flags(flags: str | Sequence[str] | int | None) -> int:
     return out
 
 
+REGEX_TIMEOUT_S = 1.0  # per output and pattern
+
+
+def bounded_match(pattern: str, text: str, flags: int = 0, full: bool = False) -> bool | None:
+    """re.search (re.fullmatch when `full`) semantics, run by the `regex` engine (re-compatible V0) under a time
+    limit: a task's pattern that backtracks catastrophically on some output ('(a|aa)+$' on 40 a's and a b) gives
+    None after REGEX_TIMEOUT_S instead of hanging the evaluation. A bad pattern raises re.error."""
+    import regex
+
+    try:
+        rx = regex.compile(pattern, flags)
+    except regex.error as exc:
+        raise re.error(str(exc)) from None
+    try:
+        m = rx.fullmatch(text, timeout=REGEX_TIMEOUT_S) if full else rx.search(text, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        return None
+    return m is not None
+
+
 def regex_match(output: str, *, pattern: str, flags: str | Sequence[str] | int | None = None,
                 full: bool = False) -> float:
-    """1.0 when `pattern` is found in the output (re.search; re.fullmatch on the stripped output when `full`)."""
-    rx = re.compile(pattern, regex_flags(flags))
+    """1.0 when `pattern` is found in the output (re.search; re.fullmatch on the stripped output when `full`);
+    a match that runs past REGEX_TIMEOUT_S is a metric error (unscored), never a hang."""
     text = output or ""
-    return float(bool(rx.fullmatch(text.strip()) if full else rx.search(text)))
+    hit = bounded_match(pattern, text.strip() if full else text, regex_flags(flags), full)
+    if hit is None:
+        raise ValueError(f"pattern ran longer than {REGEX_TIMEOUT_S:g} s on this output (catastrophic backtracking?)")
+    return float(hit)
 
 
 _NUM_RX = re.compile(r"[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-−]?\.\d+")
