@@ -8,12 +8,19 @@ over its answer positions (including the one that predicts the end of the answer
 in float64 (identical logits give exactly 0; tiny negative round-off is clamped to 0). Per family and overall:
 mean with a percentile-bootstrap CI over prompts (harness.stats.bootstrap_ci).
 
-Multiple-choice probes (`score_mc`), scored as lm-evaluation-harness scores ARC/HellaSwag: an item
-{"id", "family", "messages", "choices": [str, ...], "answer": index, ["kind"]}; a choice's score is
-log P(choice + end-of-turn | chat-templated prompt), summed over its tokens. The end-of-turn token is part of
-the choice because a chat model's whole answer is being scored: without it a choice that is a prefix of
-another ("8" vs "85") could never lose. pass (acc) = the argmax of the sums is `answer`; pass_norm (acc_norm)
-= the argmax of sum / len(choice in characters), as lm-eval normalises. Ties go to the lowest index.
+Multiple-choice probes (`score_mc`), scored as lm-evaluation-harness scores ARC/HellaSwag, as a continuation of a
+fixed cue, never with an end-of-sequence: an item {"id", "family", "messages", "choices": [str, ...], "answer": index,
+["kind"]}; a choice's score is log P(" " + choice | chat-templated prompt + ANSWER_CUE), summed over its tokens (cue
+and choice tokenized together, as training tokenizes an answer, and split where the cue's own tokens end). Scoring
+P(choice + end-of-turn) right after the assistant tag measured the answer's FORM: a base model that answers in
+sentences put little mass on "Paris<end>" for every choice, its argmax was noise, and a terse adapter looked smarter.
+The cue "The answer is:" reads as a sentence before every family's answer (a sum, a capital, a passage's name,
+yes/no), starts as a model answering in sentences starts, and ends where the answer comes next: SmolLM2-135M
+continues "The answer is" with ":" (p ~0.5), and after the bare phrase it scored every capital near -10 (0.73 right
+on capitals, 1.00 with the colon; lm-eval's "Answer:" scored the same within noise but reads as a form field).
+Without the end token a choice that is a prefix of another ("8" vs "85") could never lose to it: validate_mc
+refuses such items (make_mc_probes.py never makes them). pass (acc) = the argmax of the sums is `answer`;
+pass_norm (acc_norm) = the argmax of sum / len(choice in characters), as lm-eval normalises; ties -> lowest index.
 
 Speed (2 CPU cores, SmolLM2-135M): one forward per model per prompt, never one per (prompt, choice): the
 choices of an item are packed after its prompt in one row, each attending to the prompt and to itself only
@@ -23,12 +30,10 @@ its K/V is reused; logits are computed only where a continuation token is predic
 adapters disabled; an adapter pass runs with the adapter merged into a copy of the weights it touches (as fast
 as the base; PEFT's unmerged forward cost ~35% more), the base's own tensors put back afterwards.
 
-Cost (bench/likelihood_time.py; SmolLM2-135M, 2 threads, AVX-512 dev box shared with other jobs): tokens fed per
-model: mc.jsonl 10.3k (360 items), mc_fast.jsonl 5.5k (180), drift on the 160 fast probes 8.1k; the packed
-forward runs at ~0.83x a plain decoder forward of as many tokens (A/B in one process), which reaches ~600
-tokens/s on an idle box, so base + one adapter take about 41 s (mc), 22 s (mc_fast), 32 s (drift, fast probes)
-there, each further adapter half of that; AVX2-only machines are ~2.5x slower. Measured at load 3-7 the same
-runs took 180-230 s, 94-123 s and 172-241 s.
+Cost (bench/likelihood_time.py; SmolLM2-135M, 2 threads, AVX-512 box): tokens fed per model: mc.jsonl 10.7k (360
+items), mc_fast.jsonl 5.8k (180), drift on the 160 fast probes 8.1k; the packed forward runs at ~0.83x a plain
+decoder forward (~600 tokens/s idle), so base + one adapter take ~43 s (mc), ~23 s (mc_fast), ~32 s (drift) idle,
+each further adapter half of that; AVX2-only machines are ~2.5x slower. At load 3-6: 118-173 s for mc.
 
 `measure(scores_dir, model_cfg, adapters, probe_items, mc_items, scores_path=...)` reads the base model's probe
 answers from scores_path (the evaluation's scores.jsonl: rows model "base", split "probe", no error) and writes,
@@ -72,6 +77,7 @@ MC_FAMILIES = tuple(f for f in FAMILIES if f != "ifeval")  # a format instructio
 MC_KEYS = {"id", "family", "kind", "messages", "choices", "answer"}
 MAX_TOKENS = 2048  # tokens per forward batch (rows x width): throughput is flat from ~256 to ~4096 on 2 cores
 MAX_ROWS = 64
+ANSWER_CUE = "The answer is:"  # opens every model's answer to every MC item (why this one: the module docstring)
 
 
 # --------------------------------------------------------------------------- MC items
@@ -101,11 +107,24 @@ def validate_mc(item: Any) -> str | None:
     ch = item["choices"]
     if not isinstance(ch, list) or len(ch) < 2 or not all(isinstance(c, str) and c.strip() for c in ch):
         return "choices: must be a list of at least 2 non-empty strings"
-    if len(set(ch)) != len(ch):
-        return "choices: must be distinct"
+    pair = prefix_pair(ch)
+    if pair:
+        return (f"choices: {pair[0]!r} is a prefix of {pair[1]!r} (compared stripped and case-folded); choices are "
+                "scored without an end-of-turn token, so the longer one could never outscore the shorter")
     a = item["answer"]
     if isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < len(ch):
         return f"answer: must be the index of the right choice (0 to {len(ch) - 1})"
+    return None
+
+
+def prefix_pair(choices: Sequence[str]) -> tuple[str, str] | None:
+    """(a, b), two choices where a is a string prefix of b once stripped and case-folded (equal ones included), or
+    None. A choice whose tokens are a prefix of another's is always one: the string check covers the token one."""
+    norm = [c.strip().casefold() for c in choices]
+    for i, a in enumerate(norm):
+        for j, b in enumerate(norm):
+            if i != j and b.startswith(a):
+                return choices[i], choices[j]
     return None
 
 
@@ -197,6 +216,7 @@ class Scorer:
         self.decoder, self.head = inner.get_decoder(), inner.get_output_embeddings()
         self.max_tokens = int(max_tokens)
         self.eot = end_of_turn(self.tokenizer)
+        self.cue_ids = self.tokenizer(ANSWER_CUE, add_special_tokens=False)["input_ids"]
         self._prefix_kv: dict[tuple[str, tuple[int, ...]], list] = {}
         self._merge_plan: dict[str, list | None] = {}
         self.last_tokens = 0
@@ -212,6 +232,20 @@ class Scorer:
     def answer_ids(self, text: str) -> list[int]:
         """An answer's tokens followed by the end-of-turn token, as training tokenizes a target."""
         return self.tokenizer(text + self.eot, add_special_tokens=False)["input_ids"]
+
+    def choice_ids(self, choice: str) -> list[int]:
+        """A choice's tokens as the continuation of ANSWER_CUE, no end-of-turn token: cue + " " + choice tokenized
+        as training tokenizes an answer, less the cue's own tokens."""
+        ids = self.tokenizer(f"{ANSWER_CUE} {choice}", add_special_tokens=False)["input_ids"]
+        if ids[:len(self.cue_ids)] != self.cue_ids:
+            raise UserError(f"{self.spec.name}: the tokenizer merges the answer cue {ANSWER_CUE!r} into the choice "
+                            f"{choice!r}; MC items cannot be scored with it")
+        return ids[len(self.cue_ids):]
+
+    def mc_rows(self, items: list[dict]) -> list[_Row]:
+        """Per item: the prompt as generation tokenizes it + the answer cue, then each choice's continuation."""
+        return [_Row(self.prompt_ids(it["messages"]) + self.cue_ids, [self.choice_ids(c) for c in it["choices"]])
+                for it in items]
 
     # ------------------------------------------------------------------ batching
     def _prefix_len(self, rows: list[_Row]) -> int:
@@ -395,7 +429,7 @@ class Scorer:
         keys = list(keys) if keys is not None else self.models
         if not items:
             return {k: {} for k in keys}
-        rows = [_Row(self.prompt_ids(it["messages"]), [self.answer_ids(c) for c in it["choices"]]) for it in items]
+        rows = self.mc_rows(items)  # built once: every model scores the very same tokens
         prefix, batches = self._plan(rows)
         sums: dict[str, list[list[float]]] = {k: [[0.0] * len(it["choices"]) for it in items] for k in keys}
         for key in keys:
@@ -524,7 +558,7 @@ def measure(scores_dir: Path, model_cfg: dict, adapters: dict[str, Path], probe_
     settings = {"alpha": alpha, "n_boot": n_boot, "seed": seed, "version": VERSION}
     dhash = stable_hash({"settings": settings, "models": identities,
                          "prompts": [[pid, fam, m, answers[pid]["output"]] for pid, fam, m in prompts if pid in answers]}, 24)
-    mhash = stable_hash({"settings": settings, "models": identities, "mc": mc_items}, 24)
+    mhash = stable_hash({"settings": settings, "models": identities, "mc": mc_items, "cue": ANSWER_CUE}, 24)
     dpath, mpath = scores_dir / DRIFT, scores_dir / MC_SCORES
     old: dict = {}
     if not force and dpath.is_file():

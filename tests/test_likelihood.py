@@ -54,8 +54,18 @@ def _ref_logprobs(model, tok, messages: list[dict], continuation: str):
 
 
 def _ref_choice_sum(model, tok, messages, choice) -> float:
-    lp, c = _ref_logprobs(model, tok, messages, choice)
-    return sum(float(lp[k, t]) for k, t in enumerate(c))  # picked token by token
+    """log P(" " + choice | prompt + answer cue), picked token by token from one unbatched forward; the cue and the
+    choice tokenized on their own, and no end-of-turn token."""
+    import torch
+
+    from harness.prompts import render_prompt
+
+    p = tok(render_prompt(tok, messages) + LK.ANSWER_CUE, add_special_tokens=False)["input_ids"]
+    c = tok(" " + choice, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([p + c])).logits[0]
+    lp = torch.log_softmax(logits.float(), -1)[len(p) - 1:len(p) - 1 + len(c)]
+    return sum(float(lp[k, t]) for k, t in enumerate(c))
 
 
 MIXED_ITEMS = [  # a system message shortens the shared prefix; choices of very different lengths; two choices
@@ -78,8 +88,7 @@ def test_mc_scores_equal_a_token_by_token_reference_and_pick_the_argmax(scorer, 
     models, tok = ref_models
     items = LK.load_mc_probes("mc")[::72] + MIXED_ITEMS
     res = scorer.mc(items, ["base", "a1"])
-    batches = scorer._plan([LK._Row(scorer.prompt_ids(it["messages"]), [scorer.answer_ids(c) for c in it["choices"]])
-                            for it in items])[1]
+    batches = scorer._plan(scorer.mc_rows(items))[1]
     assert len(batches) > 1 and any((b.mask < 0).any() for b in batches)  # padding and several batches exercised
     for key in ("base", "a1"):
         for it in items:
@@ -92,6 +101,30 @@ def test_mc_scores_equal_a_token_by_token_reference_and_pick_the_argmax(scorer, 
             assert got["choice"] == best and got["pass"] == float(best == it["answer"])
             assert got["choice_norm"] == norm and got["pass_norm"] == float(norm == it["answer"])
     assert res["base"] != res["a1"]
+
+
+def test_every_model_continues_the_same_answer_cue_and_no_end_of_turn_is_scored(scorer, monkeypatch):
+    """Base and adapter are fed the very same tokens: prompt, the answer cue, then " " + choice, never the end of
+    the turn (scoring it measured the answer's form: a terse adapter looked like it knew more)."""
+    items = LK.load_mc_probes("mc_fast")[::30] + MIXED_ITEMS
+    seen: dict[str, list] = {}
+    real = scorer.logprobs
+
+    def spy(key, batch, prefix):
+        seen.setdefault(key, []).append((list(prefix), batch.ids.tolist(), batch.targets.tolist()))
+        return real(key, batch, prefix)
+
+    monkeypatch.setattr(scorer, "logprobs", spy)
+    res = scorer.mc(items, ["base", "a1"])
+    assert seen["base"] == seen["a1"] and seen["base"]
+    tok = scorer.tokenizer
+    eot = tok.convert_tokens_to_ids(tok.eos_token)
+    assert all(eot not in targets for _, _, targets in seen["base"])
+    cue = tok(LK.ANSWER_CUE, add_special_tokens=False)["input_ids"]
+    for it, row in zip(items, scorer.mc_rows(items)):
+        assert row.prompt == scorer.prompt_ids(it["messages"]) + cue
+        assert [tok.decode(c) for c in row.conts] == [" " + c for c in it["choices"]]
+        assert res["a1"][it["id"]]["tokens"] == [len(c) for c in row.conts]
 
 
 def test_choose_breaks_ties_to_the_first_and_normalises_by_characters():
@@ -221,12 +254,26 @@ GOOD = {"id": "mc-x", "family": "general", "messages": [{"role": "user", "conten
     ({"choices": ["a"]}, "choices"), ({"choices": ["a", "a"]}, "choices"), ({"choices": ["a", " "]}, "choices"),
     ({"family": "ifeval"}, "family"), ({"messages": [{"role": "assistant", "content": "x"}]}, "messages"),
     ({"messages": []}, "messages"), ({"anwser": 1}, "anwser"), ({"id": ""}, "id"),
+    ({"choices": ["85", "8", "9"]}, "choices: '8' is a prefix of '85'"),
+    ({"choices": ["Paris, Texas", "paris "]}, "choices: 'paris ' is a prefix of 'Paris, Texas'"),
 ])
 def test_load_mc_probes_names_file_and_line_of_a_bad_item(tmp_path, bad, where):
     p = tmp_path / "m.jsonl"
     p.write_text(json.dumps(GOOD) + "\n" + json.dumps({**GOOD, "id": "mc-y", **bad}) + "\n")
     with pytest.raises(UserError, match=rf"m.jsonl:2: {where}"):
         LK.load_mc_probes(p)
+
+
+def test_the_generator_never_pairs_a_choice_with_its_prefix():
+    import random
+
+    mk = _maker()
+    for seed in range(50):
+        choices, ans = mk._options(random.Random(seed), "8", ["85", "80", "9", "7", "18", "6", "10", "1", "88"])
+        assert choices[ans] == "8" and len(choices) == 4 and LK.prefix_pair(choices) is None
+        assert not {"85", "80", "88"} & set(choices)
+    with pytest.raises(RuntimeError, match="distractors"):
+        mk._options(random.Random(0), "1", ["10", "11", "12", "2"])  # one usable distractor, three asked
 
 
 def test_load_mc_probes_missing_key_duplicate_empty_and_bad_json(tmp_path):

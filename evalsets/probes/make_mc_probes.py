@@ -7,7 +7,10 @@ Scored by harness.likelihood (one teacher-forced forward per model per item, no 
 generated probes of make_probes.py, whose fact pools it reads (read-only: a pool edited there changes the items
 here; run this again then). Item: {"id": "mc-<family>-NNN", "family", "kind", "messages": [the shared system
 message, one user turn],
-"choices": [4 strings, 2 for yes/no], "answer": index of the right one}. Families:
+"choices": [4 strings, 2 for yes/no], "answer": index of the right one}. No choice is a prefix of another
+(harness.likelihood.prefix_pair: choices are scored without an end-of-turn token, so "8" would always beat "85"):
+a distractor that would make such a pair is skipped for the next of the seeded draw; a reading passage whose two
+facts make one is drawn again. Every item is checked with harness.likelihood.validate_mc. Families:
   arithmetic  sums, differences, products, exact quotients, one-step word problems; the right result and three
               plausible wrong numbers (off by one, two or ten, digits swapped, the other operation's result).
   general     capitals (both directions), continents, languages, counts, opposites, next day / month, yes/no;
@@ -31,6 +34,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from harness.likelihood import prefix_pair, validate_mc  # noqa: E402
+
 SEED = 20261203
 PER_FAMILY = 120
 FAST_PER_FAMILY = 60
@@ -49,12 +56,24 @@ def _pools():
 P = _pools()
 
 
+def _pick(rng: random.Random, fixed: list[str], pool, k: int) -> list[str]:
+    """k of `pool` (sorted first: same seed, same draw) in seeded order, skipping any that is a prefix of, or has as
+    a prefix, a choice already taken (`fixed` included)."""
+    out: list[str] = []
+    cands = sorted(set(pool))
+    for w in rng.sample(cands, len(cands)):
+        if len(out) == k:
+            break
+        if not prefix_pair([*fixed, *out, w]):
+            out.append(w)
+    if len(out) < k:
+        raise RuntimeError(f"only {len(out)} distractors for {fixed[0]!r}: widen the pool")
+    return out
+
+
 def _options(rng: random.Random, right: str, wrong: list[str], k: int = 3) -> tuple[list[str], int]:
-    """`right` plus k distinct wrong choices drawn from `wrong` (sorted first: same seed, same draw), shuffled."""
-    pool = sorted({w for w in wrong if w.casefold() != right.casefold()})
-    if len(pool) < k:
-        raise RuntimeError(f"only {len(pool)} distractors for {right!r}: widen the pool")
-    choices = [right] + rng.sample(pool, k)
+    """`right` plus k wrong choices from `wrong` (none a prefix of another), shuffled."""
+    choices = [right] + _pick(rng, [right], wrong, k)
     rng.shuffle(choices)
     return choices, choices.index(right)
 
@@ -236,8 +255,10 @@ def reading_items(n: int, rng: random.Random) -> list[dict]:
     while len(out) < n:
         kind = READING_KINDS[len(out) % len(READING_KINDS)]
         text, right, distractor, pool = _fresh(lambda: _reading(kind, rng), seen)
-        others = sorted(set(pool) - {right, distractor} - set(text.replace("'", " ").replace(".", " ").split()))
-        choices = [right, distractor] + rng.sample(others, 2)
+        if prefix_pair([right, distractor]):
+            continue  # e.g. "2" and "12" in one passage: draw another
+        others = set(pool) - {right, distractor} - set(text.replace("'", " ").replace(".", " ").split())
+        choices = [right, distractor] + _pick(rng, [right, distractor], others, 2)
         rng.shuffle(choices)
         out.append(_item("reading", kind, text, choices, choices.index(right)))
     return out
@@ -253,7 +274,11 @@ def build(per_family: int = PER_FAMILY, seed: int = SEED) -> list[dict]:
     for fam in FAMILY_ORDER:
         rng = random.Random(f"{seed}-mc-{fam}")
         for i, it in enumerate(makers[fam](per_family, rng), 1):
-            items.append({"id": f"mc-{fam}-{i:03d}", **it})
+            item = {"id": f"mc-{fam}-{i:03d}", **it}
+            problem = validate_mc(item)
+            if problem:
+                raise RuntimeError(f"{item['id']}: {problem}")
+            items.append(item)
     return items
 
 
