@@ -44,7 +44,8 @@ def test_task_yaml_with_aliases_is_refused(tmp_path):
     task.write_text("name: t\nversion: 1\n" + laughs())
     r = run_cli("tasks", "--validate", str(task))
     assert "Traceback" not in r.stderr and r.returncode != 0
-    assert f"{task}:4:" in r.stdout + r.stderr and "aliases" in r.stdout + r.stderr
+    # the task reader names the file relative to the working directory when that is shorter
+    assert f"{task.parent.name}/task.yaml:4:" in r.stdout + r.stderr and "aliases" in r.stdout + r.stderr
 
 
 def test_overlong_scores_line_is_refused_by_file_and_line(pristine, tmp_path):
