@@ -238,7 +238,8 @@ def refuse_own_code(folder: Path, trust_remote_code: bool) -> None:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and ("auto_map" in data or "auto_mapping" in data):
+        # transformers' auto_map names code files to import; PEFT's "auto_mapping" only names a transformers class
+        if isinstance(data, dict) and data.get("auto_map"):
             found.append(f"auto_map in {p.name}")
     found += [str(p.relative_to(folder)) for p in sorted(folder.rglob("*.py"))][:3]
     if found:

@@ -75,6 +75,8 @@ def trusted_model_cfg(model: dict, overrides: list[str], source: Path | str) -> 
         notes.append(f"note: {source} asks for model.trust_remote_code={json.dumps(value)}; ignored (a run or "
                      "sweep directory never enables it by itself: pass model.trust_remote_code=... yourself if "
                      "you trust it)")
+    if "model.trust_remote_code" not in given:
+        model["trust_remote_code"] = False  # said outright: nothing downstream may read a default from elsewhere
     return model, notes
 
 

@@ -95,7 +95,7 @@ def test_with_forgetting_measured_an_adapter_that_says_yes_to_everything_is_not_
     assert cli(["report", str(sweep)]) == 0
     verdict = _verdict(sweep)
     assert verdict["outcome"] == "ship_with_care", verdict["headline"]
-    assert f"{len(bled)} of {len(adapter_probes)} general probes" in verdict["headline"], verdict["headline"]
+    assert f"{len(bled)} of {len(adapter_probes)} probes in the task's output form" in verdict["headline"], verdict["headline"]
     assert "no forgetting" not in verdict["headline"]
     assert cli(["gate", str(sweep), "--config", str(_gate(tmp_path, "[ship]")), "--quiet"]) == 1
     # the same evaluation measured drift and the multiple-choice probes (harness.likelihood) and the report shows them

@@ -356,8 +356,9 @@ def test_gguf_check_fails_when_the_gguf_misbehaves(conv, echo_run, tmp_path, mon
     wrong = tmp_path / "wrong"  # the base model's files under their own name (the shared base GGUF stays untouched)
     shutil.copytree(resolve_model(TINY_CFG).path, wrong)
 
-    def wrong_weights(model_dir, out_file=None, outtype="f16"):
-        return real(wrong, out_file, outtype) if Path(model_dir).name == "merged" else real(model_dir, out_file, outtype)
+    def wrong_weights(model_dir, out_file=None, outtype="f16", trust_remote_code=False):
+        src = wrong if Path(model_dir).name == "merged" else model_dir
+        return real(src, out_file, outtype, trust_remote_code)
 
     monkeypatch.setattr(hg, "convert_hf_to_gguf", wrong_weights)
     out = tmp_path / "g"

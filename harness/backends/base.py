@@ -215,5 +215,24 @@ def adapter_digest(adapter_dir: Path) -> str:
         raise UserError(f"{weights}: adapter weights not found (expected a PEFT adapter saved as safetensors)")
     h = hashlib.sha256()
     for p in regular_files(adapter_dir):
-        h.update(f"{p.relative_to(adapter_dir).as_posix()}\0{sha256_file(p)}\n".encode())
+        digest = _config_digest(p) if p.name == "adapter_config.json" else sha256_file(p)
+        h.update(f"{p.relative_to(adapter_dir).as_posix()}\0{digest}\n".encode())
     return h.hexdigest()
+
+
+def _config_digest(path: Path) -> str:
+    """adapter_config.json by content, not bytes: PEFT writes target_modules from a Python set, so the same
+    adapter saved twice lists them in another order (a new identity would regenerate everything)."""
+    import hashlib
+    import json
+
+    from harness.io import sha256_file
+
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return sha256_file(path)
+    if isinstance(cfg, dict):
+        cfg = {k: sorted(v, key=str) if k in ("target_modules", "layers_to_transform") and isinstance(v, list) else v
+               for k, v in cfg.items()}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()

@@ -303,7 +303,7 @@ def probe_data(rows: list[dict], chosen: str | None) -> dict:
                 out = r.get("output")
                 p, b = vals[m][key]
                 outs[m] = {"text": "" if out is None else str(out), "error": r.get("error"), "pass": p, "bleed": b,
-                           "note": (r.get("details") or {}).get("pass")}
+                           "note": r["details"].get("pass") if isinstance(r.get("details"), dict) else None}
         if not outs:
             continue
         flags = {}

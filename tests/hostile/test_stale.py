@@ -61,3 +61,22 @@ def test_other_backend_is_not_reported_as_done(pristine, tmp_path, capsys):
     assert s["skipped"] is False
     assert len([r for r in server.requests if r["path"].endswith("/chat/completions")]) == \
            sum(m["n"] for m in s["models"].values())
+
+
+def test_adapter_identity_ignores_the_order_peft_writes_target_modules_in(tmp_path):
+    """PEFT saves target_modules from a set: the same adapter saved twice must keep one identity (else a resumed
+    sweep regenerates everything), while a changed setting still makes a new one."""
+    import json as _json
+
+    from harness.backends.base import adapter_identity
+
+    def adapter(name: str, modules: list[str], alpha: int):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "adapter_model.safetensors").write_bytes(b"weights")
+        (d / "adapter_config.json").write_text(_json.dumps({"lora_alpha": alpha, "target_modules": modules}))
+        return adapter_identity("base", d)
+
+    a = adapter("a", ["q_proj", "v_proj", "o_proj"], 16)
+    assert adapter("b", ["o_proj", "q_proj", "v_proj"], 16) == a
+    assert adapter("c", ["o_proj", "q_proj", "v_proj"], 32) != a
