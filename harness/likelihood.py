@@ -66,7 +66,7 @@ from typing import Any, Sequence
 from harness.backends.base import BASE, adapter_identity, check_model_key
 from harness.backends.hf_decode import common_prefix
 from harness.io import UserError, iter_jsonl, read_json, stable_hash, write_json, write_jsonl
-from harness.probes import FAMILIES, probes_dir
+from harness.probes import FAMILIES, read_probe_set
 from harness.prompts import end_of_turn, render_prompt
 from harness.stats import bootstrap_ci
 
@@ -130,25 +130,7 @@ def prefix_pair(choices: Sequence[str]) -> tuple[str, str] | None:
 
 def load_mc_probes(name_or_path: str | Path = "mc") -> list[dict]:
     """MC items by set name (evalsets/probes/<name>.jsonl) or path; validated; a bad line is FILE:LINE."""
-    p = Path(name_or_path)
-    if not p.suffix:
-        p = probes_dir() / f"{name_or_path}.jsonl"
-        if not p.is_file() and (Path.cwd() / "evalsets" / "probes" / f"{name_or_path}.jsonl").is_file():
-            p = Path.cwd() / "evalsets" / "probes" / f"{name_or_path}.jsonl"
-    if not p.is_file():
-        raise UserError(f"{p}: multiple-choice probe set not found")
-    items, ids = [], set()
-    for i, item in iter_jsonl(p, strict=True):
-        problem = validate_mc(item)
-        if problem:
-            raise UserError(f"{p}:{i}: {problem}")
-        if item["id"] in ids:
-            raise UserError(f"{p}:{i}: duplicate id {item['id']!r}")
-        ids.add(item["id"])
-        items.append(item)
-    if not items:
-        raise UserError(f"{p}: multiple-choice probe set is empty")
-    return items
+    return read_probe_set(name_or_path, validate_mc, "multiple-choice probe set")
 
 
 def choose(logprobs: Sequence[float], chars: Sequence[int]) -> tuple[int, int]:

@@ -317,17 +317,24 @@ def probes_dir() -> Path:
 
 def load_probes(name_or_path: str | Path = "default") -> list[dict]:
     """Probe items by set name (evalsets/probes/<name>.jsonl) or path; validated; a bad line is FILE:LINE."""
+    return read_probe_set(name_or_path, validate_probe, "probe set")
+
+
+def read_probe_set(name_or_path: str | Path, validate: Callable[[Any], str | None], what: str) -> list[dict]:
+    """A probe file by set name (evalsets/probes/<name>.jsonl, also under the working directory) or path: every
+    item checked by `validate`, ids unique, not empty; a bad line is FILE:LINE. One reader for the generated and
+    the multiple-choice probes."""
     p = Path(name_or_path)
     if not p.suffix:
         p = probes_dir() / f"{name_or_path}.jsonl"
         if not p.is_file() and (Path.cwd() / "evalsets" / "probes" / f"{name_or_path}.jsonl").is_file():
             p = Path.cwd() / "evalsets" / "probes" / f"{name_or_path}.jsonl"
     if not p.is_file():
-        raise UserError(f"{p}: probe set not found")
+        raise UserError(f"{p}: {what} not found")
     items = []
     ids = set()
     for i, item in iter_jsonl(p, strict=True):  # written whole, never appended: any bad line is FILE:LINE
-        problem = validate_probe(item)
+        problem = validate(item)
         if problem:
             raise UserError(f"{p}:{i}: {problem}")
         if item["id"] in ids:
@@ -335,7 +342,7 @@ def load_probes(name_or_path: str | Path = "default") -> list[dict]:
         ids.add(item["id"])
         items.append(item)
     if not items:
-        raise UserError(f"{p}: probe set is empty")
+        raise UserError(f"{p}: {what} is empty")
     return items
 
 

@@ -282,24 +282,9 @@ def build(per_family: int = PER_FAMILY, seed: int = SEED) -> list[dict]:
     return items
 
 
-def fast_subset(items: list[dict], per_family: int = FAST_PER_FAMILY) -> list[dict]:
-    """The first `per_family` items of each family."""
-    seen: dict[str, int] = {}
-    out = []
-    for it in items:
-        seen[it["family"]] = seen.get(it["family"], 0) + 1
-        if seen[it["family"]] <= per_family:
-            out.append(it)
-    return out
-
-
-def render(items: list[dict]) -> str:
-    return "".join(json.dumps(it, ensure_ascii=False, sort_keys=True) + "\n" for it in items)
-
-
 def outputs() -> dict[Path, str]:
     items = build()
-    return {HERE / "mc.jsonl": render(items), HERE / "mc_fast.jsonl": render(fast_subset(items))}
+    return {HERE / "mc.jsonl": P.render(items), HERE / "mc_fast.jsonl": P.render(P.fast_subset(items, FAST_PER_FAMILY))}
 
 
 def main() -> int:
