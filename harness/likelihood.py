@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.backends.base import BASE, adapter_identity, check_model_key
+from harness.backends.hf import attach_adapters
 from harness.backends.hf_decode import common_prefix
 from harness.io import UserError, iter_jsonl, read_json, stable_hash, write_json, write_jsonl
 from harness.probes import FAMILIES, read_probe_set
@@ -174,25 +175,10 @@ class Scorer:
         self.device = device or default_device()
         self.tokenizer = load_tokenizer(self.spec)
         model = load_model(self.spec, device=self.device)
-        self.names: dict[str, str] = {}
         self.identities = {BASE: self.spec.identity}
-        for i, (key, adir) in enumerate((adapters or {}).items()):
-            key, adir = check_model_key(key), Path(adir)
-            if not (adir / "adapter_model.safetensors").is_file():
-                raise UserError(f"{adir}: no adapter_model.safetensors (adapters are loaded from safetensors only)")
-            internal = f"adapter_{i}"
-            try:
-                if i == 0:
-                    from peft import PeftModel
-
-                    model = PeftModel.from_pretrained(model, str(adir), adapter_name=internal, is_trainable=False,
-                                                      use_safetensors=True)
-                else:
-                    model.load_adapter(str(adir), adapter_name=internal, is_trainable=False, use_safetensors=True)
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise UserError(f"{adir}: cannot load adapter {key!r} onto base {self.spec.name}: {e}") from e
-            self.names[key] = internal
-            self.identities[key] = adapter_identity(self.spec.identity, adir)
+        dirs = {check_model_key(k): Path(d) for k, d in (adapters or {}).items()}
+        model, self.names = attach_adapters(model, dirs, self.spec.name)
+        self.identities.update({k: adapter_identity(self.spec.identity, d) for k, d in dirs.items()})
         self.model = model.eval()
         inner = model.get_base_model() if self.names else model
         self.decoder, self.head = inner.get_decoder(), inner.get_output_embeddings()

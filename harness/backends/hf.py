@@ -69,6 +69,30 @@ def _cpu_threads() -> int:
     return 1 if load > 2 * cores else cores
 
 
+
+def attach_adapters(model: Any, adapters: dict[str, Path], base_name: str) -> tuple[Any, dict[str, str]]:
+    """Load every PEFT adapter (safetensors only) onto `model` under an internal name adapter_0, adapter_1, ...
+    (peft names become module keys: no dots, no clash with "__base__"); returns the PEFT model (the base model
+    itself when there are none) and {key: internal name}. The one loader for serving and likelihood scoring."""
+    internal: dict[str, str] = {}
+    for i, (key, adir) in enumerate(adapters.items()):
+        adir = Path(adir)
+        if not (adir / "adapter_model.safetensors").is_file():
+            raise UserError(f"{adir}: no adapter_model.safetensors (adapters are loaded from safetensors only)")
+        name = f"adapter_{i}"
+        try:
+            if i == 0:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(adir), adapter_name=name, is_trainable=False,
+                                                  use_safetensors=True)
+            else:
+                model.load_adapter(str(adir), adapter_name=name, is_trainable=False, use_safetensors=True)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise UserError(f"{adir}: cannot load adapter {key!r} onto base {base_name}: {e}") from e
+        internal[key] = name
+    return model, internal
+
 class HFBackend(ServedAdapters):
     name = "hf"
 
@@ -104,22 +128,10 @@ class HFBackend(ServedAdapters):
         model = load_model(self.model_spec, device=self.device, dtype=dtype)
         self.adapter_dirs: dict[str, Path] = {}
         self._internal: dict[str, str] = {BASE: PEFT_BASE}
-        for i, (key, adir) in enumerate(self._take_adapters(spec.adapters).items()):
-            if not (adir / "adapter_model.safetensors").is_file():
-                raise UserError(f"{adir}: no adapter_model.safetensors (adapters are loaded from safetensors only)")
-            internal = f"adapter_{i}"  # peft names become module keys: no dots, no clash with "__base__"
-            try:
-                if i == 0:
-                    from peft import PeftModel
-
-                    model = PeftModel.from_pretrained(model, str(adir), adapter_name=internal, is_trainable=False,
-                                                      use_safetensors=True)
-                else:
-                    model.load_adapter(str(adir), adapter_name=internal, is_trainable=False, use_safetensors=True)
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise UserError(f"{adir}: cannot load adapter {key!r} onto base {self.model_spec.name}: {e}") from e
-            self.adapter_dirs[key] = adir
-            self._internal[key] = internal
+        adapters = self._take_adapters(spec.adapters)
+        model, internal = attach_adapters(model, adapters, self.model_spec.name)
+        self.adapter_dirs.update(adapters)
+        self._internal.update(internal)
         model.eval()
         self.model = model
         self._is_peft = bool(self.adapter_dirs)
