@@ -5,8 +5,9 @@
 Phases: install (`make install`: venv, torch, the package, the embedded GGUF), then `make demo` split by the
 sweep's own timings.json (training incl. the one-time GGUF -> safetensors conversion, evaluation, report +
 gate) and the decision it reached. The last line is the total wall time against the 15-minute goal.
-Prints the CPU flags (AVX2-only machines are ~2.5x slower than AVX-512 ones) and the load average, since a
-busy machine inflates every phase.
+Prints the CPU flags (AVX2-only machines are ~2.5x slower than AVX-512 ones), the kernels torch uses (on an
+AVX-512 box `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` approximates the AVX2 kind) and the load
+average, since a busy machine inflates every phase.
 """
 from __future__ import annotations
 
@@ -75,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         ("report", timings["total_s"] - timings["train_s"] - timings["eval_s"]),
         ("gate, start-up and make", rest),
     ]
+    kernels = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
+                              "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                             env=env, capture_output=True, text=True).stdout.strip()
     lines = [f"CPU flags: {cpu_flags()}; cores: {os.cpu_count()}; load average before {load0[0]:.1f}, after {load1[0]:.1f}",
+             f"torch CPU kernels: {kernels}" + (" (forced by ATEN_CPU_CAPABILITY)" if env.get("ATEN_CPU_CAPABILITY") else ""),
              f"commit: {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=clone, capture_output=True, text=True).stdout.strip()}",
              f"runs: {runs}",
              f"decision: {verdict.get('outcome')} ({verdict.get('chosen_name')}) - {verdict.get('headline', '')}",
