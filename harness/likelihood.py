@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness import control_tokens
 from harness.backends.base import BASE, adapter_identity, check_model_key
 from harness.backends.hf import attach_adapters
 from harness.backends.hf_decode import common_prefix
@@ -195,11 +196,12 @@ class Scorer:
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The prompt's tokens exactly as the hf backend tokenizes them for generation."""
-        return self.tokenizer(render_prompt(self.tokenizer, messages), add_special_tokens=False)["input_ids"]
+        return control_tokens.encode(self.tokenizer, render_prompt(self.tokenizer, messages),
+                                     control_tokens.message_texts(messages))
 
     def answer_ids(self, text: str) -> list[int]:
         """An answer's tokens followed by the end-of-turn token, as training tokenizes a target."""
-        return self.tokenizer(text + self.eot, add_special_tokens=False)["input_ids"]
+        return control_tokens.encode(self.tokenizer, text + self.eot, [text])
 
     def choice_ids(self, choice: str) -> list[int]:
         """A choice's tokens as the continuation of ANSWER_CUE, no end-of-turn token: cue + " " + choice tokenized

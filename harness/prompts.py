@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
+from harness import control_tokens
 from harness.example import Example
 
 
@@ -77,10 +78,11 @@ def tokenize_for_training(
     Prompt and completion are tokenized separately and concatenated so the boundary is exact.
     Over-long examples are truncated from the right (the data doctor warns about them first).
     """
-    prompt = render_prompt(tokenizer, build_messages(example, system_prompt=system_prompt, prompt_template=prompt_template))
+    messages = build_messages(example, system_prompt=system_prompt, prompt_template=prompt_template)
+    prompt = render_prompt(tokenizer, messages)
     completion = example.target + end_of_turn(tokenizer)
-    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    p_ids = control_tokens.encode(tokenizer, prompt, control_tokens.message_texts(messages))
+    c_ids = control_tokens.encode(tokenizer, completion, [example.target])
     ids = (p_ids + c_ids)[:max_length]
     labels = ([-100] * len(p_ids) if completion_only else list(p_ids)) + list(c_ids)
     return {"input_ids": ids, "labels": labels[:max_length]}

@@ -163,8 +163,10 @@ class HFBackend(ServedAdapters):
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
         from harness.prompts import render_prompt
 
+        from harness import control_tokens
+
         text = render_prompt(self.tokenizer, messages)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return control_tokens.encode(self.tokenizer, text, control_tokens.message_texts(messages))
 
     def _left_pad(self, seqs: list[list[int]]):
         import torch

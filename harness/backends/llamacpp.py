@@ -116,6 +116,7 @@ class LlamaCppBackend(ServedAdapters):
                 max_retries=max_retries,
                 identities={k: self.model_identity(k) for k in self.server.urls},
                 prompt_renderer=lambda messages: render_prompt(tok, messages),
+                prompt_tokenizer=tok,
             )
         except BaseException:
             self.server.stop()

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 
 from urllib.parse import urlsplit, urlunsplit
 
+from harness import control_tokens
 from harness.backends.base import (BASE, BackendError, Completion, GenParams, ProgressFn, Request, ServeSpec,
                                    adapter_digest, cut_at_json_end)
 from harness.io import UserError, stable_hash
@@ -143,6 +144,7 @@ class OpenAIBackend:
         identities: dict[str, str] | None = None,
         logprobs_supported: bool = True,
         prompt_renderer: Callable[[list[dict]], str] | None = None,
+        prompt_tokenizer: Any = None,
     ):
         if not base_url and not base_urls:
             raise UserError("backend.base_url is required for the openai backend (e.g. http://127.0.0.1:8000/v1)")
@@ -174,6 +176,7 @@ class OpenAIBackend:
         # With a renderer, prompts are rendered here (harness.prompts, the training format) and sent
         # to /v1/completions; without one, messages go to /v1/chat/completions (the server renders).
         self.prompt_renderer = prompt_renderer
+        self.prompt_tokenizer = prompt_tokenizer  # its control tokens must not reach a prompt-string server
 
     @classmethod
     def check_options(cls, opts: dict) -> None:
@@ -357,6 +360,9 @@ class OpenAIBackend:
 
         url = self.url_for(r.model_key)
         served = self.model_names[r.model_key]
+        refused = control_tokens.refusal(self.prompt_tokenizer, r.message_dicts()) if self.prompt_renderer else None
+        if refused:
+            return Completion.failure(refused)
         want_lp = bool(r.params.logprobs) and self._logprobs_ok.get(url, self._logprobs_default)
         last: str = ""
         unreachable = False

@@ -307,6 +307,7 @@ class VLLMBackend(ServedAdapters):
                 model_names={BASE: BASE, **{k: k for k in self.adapter_dirs}},
                 identities={k: self.model_identity(k) for k in self.model_keys()},
                 prompt_renderer=lambda messages: render_prompt(tok, messages),
+                prompt_tokenizer=tok,
                 **self._client_opts,
             )
         except BaseException:
@@ -340,14 +341,19 @@ class VLLMBackend(ServedAdapters):
             return []
         from vllm import SamplingParams
 
-        from harness.prompts import render_prompt
+        from harness import control_tokens
+        from harness.prompts import render_prompt, stop_token_ids
 
         out: list[Completion | None] = [None] * len(requests)
         limit = self.llm.llm_engine.model_config.max_model_len
         todo, prompts = [], []
         for i, r in enumerate(requests):
             prompt = render_prompt(self.tokenizer, r.message_dicts())
-            n = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            texts = control_tokens.message_texts(r.message_dicts())
+            ids = control_tokens.encode(self.tokenizer, prompt, texts)
+            n = len(ids)
+            if control_tokens.forged(self.tokenizer, texts):  # control-token text goes in as text: token ids
+                prompt = {"prompt_token_ids": ids}
             if n + int(r.params.max_new_tokens) > limit:
                 out[i] = Completion.failure(f"prompt of {n} tokens + max_new_tokens {r.params.max_new_tokens} exceeds "
                                             f"max_model_len {limit}", prompt_tokens=n)
@@ -356,7 +362,8 @@ class VLLMBackend(ServedAdapters):
                 prompts.append(prompt)
         t0 = time.perf_counter()
         if todo:
-            params = [SamplingParams(**self.sampling_kwargs(requests[i].params)) for i in todo]
+            stops = sorted(stop_token_ids(self.tokenizer))  # the template's end of turn too (harness.prompts)
+            params = [SamplingParams(**self.sampling_kwargs(requests[i].params), stop_token_ids=stops) for i in todo]
             loras = [None if requests[i].model_key == BASE else self._lora[requests[i].model_key] for i in todo]
             outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
             per = (time.perf_counter() - t0) / len(todo)
