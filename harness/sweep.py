@@ -25,6 +25,7 @@ from typing import Any
 
 from harness.config import compose, conf_dir, redact_overrides, redact_text, to_dict
 from harness.io import UserError, check_safe_name, read_json, stable_hash, write_json
+from harness.models import check_prompt_format, model_display_name
 
 POINT_FILE = "sweep_point.json"
 
@@ -101,7 +102,7 @@ def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
 
 
 def _validate(cfg: dict, overrides: list[str], point: dict[str, str]) -> None:
-    from harness.config import validate_cfg
+    from harness.preflight import validate_cfg
 
     try:
         validate_cfg(cfg, overrides)
@@ -293,10 +294,10 @@ def _select(cfg: dict, dotted: str):
 
 def _task_facts(cfg: dict) -> tuple[str, float | None]:
     """(task name, the task's target for its primary metric) as recorded in sweep.json."""
-    from harness.tasks import load_task
+    from harness.tasks import load_task, task_ref
 
     try:
-        task = load_task(cfg["task"].get("path") or cfg["task"]["name"])
+        task = load_task(task_ref(cfg["task"]))
         return task.name, task.target
     except UserError:
         return str(cfg["task"].get("name")), None
@@ -326,7 +327,7 @@ def write_sweep_json(plan: SweepPlan, runs: list[dict], seed_configs: list[dict]
         "command": "harness sweep " + " ".join(shlex.quote(o) for o in plan.public_overrides),
         "task": task_name,
         "decision": decision_settings(plan.cfg, target),
-        "model": plan.cfg["model"].get("name"),
+        "model": model_display_name(plan.cfg["model"]),
         "seeds": {"n": int(s.get("seeds", 1)), "top_k": int(s.get("seed_top_k", 2)), "chosen_by": "best_val_loss",
                   "configs": [r["config_id"] for r in seed_configs or []]},
         "pruning": {**dict(s.get("prune") or {}), "rungs": read_rungs(plan.sweep_dir).get("rungs", {})},
@@ -342,9 +343,10 @@ def write_sweep_json(plan: SweepPlan, runs: list[dict], seed_configs: list[dict]
 def evaluate_runs(sweep_dir: Path, cfg: dict, runs: list[dict], *, quiet: bool = False) -> dict:
     """Generate and score base, few-shot and every complete adapter (pruned and failed runs are not scored)."""
     from harness.evaluate import evaluate_models
+    from harness.tasks import task_ref
 
     adapters = {r["run_id"]: sweep_dir / r["run_dir"] / "adapter" for r in runs if r["status"] == "complete"}
-    return evaluate_models(sweep_dir / "scores", cfg["task"].get("path") or cfg["task"]["name"], cfg["model"],
+    return evaluate_models(sweep_dir / "scores", task_ref(cfg["task"]), cfg["model"],
                            cfg["backend"], adapters, eval_cfg=cfg.get("eval"), quiet=quiet)
 
 
@@ -382,6 +384,8 @@ def run_sweep(overrides: list[str], *, skip_gate: bool = False, quiet: bool = Fa
     n_points = len(grid_points(plan.grid))
     con.print(f"[bold]sweep {plan.name}[/]: {n_points} grid point(s) {plan.grid} -> {plan.sweep_dir}")
 
+    for note in check_prompt_format(plan.cfg["model"]).notes:  # a template that cannot work stops here (exit 2)
+        con.print(note)
     # 2. train every grid point (finished ones are skipped, interrupted ones resume), then more seeds
     train_grid(plan)
     seed_configs = train_seeds(plan, collect_runs(plan))

@@ -1,4 +1,4 @@
-"""config.py: redaction in both directions (secrets masked, settings kept), validate_cfg, resolve_model_cfg."""
+"""config.py: redaction in both directions (secrets masked, settings kept), resolve_model_cfg; preflight.validate_cfg."""
 from __future__ import annotations
 
 import yaml
@@ -88,8 +88,9 @@ def test_composed_config_round_trips_through_dump_yaml():
 
 # --------------------------------------------------------------------------- validate_cfg, resolve_model_cfg
 
-from harness.config import resolve_model_cfg, validate_cfg  # noqa: E402
+from harness.config import resolve_model_cfg  # noqa: E402
 from harness.io import UserError  # noqa: E402
+from harness.preflight import validate_cfg  # noqa: E402
 
 
 def _validate(overrides):

@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
     bad = [a for a in args.overrides if "=" not in a]
     if bad:
         raise UserError(f"harness train: expected KEY=VALUE overrides, got {bad[0]!r} (see harness train --help)")
-    from harness.config import compose, dump_yaml, to_dict, validate_cfg
+    from harness.config import compose, dump_yaml, to_dict
+    from harness.preflight import validate_cfg
 
     cfg = to_dict(compose(args.overrides))
     if args.cfg:
