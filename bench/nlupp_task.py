@@ -104,7 +104,8 @@ def main() -> int:
           f"eval={len(task.load_split('eval'))} -> {task_yaml}")
     if args.build_only:
         return 0
-    from harness.backends.base import ServeSpec, make_backend
+    from harness.backends.base import ServeSpec
+    from harness.backends.registry import make_backend
     from harness.commands.eval import format_summary
     from harness.evaluate import evaluate
 

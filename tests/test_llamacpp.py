@@ -141,7 +141,7 @@ def test_no_orphans_when_parent_is_killed(conv, tiny_spec, tmp_path):
 
 @pytest.fixture(scope="module")
 def lcpp_backend(conv, strong_adapters):
-    from harness.backends.base import make_backend
+    from harness.backends.registry import make_backend
 
     b = make_backend(
         {"kind": "llamacpp", "n_ctx": 512, "outtype": "f32", "threads": 1},

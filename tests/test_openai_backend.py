@@ -240,7 +240,7 @@ def test_literal_key_and_url_credentials_never_shown(scripted, caplog):
 
 
 def test_make_backend_openai():
-    from harness.backends.base import make_backend
+    from harness.backends.registry import make_backend
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(OmegaConf.load("conf/backend/openai.yaml"))

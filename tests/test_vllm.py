@@ -96,7 +96,7 @@ def test_bad_mode_and_missing_adapter(tmp_path):
 
 
 def test_clear_error_without_vllm(adapters):
-    from harness.backends.base import make_backend
+    from harness.backends.registry import make_backend
 
     with pytest.raises(UserError, match=r"backend.python: /nonexistent/python does not exist .*make install-vllm"):
         make_backend({"kind": "vllm", "mode": "server", "python": "/nonexistent/python"}, ServeSpec(TINY_CFG, adapters))
@@ -139,7 +139,7 @@ needs_vllm_venv = pytest.mark.skipif(not (VENV / ".installed").is_file(),  # the
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """One vLLM server: base + two LoRAs (ranks 8 and 16), and the hf backend on the same files."""
-    from harness.backends.base import make_backend
+    from harness.backends.registry import make_backend
     from harness.models import resolve_model
 
     spec = resolve_model(TINY64_CFG)

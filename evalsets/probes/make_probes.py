@@ -592,7 +592,8 @@ def outputs() -> dict[Path, str]:
 def base_run(limit: int | None, batch_size: int) -> dict:
     """SmolLM2-135M-Instruct on default.jsonl: pass rate per family and generation time (information only)."""
     sys.path.insert(0, str(HERE.parents[1]))
-    from harness.backends.base import Request, ServeSpec, make_backend
+    from harness.backends.base import Request, ServeSpec
+    from harness.backends.registry import make_backend
     from harness.models import resolve_model
     from harness.probes import check_probe, load_probes, probe_gen
 

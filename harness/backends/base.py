@@ -148,13 +148,6 @@ class ServeSpec:
     adapters: dict[str, Path] = field(default_factory=dict)
 
 
-def make_backend(backend_cfg: dict, spec: ServeSpec) -> Backend:
-    """Build the backend `backend_cfg["kind"]` names (harness.backends.registry holds the table)."""
-    from harness.backends.registry import make_backend as build
-
-    return build(backend_cfg, spec)
-
-
 class ServedAdapters:
     """Keys and cache identities for a backend that serves `model_spec` plus `adapter_dirs` (hf, llamacpp, vllm)."""
 

@@ -154,7 +154,8 @@ def backend_cfg_of(judge_cfg: dict) -> dict:
 
 
 def make_judge_backend(judge_cfg: dict, sweep_dir: Path | None = None) -> Any:
-    from harness.backends.base import ServeSpec, make_backend
+    from harness.backends.base import ServeSpec
+    from harness.backends.registry import make_backend
 
     model_cfg = resolve_judge_model_cfg(judge_cfg, sweep_dir)
     return make_backend(backend_cfg_of(judge_cfg), ServeSpec(model_cfg, {}))
