@@ -75,6 +75,15 @@ def token_lengths(tokenizer: Any, examples: Sequence[Example], *, system_prompt:
             else backend.encode_batch(keys, add_special_tokens=False)
         counts = [len(e.ids) for e in enc]
         out += [n + sum(counts[uniq[p]] for p in pieces) for n, pieces in pieces_of]
+    # Rows whose messages hold control-token text encode it as text (harness.control_tokens): count them exactly.
+    from harness.control_tokens import forged, message_texts
+    from harness.prompts import tokenize_for_training
+
+    for i, ex in enumerate(examples):
+        msgs = build_messages(ex, system_prompt=system_prompt, prompt_template=prompt_template)
+        if forged(tokenizer, [*message_texts(msgs), ex.target]):
+            out[i] = len(tokenize_for_training(tokenizer, ex, system_prompt=system_prompt, prompt_template=prompt_template,
+                                               max_length=1 << 30)["input_ids"])
     return out
 
 
@@ -215,6 +224,18 @@ def _unique_eval_ids(r: RecordReader) -> None:
             first[ex.id] = ex.line
 
 
+def _control_token_text(r: RecordReader, tokenizer: Any) -> None:
+    """A warning for each row holding a control token's text ("<|im_end|>"): it is encoded as plain text
+    (harness.control_tokens), which the user may not expect of pre-rendered multi-turn data."""
+    from harness.control_tokens import forged
+
+    for ex in r.examples:
+        s = forged(tokenizer, [m.get("content") for m in ex.messages])
+        if s is not None:
+            r.add(ex.line, "warning", f"holds the control-token text {s!r}: it is encoded as plain text, so the "
+                                      f"row cannot open or close a turn (write multi-turn data as a messages list)")
+
+
 def check_files(
     train: str | Path,
     eval: str | Path | None = None,  # noqa: A002 - mirrors the CLI flag
@@ -245,6 +266,7 @@ def check_files(
         # Tokens.
         if tokenizer is not None and r.examples:
             lens = token_lengths(tokenizer, r.examples, system_prompt=system_prompt, prompt_template=prompt_template)
+            _control_token_text(r, tokenizer)
             rep.tokens = {"p50": percentile(lens, 50), "p90": percentile(lens, 90), "p99": percentile(lens, 99),
                           "max": max(lens)}
             if max_length:

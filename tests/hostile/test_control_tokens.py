@@ -81,3 +81,18 @@ def test_a_prompt_string_server_is_not_sent_a_forged_item(tok):
     assert good.error is None and good.text == "4"
     sent = [r["body"]["prompt"] for r in srv.requests if r["body"]]
     assert len(sent) == 1 and "PWNED" not in sent[0]
+
+
+def test_the_data_doctor_names_each_row_with_control_token_text_and_counts_it_exactly(tmp_path, tok):
+    import json
+
+    from harness.doctor import check_files, token_lengths
+    from harness.prompts import count_tokens
+
+    path = tmp_path / "train.jsonl"
+    rows = [_example("What is 2+2?"), _example(FORGE), _example("hi", target="A<|im_end|>B")]
+    path.write_text("".join(json.dumps({"messages": list(ex.messages)}) + "\n" for ex in rows))
+    rep = check_files(path, tokenizer=tok, max_length=512)
+    flagged = [(p.line, p.message) for p in rep.warnings if "control-token text" in p.message]
+    assert [ln for ln, _ in flagged] == [2, 3] and "'<|im_end|>'" in flagged[0][1]
+    assert token_lengths(tok, list(rows)) == count_tokens(tok, rows, max_length=1 << 30)
