@@ -33,9 +33,10 @@ from harness.bleed import TaskForm, bleeds, task_form
 from harness.example import Example
 from harness.io import UserError, read_json, stable_hash, write_json, write_jsonl
 from harness.metrics import mean_values, score_sample
+from harness.models import check_prompt_format
 from harness.probes import PROBE_GEN, check_probe, load_probes, probe_gen
 from harness.prompts import build_messages
-from harness.tasks import Task, build_few_shot, load_task
+from harness.tasks import Task, build_few_shot, load_task, task_ref
 
 SCORER_VERSION = 3  # 3: probe rows carry `bleed` (format bleed, harness.bleed)
 FEWSHOT = "fewshot"
@@ -114,6 +115,7 @@ def evaluate(
     progress: bool = True,
     identities: dict[str, str] | None = None,
     force: bool = False,
+    prompt_format: dict | None = None,
 ) -> dict:
     """Score base, few-shot and each model in `adapters` on the task's eval split and on the probe set.
 
@@ -126,6 +128,7 @@ def evaluate(
     (rows with split "val"), so the winner is chosen on items the eval split never sees.
     `kinds` maps a model to its summary kind (default "adapter"; e.g. "released").
     `not_learned` {run_id: reason} is recorded in summary.json (those models are not generated).
+    `prompt_format` (harness.prompts.ChatFormat.describe() of the base model) is recorded in summary.json.
     """
     out_dir = Path(out_dir)
     t0 = time.time()
@@ -236,6 +239,7 @@ def evaluate(
         "probe_generation": {**PROBE_GEN.to_dict(), "max_new_tokens": "per item (default "
                                                                        f"{PROBE_GEN.max_new_tokens})"},
         "identities": identities,
+        "prompt_format": prompt_format,
         "backend": getattr(b, "name", None),
         "errors": sum(m["errors"] for m in summary["models"].values()),
         "not_learned": sorted(not_learned or {}),
@@ -448,17 +452,32 @@ def evaluate_models(
     backends = [group_backend(g, cache_path if use_cache else None, canary=canary) for g in groups.values() if g["routes"]]
     routed = RoutedBackend({outer: (b, inner) for g, b in zip([g for g in groups.values() if g["routes"]], backends)
                             for outer, inner in g["routes"].items()})
+    fmt = _prompt_format(model_cfg, quiet)
     try:
         summary = evaluate(out_dir, task, routed, all_adapter_paths,
                            few_shot_k=ecfg.get("few_shot_k"), few_shot_seed=ecfg.get("few_shot_seed"),
                            probes=ecfg.get("probes", "default"), max_eval=ecfg.get("max_eval"),
                            select_by=ecfg.get("select_by", VAL_LOSS), baselines=baselines, kinds=kinds,
-                           not_learned=not_learned, progress=not quiet, identities=routed.identities(), force=force)
+                           not_learned=not_learned, progress=not quiet, identities=routed.identities(), force=force,
+                           prompt_format=fmt)
     finally:
         routed.close()  # the likelihood pass loads its own copy of the model: the serving one goes first
     if baselines and learned and ecfg.get("probes", "default") and ecfg.get("likelihood", True):
         summary["likelihood"] = _likelihood(out_dir, model_cfg, learned, ecfg, force=force, quiet=quiet)
     return summary
+
+
+def _prompt_format(model_cfg: dict, quiet: bool) -> dict | None:
+    """The base model's chat format, said once (system merged, no template, template kwargs); None when its
+    tokenizer is not on this machine (a remote model behind backend=openai). A template that cannot work: UserError."""
+    try:
+        fmt = check_prompt_format(model_cfg)
+    except OSError:
+        return None
+    if not quiet:
+        for note in fmt.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return fmt.describe()
 
 
 def _likelihood(out_dir: Path, model_cfg: dict, adapters: dict[str, Path], ecfg: dict, *, force: bool,
@@ -493,9 +512,8 @@ def score_released(sweep_dir: Path, released: Path, cfg: dict, *, quiet: bool = 
     adapter, how = released_adapter(released)
     adapters = {str(r.get("run_id")): run_dir / "adapter" for r, run_dir in sweep_runs(sweep_dir)
                 if r.get("status") == "complete"}
-    tcfg = cfg["task"] if isinstance(cfg["task"], dict) else {"name": cfg["task"]}
     summary = evaluate_models(
-        sweep_dir / "scores", tcfg.get("path") or tcfg["name"], cfg["model"], cfg.get("backend") or {"kind": "hf"},
+        sweep_dir / "scores", task_ref(cfg["task"]), cfg["model"], cfg.get("backend") or {"kind": "hf"},
         adapters, eval_cfg=cfg.get("eval"),
         extra_models={RELEASED: ServedModel(cfg["model"], cfg.get("backend") or {"kind": "hf"}, adapter, kind=RELEASED)},
         quiet=quiet)

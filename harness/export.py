@@ -128,12 +128,9 @@ def run_model_cfg(info: RunInfo, *, trust_remote_code: bool = False, log: Log = 
 
 
 def run_task(info: RunInfo):
-    from harness.tasks import load_task
+    from harness.tasks import load_task, task_ref
 
-    tcfg = info.config.get("task") or {}
-    if isinstance(tcfg, str):
-        tcfg = {"name": tcfg}
-    return load_task(tcfg.get("path") or tcfg.get("name"))
+    return load_task(task_ref(info.config.get("task") or {}))
 
 
 def task_messages(task, n: int) -> list[list[dict]]:

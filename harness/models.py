@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.io import UserError, atomic_dir, sha256_file, stable_hash
+from harness.prompts import DEFAULT_CHAT_TEMPLATE_KWARGS, set_chat_format
 
 READY_MARKER = "harness_ready.json"
 
@@ -33,6 +34,7 @@ class ModelSpec:
     max_length: int = 1024
     trust_remote_code: bool = False
     dtype: str = "auto"
+    chat_template_kwargs: dict | None = None  # model.chat_template_kwargs (None: the default)
 
 
 def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -61,10 +63,43 @@ def gguf_package_file(package: str, filename: str) -> Path:
     return path
 
 
+def model_display_name(cfg: Any) -> str:
+    """The base model's name in every artefact: model.name if set, else the last part of model.path (a folder or
+    a hub id), never the loader's kind."""
+    name = _cfg_get(cfg, "name", None)
+    if name:
+        return str(name)
+    path = str(_cfg_get(cfg, "path", "") or "").rstrip("/\\")
+    if path:
+        return Path(path).stem if path.endswith(".gguf") else re.split(r"[/\\]", path)[-1]
+    return str(_cfg_get(cfg, "source", "model"))
+
+
+def chat_template_kwargs(cfg: Any) -> dict:
+    """model.chat_template_kwargs (absent or null: the default {enable_thinking: false}); UserError unless a mapping."""
+    kw = _cfg_get(cfg, "chat_template_kwargs", None)
+    if kw is None:
+        return dict(DEFAULT_CHAT_TEMPLATE_KWARGS)
+    if not hasattr(kw, "items") or not all(isinstance(k, str) for k in kw):
+        raise UserError(f"model.chat_template_kwargs: expected a mapping of template variables "
+                        f"(e.g. {{enable_thinking: false}}), got {str(kw)[:80]!r}")
+    return {str(k): v for k, v in kw.items()}
+
+
 def resolve_model(cfg: Any) -> ModelSpec:
-    """Turn a conf/model/*.yaml config into a local, loadable ModelSpec (converting/building once)."""
+    """Turn a conf/model/*.yaml config into a local, loadable ModelSpec (converting/building once).
+
+    Non-default chat_template_kwargs are part of the identity: they change every prompt (run ids, caches)."""
+    spec = _resolve_model(cfg)
+    spec.chat_template_kwargs = chat_template_kwargs(cfg)
+    if spec.chat_template_kwargs != DEFAULT_CHAT_TEMPLATE_KWARGS:
+        spec.identity = stable_hash({"base": spec.identity, "chat_template_kwargs": spec.chat_template_kwargs}, 16)
+    return spec
+
+
+def _resolve_model(cfg: Any) -> ModelSpec:
     source = _cfg_get(cfg, "source", "hf")
-    name = _cfg_get(cfg, "name", "model")
+    name = model_display_name(cfg)
     max_length = int(_cfg_get(cfg, "max_length", 1024))
     trc = bool(_cfg_get(cfg, "trust_remote_code", False))
     dtype = str(_cfg_get(cfg, "dtype", "auto"))
@@ -200,12 +235,23 @@ def resolve_tokenizer_source() -> Path:
 
 
 def load_tokenizer(spec: ModelSpec):
+    """The base model's tokenizer with its chat format decided (harness.prompts.chat_format): the same template
+    kwargs, system handling and end of turn wherever it is used. UserError when its template cannot work."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(spec.path), trust_remote_code=spec.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    set_chat_format(tok, spec.chat_template_kwargs)
     return tok
+
+
+def check_prompt_format(model_cfg: Any):
+    """The base model's chat format (harness.prompts.ChatFormat), decided before anything trains or generates:
+    UserError (exit 2) when its chat template cannot format a conversation."""
+    from harness.prompts import chat_format
+
+    return chat_format(load_tokenizer(resolve_model(model_cfg)))
 
 
 def torch_dtype(name: str, device: str):

@@ -190,10 +190,9 @@ def load_target(path: Path, overrides: list[str], *, log=print) -> tuple[dict, d
 
 
 def task_ref(cfg: dict) -> str:
-    tcfg = cfg.get("task") or {}
-    if isinstance(tcfg, str):
-        return tcfg
-    return str(tcfg.get("path") or tcfg.get("name"))
+    from harness.tasks import task_ref as configured_task
+
+    return configured_task(cfg.get("task") or {})
 
 
 def released_adapter(released: Path) -> tuple[Path, str]:

@@ -30,6 +30,7 @@ from harness.backends.base import GenParams
 from harness.config import repo_root
 from harness.example import Example
 from harness.io import UserError, check_safe_name, key_str, load_yaml_with_lines, read_json, sha256_file
+from harness.judge.rubrics import judge_metric_range
 from harness.metrics import METRICS, metric_outputs, validate_spec
 
 TASK_FILE = "task.yaml"
@@ -170,6 +171,18 @@ def _display(path: Path) -> str:
         return str(path)
 
 
+def task_ref(task_cfg: Any) -> str:
+    """THE reference of a configured task (the config's `task`): task.path when set, else task.name; a plain
+    string is a name or path already. Every module that loads "the task of this config" goes through here."""
+    if isinstance(task_cfg, (str, os.PathLike)):
+        return str(task_cfg)
+    tcfg = task_cfg or {}
+    ref = tcfg.get("path") or tcfg.get("name")
+    if not isinstance(ref, (str, os.PathLike)) or not str(ref):
+        raise UserError(f"task.name: must name a task (evalsets/<name>/task.yaml) or set task.path, got {ref!r}")
+    return str(ref)
+
+
 def load_task(name_or_path: str | os.PathLike, search_dirs: list[Path] | None = None) -> Task:
     """Load and validate a task by name (evalsets/<name>/task.yaml) or by path to a yaml / task folder."""
     path = find_task_file(name_or_path, search_dirs)
@@ -291,8 +304,13 @@ def _parse(path: Path) -> Task:
             fail(("metrics", i), f"produces {dup[0]!r} twice (rename one with `as:`)")
         produced += outs
         metrics.append(dict(spec))
-    primary = raw["primary_metric"]
-    if primary not in produced:
+    primary, value_range = raw["primary_metric"], (0.0, 1.0)
+    if isinstance(primary, str) and primary.startswith("judge:"):  # the judge decides (harness/judge_decision.py)
+        try:
+            value_range = judge_metric_range(primary)
+        except ValueError as exc:
+            fail(("primary_metric",), str(exc))
+    elif primary not in produced:
         fail(("primary_metric",), f"{primary!r} is not produced by any metric (produced: {', '.join(produced)})")
 
     # few-shot
@@ -307,8 +325,9 @@ def _parse(path: Path) -> Task:
 
     target = raw.get("target")
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
-                               or not 0.0 <= float(target) <= 1.0):
-        fail(("target",), f"must be a number in [0, 1] (the primary metric's acceptance level), got {target!r}")
+                               or not value_range[0] <= float(target) <= value_range[1]):
+        fail(("target",), f"must be a number in [{value_range[0]:g}, {value_range[1]:g}] (the primary metric's "
+                          f"acceptance level), got {target!r}")
 
     pattern = raw.get("answer_pattern")
     if pattern is not None:

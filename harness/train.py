@@ -24,6 +24,7 @@ from harness.checkpoint import (StepBoundary, latest_checkpoint, load_checkpoint
 from harness.config import dump_yaml, redact
 from harness.io import UserError, atomic_dir, read_json, sha256_file, stable_hash, write_json
 from harness.precision import PRECISIONS, Precision, cpu_has_native_bf16, resolve_precision  # noqa: F401
+from harness.prompts import DEFAULT_CHAT_TEMPLATE_KWARGS, chat_format, stop_token_ids
 from harness.replay import RUN_FILE, prompts_path, replay_examples
 from harness.runs import load_run, read_status, write_status
 from harness.train_data import (TrainData, collate, encode, encode_replay, load_train_data,  # noqa: F401
@@ -84,10 +85,13 @@ def load_base(cfg: dict, spec, device: str, precision: Precision):
 
 def _identity_settings(cfg: dict) -> dict:
     """The settings that define a run. train.replay at 0 (off) is left out, so runs made before the key existed
-    keep their ids (a finished run is still found, an interrupted one still resumes)."""
+    keep their ids (a finished run is still found, an interrupted one still resumes); so is the default
+    model.chat_template_kwargs."""
     ident = {k: cfg.get(k) for k in RUN_ID_KEYS}
     if isinstance(ident.get("train"), dict) and not ident["train"].get("replay"):
         ident["train"] = {k: v for k, v in ident["train"].items() if k != "replay"}
+    if isinstance(ident.get("model"), dict) and ident["model"].get("chat_template_kwargs") == DEFAULT_CHAT_TEMPLATE_KWARGS:
+        ident["model"] = {k: v for k, v in ident["model"].items() if k != "chat_template_kwargs"}  # the default
     return ident
 
 
@@ -297,6 +301,9 @@ class LoRARecipe:
         t = self.tcfg
         self.device = default_device()
         tok = load_tokenizer(self.spec)
+        self.prompt_format = chat_format(tok)
+        for note in self.prompt_format.notes:  # system merged into the user turn, no template, template kwargs
+            self.log(note)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         max_length = int(t.get("max_length") or self.spec.max_length)
         self.train_enc = encode(tok, self.data.train, self.data, max_length, bool(t.get("completion_only", True)))
@@ -322,6 +329,8 @@ class LoRARecipe:
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         man = manifest(self.cfg, self.run_id, self.ident["config_id"], self.spec, self.data, self.device, self.seed,
                        self.precision.name)
+        man["prompt_format"] = {**self.prompt_format.describe(),
+                                "stop_token_ids": sorted(stop_token_ids(tok, self.model.generation_config))}
         if self.replay_share:
             man["replay"] = {"share": self.replay_share, "examples": self.n_replay, "file": RUN_FILE}
         write_json(self.run_dir / "manifest.json", man)
@@ -538,10 +547,11 @@ def train(cfg: dict, run_dir: str | Path | None = None, *, runs_root: str | Path
     `should_stop(step, val_loss) -> bool` is called after each validation; True ends the run as "pruned"
     (curves and the best-so-far adapter kept). `on_step(state)` is called after each optimizer step.
     """
-    from harness.models import resolve_model
+    from harness.models import load_tokenizer, resolve_model
 
     seed = int(cfg.get("seed", 0))
     spec = resolve_model(cfg["model"])
+    load_tokenizer(spec)  # a chat template that cannot format a conversation stops here, before any run dir
     data = load_train_data(cfg["task"], seed, float(cfg["train"].get("val_fraction", 0.1)))
     if cfg["train"].get("replay"):
         data.files["replay_prompts"] = str(prompts_path())  # in the run id and the manifest's data hashes

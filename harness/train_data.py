@@ -22,9 +22,9 @@ class TrainData:
 
 
 def load_train_data(task_cfg: dict, seed: int, val_fraction: float) -> TrainData:
-    from harness.tasks import load_task
+    from harness.tasks import load_task, task_ref
 
-    task = load_task(task_cfg.get("path") or task_cfg["name"])
+    task = load_task(task_ref(task_cfg))
     train = task.load_split("train")
     files = {"train": str(task.data["train"])}
     if task.data.get("val"):

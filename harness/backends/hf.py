@@ -135,10 +135,10 @@ class HFBackend(ServedAdapters):
         model.eval()
         self.model = model
         self._is_peft = bool(self.adapter_dirs)
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        self._eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        from harness.prompts import stop_token_ids
+
+        # tokenizer eos + generation_config eos + the template's end of turn (the token training ends answers with)
+        self._eos_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else next(iter(self._eos_ids))
         cfg = getattr(self.model, "config", None)
         self.max_context = int(getattr(cfg, "max_position_embeddings", 0) or 0) or None
