@@ -1,10 +1,11 @@
-"""The layout tells the story (issue #14): no import cycles between harness modules, and no module reaching
+"""The layout tells the story (issue #14, #25): no import cycles between harness modules, and no module reaching
 into another module's private `_names`.
 
-Only imports that run when a module is imported count (module level, including try/except and if-blocks, but
-not `if TYPE_CHECKING:`); an import inside a function is a deliberate lazy import and is allowed.
-Known offenders are listed with their owner; a new one fails the test, a fixed one only warns (so the owner's
-fix never breaks the suite; remove it from the list then).
+Every import of a harness module counts, at module level or inside a function: a lazy import only delays a
+cycle, it does not remove it (only `if TYPE_CHECKING:` blocks are left out, they never run). Lazy imports of
+heavy optional packages (torch, vllm, bitsandbytes, ...) are not harness modules and add no edge.
+Known offenders are listed with their owner and reason; a new one fails the test, a fixed one only warns (so the
+owner's fix never breaks the suite; remove it from the list then).
 """
 from __future__ import annotations
 
@@ -15,8 +16,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "harness"
 
-# (cycle as a sorted tuple of modules) -> owner. Empty: no cycle is accepted.
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
+# (cycle as a sorted tuple of modules) -> owner and reason. Each entry is a cycle through files another engineer
+# is restructuring now; nothing else is accepted.
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {
+    # tasks.py imports judge.rubrics.judge_metric_range, which runs judge/__init__ (calibration, run, settings);
+    # judge.settings.trusted_model_cfg -> targets, and targets.task_ref -> tasks. Breaking it means moving
+    # judge_metric_range below the judge package or the trust lookup out of judge/settings.py.
+    ("harness.judge", "harness.judge.calibration", "harness.judge.run", "harness.judge.settings", "harness.targets",
+     "harness.tasks"): "judge engineer: pending #25 renderer move",
+}
 # (importer, "module:_name" or a package-private module) -> owner
 KNOWN_PRIVATE: dict[tuple[str, str], str] = {}
 
@@ -58,23 +66,18 @@ def _with_parents(mod: str, importer: str) -> list[str]:
     return out
 
 
-def _top_level_imports(tree: ast.Module):
-    """Import nodes executed at import time: module body and its if/try/with blocks, not functions/classes
-    and not `if TYPE_CHECKING:`."""
-    stack = list(tree.body)
+def _imports(tree: ast.AST):
+    """Every import node that can run: module level, if/try/with blocks and function/class bodies alike, but
+    not the body of `if TYPE_CHECKING:` (type-checker only)."""
+    stack = list(ast.iter_child_nodes(tree))
     while stack:
         node = stack.pop()
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
-        elif isinstance(node, ast.If):
-            test = ast.unparse(node.test)
-            if "TYPE_CHECKING" not in test:
-                stack += node.body
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             stack += node.orelse
-        elif isinstance(node, (ast.Try, ast.With)):
-            stack += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
-            for h in getattr(node, "handlers", []):
-                stack += h.body
+        else:
+            stack += list(ast.iter_child_nodes(node))
 
 
 def scan() -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
@@ -82,7 +85,7 @@ def scan() -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
     private: list[tuple[str, str]] = []
     for mod, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        top = set(map(id, _top_level_imports(tree)))
+        runs = set(map(id, _imports(tree)))
         for node in ast.walk(tree):
             targets: list[str] = []
             if isinstance(node, ast.Import):
@@ -102,7 +105,7 @@ def scan() -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
                 leaf = t.rsplit(".", 1)[-1]
                 if leaf.startswith("_") and leaf != "__init__" and t in MODULES and not mod.startswith(owner_pkg + "."):
                     private.append((mod, t))  # a package-private module used from outside its package
-                if id(node) in top:
+                if id(node) in runs:
                     graph[mod].update(m for m in _with_parents(t, mod) if m != mod)
     return graph, private
 
@@ -149,11 +152,21 @@ def test_the_scanner_sees_real_imports():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [("a", "b", "c")]
 
 
+def test_the_scanner_counts_imports_inside_functions_but_not_type_checking_blocks():
+    tree = ast.parse("from typing import TYPE_CHECKING\n"
+                     "if TYPE_CHECKING:\n    from harness import typing_only\n"
+                     "def f():\n    if True:\n        import harness.lazy\n"
+                     "class C:\n    def m(self):\n        from harness.method import x\n")
+    names = sorted(a.name if isinstance(n, ast.Import) else n.module for n in _imports(tree) for a in n.names)
+    assert names == ["harness.lazy", "harness.method", "typing"]
+    assert "harness.preflight" in scan()[0]["harness.sweep"]  # sweep._validate imports it inside the function
+
+
 def test_no_import_cycles():
     found = cycles(scan()[0])
     new = [c for c in found if c not in KNOWN_CYCLES]
     fixed = [c for c in KNOWN_CYCLES if c not in found]
-    assert not new, "import cycles (make one side a lazy in-function import, or move the shared piece down):\n" + \
+    assert not new, "import cycles (a lazy import does not break one: move the shared piece down):\n" + \
         "\n".join(" <-> ".join(c) for c in new)
     if fixed:
         warnings.warn(f"fixed, remove from KNOWN_CYCLES: {fixed}")
