@@ -45,6 +45,7 @@ class Settings:
     min_effect: float = 0.10       # smallest gain on the primary metric worth acting on
     max_error_rate: float = 0.05   # above this share of backend errors, a model's comparison is unusable
     max_judge_missing: float = 0.10  # above this share of missing judge verdicts, judge numbers are unusable
+    min_judge_consistency: float = 0.7  # a judge whose verdicts survive an order swap less often cannot decide
     power: float = 0.8             # for minimum detectable effects and items-needed estimates
     min_events: int = 5            # a metric is compared only when at least this many items tell models apart
     target: float | None = None    # acceptance level of the primary metric (task.yaml `target`)

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 from harness.analysis import BASE, BETTER, FEWSHOT, WORSE, Analysis, Comparison, Interval, form_gains, sample_size
+from harness.judge_decision import PAIRWISE, is_judge_metric, judge_reasons, length_note, untrusted
 
 OUTCOMES = {
     "ship": "SHIP",
@@ -78,6 +79,16 @@ def fmt_comparison(c: Comparison) -> str:
 
 
 def decide(an: Analysis) -> Decision:
+    """The decision (see module doc). With the judge as the primary metric (harness.judge_decision) the same
+    outcomes, after one more check: an untrusted judge makes the outcome inconclusive."""
+    d = _decide(an)
+    note = length_note(an) if is_judge_metric(an.primary) and not d.problems and untrusted(an) is None else None
+    if note:
+        d.headline = d.headline[:-1] + f"; {note}."
+    return d
+
+
+def _decide(an: Analysis) -> Decision:
     s, P = an.settings, an.primary
     chosen = an.selection.chosen
     name = an.name(chosen) if chosen else None
@@ -101,9 +112,16 @@ def decide(an: Analysis) -> Decision:
                      ["Check the data (`harness data check`), raise the learning rate or train longer: the "
                       "validation loss never went below its first value."])
 
+    if is_judge_metric(P):
+        blocked = untrusted(an)
+        R += judge_reasons(an)
+        if blocked:
+            return _done(d, "inconclusive", blocked[0], blocked[1])
     cB, cF = an.comparison(chosen, BASE), an.comparison(chosen, FEWSHOT)
-    mA, mB = an.models[chosen].metrics[P].mean, an.models[BASE].metrics[P].mean
-    mF = an.models[FEWSHOT].metrics[P].mean if FEWSHOT in an.models else None
+    if cB is None and is_judge_metric(P):
+        return _done(d, "inconclusive", f"the judge has no verdicts on `{name}` vs base",
+                     ["Judge the sweep again (`harness judge run SWEEP`): the chosen adapter was not judged."])
+    mA, mB, mF = (_mean(an, m, P) for m in (chosen, BASE, FEWSHOT))
     d.sample_size = sample_size(an, FEWSHOT if cF is not None else BASE)
     n = an.n_items
     if n < s.min_items:
@@ -185,13 +203,19 @@ def decide(an: Analysis) -> Decision:
 
     # use the prompt
     fB = an.baseline_comparisons.get("fewshot_vs_base")
-    prompt_good = (mF is not None and mF >= s.target) if s.target is not None else (fB is not None and fB.verdict == BETTER)
-    base_good = s.target is not None and mB >= s.target and (cB is None or cB.verdict != BETTER)
+    if P == PAIRWISE:  # the judge compares against the prompt directly: it prefers the prompt with confidence
+        prompt_good = cF is not None and cF.verdict == WORSE
+    else:
+        prompt_good = (mF is not None and mF >= s.target) if s.target is not None else (fB is not None and fB.verdict == BETTER)
+    base_good = s.target is not None and mB is not None and mB >= s.target and (cB is None or cB.verdict != BETTER)
     if (prompt_good and cF is not None and cF.verdict != BETTER) or base_good:
         which = "the plain base model (zero-shot)" if base_good and not prompt_good else "the few-shot prompt"
         value = mB if which.startswith("the plain") else mF
-        why = (f"{which} scores {value:.3f}, at or above the target {s.target:g}," if s.target is not None
-               else f"{which} beats the base model with confidence ({fB.diff:+.3f} on {P}),")
+        if P == PAIRWISE and not base_good:
+            why = f"the judge prefers the few-shot prompt's answers ({fmt_comparison(cF)}),"
+        else:
+            why = (f"{which} scores {value:.3f}, at or above the target {s.target:g}," if s.target is not None
+                   else f"{which} beats the base model with confidence ({fB.diff:+.3f} on {P}),")
         return _done(d, "use_prompt", f"{why} and the best adapter (`{name}`) is not better than it with confidence",
                      [f"Use {which}: it needs no training, no adapter to serve and no forgetting risk.",
                       "Fine-tune only if you need the gain a larger eval set would have to show."])
@@ -236,6 +260,13 @@ def decide(an: Analysis) -> Decision:
 
 
 # ------------------------------------------------------------------------------------------------- parts
+
+def _mean(an: Analysis, m: str | None, metric: str) -> float | None:
+    """A model's mean on the metric; None when it has none (a baseline under judge:pairwise, or not scored)."""
+    st = an.models.get(m) if m else None
+    i = st.metrics.get(metric) if st is not None else None
+    return None if i is None else i.mean
+
 
 def _done(d: Decision, outcome: str, why: str, steps: list[str]) -> Decision:
     d.outcome = outcome

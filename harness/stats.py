@@ -116,6 +116,11 @@ def _binom_two_sided_half(k: int, n: int) -> float:
     return float(min(1.0, 2.0 * tail))
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided sign test of paired preferences (ties left out, as the sign test does): exact binomial at 0.5."""
+    return _binom_two_sided_half(int(wins), int(wins) + int(losses))
+
+
 def mcnemar(a_pass: Sequence[bool | float], b_pass: Sequence[bool | float]) -> dict:
     """McNemar's test on paired pass/fail outcomes: {"b01", "b10", "statistic", "p_value", "method"}.
 

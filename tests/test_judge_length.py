@@ -85,7 +85,8 @@ def test_separation_stays_finite():
 
 def test_no_judged_items():
     lc = J.length_controlled([None, None], [1, 2], [2, 1])
-    assert lc == {"n": 0, "lc_win_rate": None, "lc_win_rate_ci": None, "length_coef": None, "length_p": None}
+    assert lc == {"n": 0, "lc_win_rate": None, "lc_win_rate_ci": None, "lc_p": None, "length_coef": None,
+                  "length_p": None}
     s = pairwise_summary("a", "b", [{"verdict": None, "consistent": None}] * 2, [1, 2], [2, 1])
     assert s["win_rate"] is None and s["win_rate_ci"] is None and s["missing"] == 2 and not s["length_explained"]
 

@@ -57,14 +57,14 @@ def _sigmoid(v: float) -> float:
 
 def length_controlled(outcomes: Sequence[float | None], len_a: Sequence[float], len_b: Sequence[float], *,
                       alpha: float = 0.05) -> dict:
-    """{"n", "lc_win_rate", "lc_win_rate_ci", "length_coef", "length_p"} over items with an outcome (None =
+    """{"n", "lc_win_rate", "lc_win_rate_ci", "lc_p", "length_coef", "length_p"} over items with an outcome (None =
     missing verdict, left out). With fewer than 2 items, or no variation in length difference, the LC win
-    rate is the raw win rate and its CI, length_coef and length_p are None (length cannot explain anything:
+    rate is the raw win rate and its CI, lc_p (Wald p of the LC rate vs 0.5), length_coef and length_p are None (length cannot explain anything:
     use the raw win rate's CI)."""
     keep = [i for i, o in enumerate(outcomes) if o is not None]
     y = np.asarray([outcomes[i] for i in keep], dtype=float)
     d = length_feature([len_a[i] for i in keep], [len_b[i] for i in keep])
-    out = {"n": len(keep), "lc_win_rate": None, "lc_win_rate_ci": None, "length_coef": None, "length_p": None}
+    out = {"n": len(keep), "lc_win_rate": None, "lc_win_rate_ci": None, "lc_p": None, "length_coef": None, "length_p": None}
     if not keep:
         return out
     z = -_normal_ppf(alpha / 2)
@@ -73,10 +73,15 @@ def length_controlled(outcomes: Sequence[float | None], len_a: Sequence[float], 
         return out
     beta, cov = fit_logistic(d, y)
     se0, se1 = (math.sqrt(max(cov[i, i], 0.0)) for i in (0, 1))
-    p1 = math.erfc(abs(beta[1]) / se1 / math.sqrt(2)) if se1 > 0 else (1.0 if beta[1] == 0 else 0.0)
+    p1 = _wald_p(beta[1], se1)
     out.update(lc_win_rate=_sigmoid(beta[0]), lc_win_rate_ci=[_sigmoid(beta[0] - z * se0), _sigmoid(beta[0] + z * se0)],
-               length_coef=float(beta[1]), length_p=float(p1))
+               lc_p=_wald_p(beta[0], se0), length_coef=float(beta[1]), length_p=float(p1))
     return out
+
+
+def _wald_p(coef: float, se: float) -> float:
+    """Two-sided Wald p-value of coef = 0 (for the intercept: LC win rate = 0.5)."""
+    return float(math.erfc(abs(coef) / se / math.sqrt(2))) if se > 0 else (1.0 if coef == 0 else 0.0)
 
 
 def length_explained(win_rate_ci: Sequence[float] | None, lc_ci: Sequence[float] | None, length_p: float | None,

@@ -162,3 +162,22 @@ def rubric_from_dict(data: Any, where: str = "<rubric>", lines: YamlLines | None
     return Rubric(name=name, version=str(data["version"]), type=rtype, criteria=data["criteria"].strip(),
                   prompt=data["prompt"], uses_reference=uses_ref, scale_min=smin, scale_max=smax, anchors=anchors,
                   reference_section=ref_section, system=system, path=where)
+
+
+def judge_metric_range(metric: str) -> tuple[float, float]:
+    """The values a judge primary metric (task.yaml `primary_metric: judge:...`) takes, so `target:` can be checked:
+    judge:pairwise is a win rate in [0, 1]; judge:<rubric> the mean of a pointwise rubric's scale. ValueError
+    (the message a task error shows) for an unknown or non-pointwise rubric."""
+    name = metric.split(":", 1)[1] if ":" in metric else ""
+    if name == "pairwise":
+        return 0.0, 1.0
+    known = ", ".join(["pairwise"] + [r for r in list_rubrics() if r != "pairwise"])
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise ValueError(f"{metric!r}: no rubric {name!r} (judge:<rubric> with one of: {known})")
+    try:
+        rubric = load_rubric(name)
+    except UserError as exc:
+        raise ValueError(f"{metric!r}: {exc}") from None
+    if rubric.type != "pointwise":
+        raise ValueError(f"{metric!r}: rubric {name!r} is pairwise; use judge:pairwise or a pointwise rubric")
+    return float(rubric.scale_min), float(rubric.scale_max)

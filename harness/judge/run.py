@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+import numpy as np
+
 from harness.backends.base import BackendError
 from harness.config import redact_text
 from harness.io import UserError, read_jsonl, write_json, write_jsonl
@@ -22,7 +24,7 @@ from harness.judge.length import OUTCOME, length_controlled, length_explained
 from harness.judge.prompting import question_text, system_text
 from harness.judge.rubrics import load_rubric
 from harness.judge.settings import SMALL_JUDGE_NOTE, backend_cfg_of, judge_from_cfg, make_judge_backend, plain_cfg
-from harness.stats import bootstrap_ci
+from harness.stats import bootstrap_ci, sign_test
 
 BASELINES = ("base", "fewshot")
 
@@ -63,7 +65,8 @@ def pair_result(ra: dict, rb: dict) -> dict:
 
 
 def pairwise_summary(a: str, b: str, results: Sequence[dict], len_a: Sequence[int], len_b: Sequence[int]) -> dict:
-    """Tally, raw win rate (ties count half) with a bootstrap CI, and the length-controlled win rate of a over b."""
+    """Tally, raw win rate (ties count half, an order-inconsistent pair is a tie) with a bootstrap CI over items and
+    the sign test's p (wins vs losses), and the length-controlled win rate of a over b with its Wald p."""
     t = pairwise_tally(results)
     outcomes = [OUTCOME.get(r["verdict"]) for r in results]
     judged = [o for o in outcomes if o is not None]
@@ -72,8 +75,11 @@ def pairwise_summary(a: str, b: str, results: Sequence[dict], len_a: Sequence[in
     wr_ci = [lo, hi] if judged else None
     return {"a": a, "b": b, "wins": t["wins"], "losses": t["losses"], "ties": t["ties"], "n": t["n"],
             "missing": t["missing"], "inconsistent": t["inconsistent"], "position_consistency": t["position_consistency"],
-            "win_rate": wr, "win_rate_ci": wr_ci, "lc_win_rate": lc["lc_win_rate"],
+            "win_rate": wr, "win_rate_ci": wr_ci, "sign_p": sign_test(t["wins"], t["losses"]),
+            "outcome_sd": float(np.std(judged, ddof=1)) if len(judged) > 1 else 0.0,
+            "lc_win_rate": lc["lc_win_rate"],
             "lc_win_rate_ci": lc["lc_win_rate_ci"] if lc["length_coef"] is not None else wr_ci,
+            "lc_p": lc["lc_p"] if lc["length_coef"] is not None else sign_test(t["wins"], t["losses"]),
             "length_coef": lc["length_coef"], "length_p": lc["length_p"],
             "length_explained": length_explained(wr_ci, lc["lc_win_rate_ci"], lc["length_p"])}
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import Analysis, RunView, Settings, analyze
+from harness.analysis import Analysis, RunView, Settings
 from harness.io import UserError, read_json, read_jsonl, sha256_file
+from harness.judge_decision import analyze_judged
 from harness.targets import sweep_runs
 
 
@@ -24,6 +25,7 @@ class Sweep:
     judge: dict | None             # scores/judge_summary.json
     scores_sha256: str | None = None
     drift: dict | None = None      # scores/drift.json (harness.likelihood): KL drift and the MC probes' summary
+    judge_rows: list[dict] = dataclasses.field(default_factory=list)  # scores/judge.jsonl (per-item verdicts)
 
     @property
     def name(self) -> str:
@@ -109,7 +111,9 @@ def load_sweep(sweep_dir: str | Path, *, require_scores: bool = False) -> Sweep:
     summary = _obj(d / "scores" / "summary.json", "summary.json")
     judge_p = d / "scores" / "judge_summary.json"
     judge = _obj(judge_p, "judge_summary.json") if judge_p.is_file() else None
-    return Sweep(d, meta, runs, rows, summary, judge, sha, drift)
+    judge_rows_p = d / "scores" / "judge.jsonl"
+    judge_rows = [r for r in read_jsonl(judge_rows_p) if isinstance(r, dict)] if judge and judge_rows_p.is_file() else []
+    return Sweep(d, meta, runs, rows, summary, judge, sha, drift, judge_rows)
 
 
 def _float(v: Any) -> float | None:
@@ -139,7 +143,8 @@ _OPEN, _HALF = (0.0, 1.0, False), (0.0, 1.0, True)  # (lo, hi, lo allowed): (0, 
 # what a foreign sweep.json may hold for each Settings field: a number in a range, an integer in a range, a text
 SETTING_RULES: dict[str, tuple] = {
     "alpha": ("p", _OPEN), "margin": ("p", _OPEN), "max_bleed": ("p", _HALF), "min_effect": ("p", _HALF),
-    "max_error_rate": ("p", _HALF), "max_judge_missing": ("p", _HALF), "power": ("p", _OPEN),
+    "max_error_rate": ("p", _HALF), "max_judge_missing": ("p", _HALF),
+    "min_judge_consistency": ("p", _HALF), "power": ("p", _OPEN),
     "target": ("real", None), "min_items": ("int", (1, 10**9)), "min_events": ("int", (0, 10**9)),
     "n_boot": ("int", (100, 100_000)), "seed": ("int", (0, 2**32 - 1)),
     "target_source": ("text", None), "select_by": ("text", None),
@@ -188,5 +193,5 @@ def settings_for(sweep: Sweep, **overrides: Any) -> Settings:
 
 def analyze_sweep(sweep: Sweep, settings: Settings) -> Analysis:
     primary = sweep.summary.get("primary_metric") or sweep.meta.get("primary_metric")
-    return analyze(sweep.rows, run_views(sweep), settings, primary=primary, judge=sweep.judge, swept=sweep.swept,
-                   drift=(sweep.drift or {}).get("drift"))
+    return analyze_judged(sweep.rows, run_views(sweep), settings, primary=primary, judge=sweep.judge,
+                          judge_rows=sweep.judge_rows, swept=sweep.swept, drift=(sweep.drift or {}).get("drift"))

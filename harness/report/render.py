@@ -74,6 +74,12 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
              f"{len(sweep.runs)} run{'s' if len(sweep.runs) != 1 else ''} ({len(an.adapters)} adapter"
              f"{'s' if len(an.adapters) != 1 else ''} scored)", f"{an.n_items} paired eval items",
              f"alpha {an.settings.alpha}"]
+    for e in sweep.summary.get("engines") or []:  # which forward generated: lean, or the fallback and why
+        if "lean" in e:
+            facts.append(f"served by `{e['backend']}` on the " + (
+                ("lean forward" + (" (packed weights)" if e.get("pack") else "")) if e["lean"]
+                else f"transformers forward (not lean: {e.get('lean_reason')})")
+                + (f" ({e['window_fallback']})" if e.get("window_fallback") else ""))
     B.append(("p", "; ".join(facts) + "."))
 
     # leaderboard
@@ -84,7 +90,8 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
     runs = {r["run_id"]: r for r in sweep.runs}
 
     def key(m: str) -> tuple:
-        v = an.models[m].metrics[P].mean if P else math.nan
+        i = an.models[m].metrics.get(P) if P else None  # a baseline has no number on judge:pairwise
+        v = i.mean if i is not None else math.nan
         return (-(v if not math.isnan(v) else -1e9), m)
 
     rows = []
