@@ -183,18 +183,6 @@ def task_ref(task_cfg: Any) -> str:
     return str(ref)
 
 
-def task_ref(task_cfg: Any) -> str:
-    """THE reference of a configured task (the config's `task`): task.path when set, else task.name; a plain
-    string is a name or path already. Every module that loads "the task of this config" goes through here."""
-    if isinstance(task_cfg, (str, os.PathLike)):
-        return str(task_cfg)
-    tcfg = task_cfg or {}
-    ref = tcfg.get("path") or tcfg.get("name")
-    if not isinstance(ref, (str, os.PathLike)) or not str(ref):
-        raise UserError(f"task.name: must name a task (evalsets/<name>/task.yaml) or set task.path, got {ref!r}")
-    return str(ref)
-
-
 def load_task(name_or_path: str | os.PathLike, search_dirs: list[Path] | None = None) -> Task:
     """Load and validate a task by name (evalsets/<name>/task.yaml) or by path to a yaml / task folder."""
     path = find_task_file(name_or_path, search_dirs)
