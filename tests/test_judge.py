@@ -622,8 +622,9 @@ def test_run_judge_summary_and_cache_reuse(tmp_path):
     assert pw[("run1", "base")] == {"a": "run1", "b": "base", "wins": 3, "losses": 0, "ties": 0, "missing": 0,
                                     "inconsistent": 0, "position_consistency": 1.0, "n": 3,
                                     "win_rate": 1.0, "win_rate_ci": [1.0, 1.0],
+                                    "sign_p": 0.25, "outcome_sd": 0.0,  # 3 wins, 0 losses: 2 * 0.5 ** 3
                                     # every length difference is the same (" GOOD"): length explains nothing
-                                    "lc_win_rate": 1.0, "lc_win_rate_ci": [1.0, 1.0], "length_coef": None,
+                                    "lc_win_rate": 1.0, "lc_win_rate_ci": [1.0, 1.0], "lc_p": 0.25, "length_coef": None,
                                     "length_p": None, "length_explained": False}
     assert s["status"] == "ok" and s["error"] is None
     cost = s["cost"]

@@ -1,0 +1,225 @@
+"""The voice example end to end through the judge path (issue #24): a sweep's outputs -> harness judge run against an
+OpenAI-compatible judge server of our own on 127.0.0.1 that scores by the house rules -> labels from the rules ->
+harness judge calibrate --sweep -> report's analysis -> decision and gate. And the embedded SmolLM2-135M as judge:
+calibrated on the same kind of labels, it agrees near chance, and the decision says it cannot tell (slow).
+
+The truth is known: evalsets/voice/generate.py `violations` is the house style; the adapters answer in it, the
+few-shot prompt breaks one rule per reply, the base model two to four.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from fixtures_sweep import write_sweep
+from harness.decision import decide
+from harness.io import read_json
+from harness.judge import calibrate, run_judge
+from harness.metrics import score_sample
+from harness.report.load import analyze_sweep, load_sweep, settings_for
+from harness.tasks import load_task
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("voice_generate", REPO / "evalsets" / "voice" / "generate.py")
+V = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(V)  # type: ignore[union-attr]
+N_ITEMS = 30
+
+
+def _block(text: str, label: str) -> str | None:
+    m = re.search(rf"<<<{label}\n(.*?)\n{label}>>>", text, re.S)
+    return m.group(1) if m else None
+
+
+class RuleJudge(ThreadingHTTPServer):
+    """An OpenAI-compatible chat endpoint that judges by the house rules: pointwise 5 - (rules broken), pairwise the
+    reply that breaks fewer rules (tie when equal), each with its reason."""
+    daemon_threads = True
+
+    def __init__(self):
+        self.calls = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    @staticmethod
+    def verdict(prompt: str) -> dict:
+        first = V.customer_of(_block(prompt, "QUESTION") or "")
+        one = _block(prompt, "CANDIDATE")
+        if one is not None:
+            broken = V.violations(one, first)
+            return {"score": max(1, 5 - len(broken)), "reason": "breaks " + (", ".join(broken) or "no rule")}
+        a = V.violations(_block(prompt, "CANDIDATE_A") or "", first)
+        b = V.violations(_block(prompt, "CANDIDATE_B") or "", first)
+        winner = "A" if len(a) < len(b) else "B" if len(b) < len(a) else "tie"
+        return {"winner": winner, "reason": f"A breaks {len(a)} house rules, B breaks {len(b)}"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def _send(self, obj: dict, status: int = 200) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send({"object": "list", "data": [{"id": "rule-judge", "object": "model"}]} if self.path.endswith("/models")
+                   else {"error": "not found"}, 200 if self.path.endswith("/models") else 404)
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        srv: RuleJudge = self.server  # type: ignore[assignment]
+        with srv.lock:
+            srv.calls += 1
+        text = json.dumps(RuleJudge.verdict(body["messages"][-1]["content"]))
+        self._send({"id": "x", "object": "chat.completion", "created": 0, "model": body.get("model"),
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 200, "completion_tokens": 20, "total_tokens": 220}})
+
+
+@pytest.fixture(scope="module")
+def rule_judge():
+    srv = RuleJudge()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def voice_sweep(root: Path, name: str = "voice") -> Path:
+    """A sweep of the voice task (the fixture sweep's runs, its task rows replaced by voice outputs scored with the
+    task's own rule metrics; identical probe answers for every model, so forgetting is measured and absent)."""
+    task = load_task(REPO / "evalsets" / "voice" / "task.yaml")
+    sweep = write_sweep(root, "clear_win", judge=None, name=name)
+    meta = read_json(sweep / "sweep.json")
+    meta["task"] = "voice"
+    (sweep / "sweep.json").write_text(json.dumps(meta))
+    models = sorted({r["model"] for r in map(json.loads, (sweep / "scores" / "scores.jsonl").read_text().splitlines())})
+    items = [json.loads(line) for line in (REPO / "evalsets" / "voice" / "eval.jsonl").read_text().splitlines()][:N_ITEMS]
+    rng = random.Random(0)
+    rows = []
+    for it in items:
+        msg, good = it["messages"][0]["content"], it["messages"][1]["content"]
+        first = V.customer_of(msg)
+        for m in models:
+            out = good if m not in ("base", "fewshot") else \
+                V.off_style(good, first, rng, breaks=1 if m == "fewshot" else rng.randint(2, 4))
+            metrics, _ = score_sample(out, good, task.metrics)
+            rows.append({"model": m, "split": "task", "sample_id": it["id"], "metrics": metrics, "output": out,
+                         "reference": good, "error": None, "knowledge": False,
+                         "prompt": [{"role": "system", "content": task.system_prompt}, {"role": "user", "content": msg}]})
+    for m in models:
+        rows += [{"model": m, "split": "probe", "family": "general", "sample_id": f"g{i}", "metrics": {"pass": float(i % 3 > 0)},
+                  "output": "an answer", "prompt": [{"role": "user", "content": f"question {i}?"}]} for i in range(150)]
+    (sweep / "scores" / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (sweep / "scores" / "summary.json").write_text(json.dumps({"primary_metric": task.primary_metric, "task": "voice",
+                                                               "target": task.target}))
+    return sweep
+
+
+def rule_labels(sweep: Path, path: Path, n: int) -> Path:
+    """What a person labelling review.html would give: adapter vs base/few-shot pairs, the reply that keeps the house
+    style preferred (output order alternates, so a judge that always says "A" cannot agree)."""
+    rows = [json.loads(line) for line in (sweep / "scores" / "scores.jsonl").read_text().splitlines()]
+    by = {(r["model"], r["sample_id"]): r for r in rows if r["split"] == "task"}
+    adapter = "r8-lr0.0002"
+    out = []
+    for i, sid in enumerate(sorted({s for _, s in by})[:n]):
+        ref = "base" if i % 3 else "fewshot"
+        a, b = by[(adapter, sid)], by[(ref, sid)]
+        first = V.customer_of(a["prompt"][-1]["content"])
+        o1, o2, m1, m2 = (a, b, adapter, ref) if i % 2 else (b, a, ref, adapter)
+        v1, v2 = len(V.violations(o1["output"], first)), len(V.violations(o2["output"], first))
+        out.append({"id": f"{sid}:{ref}", "task": "voice", "sample_id": sid, "question": a["prompt"][-1]["content"],
+                    "output_1": o1["output"], "output_2": o2["output"], "model_1": m1, "model_2": m2,
+                    "label": 1 if v1 < v2 else 2 if v2 < v1 else 0})
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return path
+
+
+def openai_judge_cfg(srv: RuleJudge, **extra) -> dict:
+    return {"enabled": True, "model": "rule-judge", "rubric": "voice", "pairwise_rubric": "pairwise", "pairwise": True,
+            "backend": {"kind": "openai", "base_url": f"http://127.0.0.1:{srv.server_address[1]}/v1",
+                        "api_key_env": "VOICE_TEST_NO_KEY", "concurrency": 4, "timeout_s": 10, "max_retries": 1,
+                        "backoff_base_s": 0.01, "backoff_max_s": 0.02},
+            "min_kappa": 0.4, "max_items": N_ITEMS, "retries": 0, "max_chars": 4000,
+            "gen": {"max_new_tokens": 64, "temperature": 0.0, "seed": 0, "logprobs": 0}, **extra}
+
+
+def decision_of(sweep: Path):
+    sw = load_sweep(sweep, require_scores=True)
+    an = analyze_sweep(sw, settings_for(sw, n_boot=400))
+    return an, decide(an)
+
+
+@pytest.fixture(scope="module")
+def judged_voice(tmp_path_factory, rule_judge):
+    root = tmp_path_factory.mktemp("voice")
+    sweep = voice_sweep(root)
+    cfg = openai_judge_cfg(rule_judge)
+    run_judge(sweep / "scores", cfg, log=lambda s: None)
+    return root, sweep, cfg
+
+
+def test_rule_judge_is_uncalibrated_until_labelled(judged_voice):
+    _, sweep, _ = judged_voice
+    _, d = decision_of(sweep)
+    assert d.outcome == "inconclusive"
+    assert "no calibration on this task's labels" in d.headline
+
+
+def test_rule_judge_on_loopback_calibrated_on_task_labels_ships(judged_voice):
+    root, sweep, cfg = judged_voice
+    cal = calibrate(rule_labels(sweep, root / "labels.jsonl", 30), cfg, sweep_dir=sweep, log=lambda s: None)
+    assert cal["source"] == "task" and cal["kappa"] == pytest.approx(1.0) and cal["reliable"]
+    an, d = decision_of(sweep)
+    assert an.primary == "judge:voice" and an.models[d.chosen].metrics["judge:voice"].mean == pytest.approx(5.0)
+    assert d.outcome == "ship", d.headline
+    assert any("kappa 1.00" in r for r in d.reasons)
+    # the rule checks are task metrics beside the judge: the base model breaks them, the adapter does not
+    assert an.models[d.chosen].metrics["signs_off"].mean == 1.0
+    assert an.models["base"].metrics["greets_by_name"].mean < 1.0
+
+
+def test_pairwise_judge_primary_ships_on_the_same_sweep(judged_voice, tmp_path):
+    _, sweep, _ = judged_voice
+    s = read_json(sweep / "scores" / "summary.json")
+    (sweep / "scores" / "summary.json").write_text(json.dumps({**s, "primary_metric": "judge:pairwise", "target": 0.6}))
+    try:
+        an, d = decision_of(sweep)
+    finally:
+        (sweep / "scores" / "summary.json").write_text(json.dumps(s))
+    assert d.outcome == "ship", d.headline
+    c = an.comparison(d.chosen, "fewshot")
+    assert c.test == "sign test" and c.a_only == N_ITEMS and c.b_only == 0
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_as_judge_is_inconclusive_with_its_measured_kappa(tmp_path, smol_spec, rule_judge):
+    """SmolLM2-135M judges the same pairs: its agreement with the labels is measured and too low to decide on."""
+    from conftest import SMOL_CFG
+
+    sweep = voice_sweep(tmp_path)
+    labels = rule_labels(sweep, tmp_path / "labels.jsonl", 8)
+    cfg = {"enabled": True, "model": dict(SMOL_CFG), "rubric": "voice", "pairwise_rubric": "pairwise",
+           "backend": {"kind": "hf", "batch_size": 8}, "min_kappa": 0.4, "max_items": 4, "retries": 0,
+           "max_chars": 600, "gen": {"max_new_tokens": 32, "temperature": 0.0, "seed": 0, "logprobs": 0}}
+    run_judge(sweep / "scores", cfg, pairs=[("r8-lr0.0002", "base"), ("r8-lr0.0002", "fewshot")],
+              log=lambda s: None)
+    cal = calibrate(labels, cfg, sweep_dir=sweep, log=lambda s: None)
+    assert not cal["reliable"]
+    _, d = decision_of(sweep)
+    assert d.outcome == "inconclusive"
+    kappa = "n/a (undefined)" if cal["kappa"] is None else f"kappa {cal['kappa']:.2f}"
+    assert kappa in d.headline and "(n = 8)" in d.headline
