@@ -15,12 +15,12 @@ from harness.backends.registry import validate_backend_cfg
 from harness.config import conf_dir, is_secret_key, to_dict
 from harness.io import UserError
 from harness.precision import PRECISIONS as TRAIN_PRECISIONS
+from harness.train import QUANTS, SCHEDULES
 
 MODEL_SOURCES = ("gguf_package", "gguf_file", "tiny_random", "hf")
 DTYPES = ("auto", "float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16")
-SCHEDULERS = ("cosine", "linear", "constant")
+SCHEDULERS = tuple(SCHEDULES)
 PRECISIONS = ("auto", *TRAIN_PRECISIONS)  # the training loop's table (harness.precision), plus auto
-QUANTS = ("none", "nf4")
 
 
 class _Checker:

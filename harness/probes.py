@@ -10,7 +10,7 @@ A probe set is evalsets/probes/<name>.jsonl (written by evalsets/probes/make_pro
 `check_probe(item, output)` is 1.0 when every check passes, else 0.0 (IFEval "strict, prompt-level");
 `probe_gen(item)` is the item's generation settings (greedy PROBE_GEN with its own max_new_tokens).
 Items are never selected on a model's outcome (a set the base passes entirely makes every flip look like
-forgetting). Forgetting is judged as non-inferiority; `probes_needed` and `probe_mde` size that judgement.
+forgetting). Forgetting is judged as non-inferiority (harness.analysis, with harness.stats' power analysis).
 Checkers are pure functions with keyword options; CHECKERS maps a check type to its function.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import math
 import re
 import unicodedata
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any, Callable
 from harness.backends.base import GenParams
 from harness.io import UserError, iter_jsonl
 from harness.metrics import extract_answer_number, extract_json
-from harness.stats import mde_paired, n_needed_paired
 
 FAMILIES = ("ifeval", "arithmetic", "general", "reading")
 PROBE_GEN = GenParams(max_new_tokens=96, temperature=0.0)  # for items without their own max_new_tokens
@@ -344,58 +342,6 @@ def read_probe_set(name_or_path: str | Path, validate: Callable[[Any], str | Non
     if not items:
         raise UserError(f"{p}: {what} is empty")
     return items
-
-
-# --------------------------------------------------------------------------- sizing (non-inferiority)
-
-
-def assumed_discordance(p_base: float) -> float:
-    """P(adapter and base disagree on an item) when the adapter is as good as the base and nothing was measured:
-    2 p (1 - p), the value if their pass/fail were independent at pass rate p. Conservative: an adapter agrees
-    with its own base more often. Pass the observed (b01 + b10) / n instead whenever paired results exist."""
-    p = min(max(float(p_base), 0.0), 1.0)
-    return 2.0 * p * (1.0 - p)
-
-
-def _check_alpha_power(alpha: float, power: float) -> None:
-    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
-        raise ValueError(f"alpha and power must be in (0, 1), got {alpha}, {power}")
-
-
-def _discordance(p_base: float, discordance: float | None) -> float:
-    d = assumed_discordance(p_base) if discordance is None else float(discordance)
-    if not 0.0 <= d <= 1.0:
-        raise ValueError(f"discordance must be in [0, 1], got {d}")
-    return d
-
-
-def probes_needed(p_base: float, margin: float, alpha: float = 0.05, power: float = 0.8, *,
-                  discordance: float | None = None, diff: float = 0.0) -> int:
-    """The probe-set view of harness.stats.n_needed_paired: paired probe items needed so that, if the adapter's true pass rate is the base's + `diff` (default equal),
-    the lower bound of the two-sided (1 - alpha) CI of (adapter - base) clears -margin with probability `power`.
-
-    Normal approximation for paired pass/fail (Nam 1997): an item's difference is -1, 0 or +1 with variance
-    discordance - diff^2, discordance = P(the models disagree on an item), by default assumed_discordance(p_base):
-        n = (z_{1-alpha/2} + z_power)^2 * (discordance - diff^2) / (margin + diff)^2
-    0 when the models cannot disagree; ValueError when diff <= -margin (non-inferiority is then false)."""
-    if not 0.0 < margin < 1.0:
-        raise ValueError(f"margin must be in (0, 1), got {margin}")
-    if diff <= -margin:
-        raise ValueError(f"diff {diff} is at or below -margin {-margin}: non-inferiority cannot be shown")
-    _check_alpha_power(alpha, power)
-    var = max(_discordance(p_base, discordance) - diff * diff, 0.0)
-    return 0 if var == 0.0 else n_needed_paired(math.sqrt(var), margin + diff, alpha=alpha, power=power)
-
-
-def probe_mde(n: int, p_base: float, alpha: float = 0.05, power: float = 0.8, *,
-              discordance: float | None = None) -> float:
-    """Minimum detectable drop of n paired probe items: the smallest margin they show non-inferiority at (equal
-    true pass rates, same assumptions as probes_needed): (z_{1-alpha/2} + z_power) sqrt(discordance / n)."""
-    _check_alpha_power(alpha, power)
-    d = _discordance(p_base, discordance)
-    if n < 1:
-        return math.inf
-    return 0.0 if d == 0.0 else mde_paired(math.sqrt(d), n, alpha=alpha, power=power)
 
 
 # --------------------------------------------------------------------------- IFEval mapping

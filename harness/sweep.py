@@ -177,7 +177,9 @@ def _failed_dir(runs_root: Path, cfg: dict, exc: BaseException) -> Path:
     run_dir = getattr(exc, "run_dir", None)
     if run_dir is None:
         # the failure happened before the run id existed (e.g. bad data): name it by its config
-        run_dir = runs_root / f"failed-{stable_hash({k: cfg.get(k) for k in ('model', 'task', 'lora', 'train', 'quant', 'seed')}, 10)}"
+        from harness.train import RUN_ID_KEYS
+
+        run_dir = runs_root / f"failed-{stable_hash({k: cfg.get(k) for k in RUN_ID_KEYS}, 10)}"
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").is_file():  # the sweep reads the point's hyperparameters from it

@@ -27,6 +27,7 @@ from harness.precision import PRECISIONS, Precision, cpu_has_native_bf16, resolv
 from harness.prompts import DEFAULT_CHAT_TEMPLATE_KWARGS, chat_format, stop_token_ids
 from harness.replay import RUN_FILE, prompts_path, replay_examples
 from harness.runs import load_run, read_status, write_status
+from harness.threads import set_torch_threads
 from harness.train_data import (TrainData, collate, encode, encode_replay, load_train_data,  # noqa: F401
                                  make_batches)
 from harness.train_log import Logger, Progress, Tracker, manifest, plot_curves, say
@@ -38,6 +39,7 @@ PRESET_TARGETS = {
 }
 RUN_ID_KEYS = ("model", "task", "lora", "train", "quant", "seed")
 FINAL_STATUSES = ("complete", "pruned")
+QUANTS = ("none", "nf4")  # quant: the base as trained (full precision, or 4-bit for QLoRA)
 
 
 class TrainingDiverged(RuntimeError):
@@ -63,8 +65,8 @@ def load_base(cfg: dict, spec, device: str, precision: Precision):
         from harness.quant import prepare_qlora_base
 
         return prepare_qlora_base(load_model(spec, device=device, quant="nf4"), checkpointing)
-    if quant != "none":
-        raise UserError(f"quant: unknown value {quant!r} (none, nf4)")
+    if quant not in QUANTS:
+        raise UserError(f"quant: unknown value {quant!r} ({', '.join(QUANTS)})")
     model = load_model(spec, device=device, dtype="float32")
     if precision.base_dtype != "float32":
         import torch
@@ -319,7 +321,7 @@ class LoRARecipe:
         torch.manual_seed(self.seed)  # seeded after replay's generation, so replay=0 and replay>0 start alike
         random.seed(self.seed)
         if self.device == "cpu":
-            torch.set_num_threads(int(t.get("threads") or 0) or max(1, os.cpu_count() or 1))
+            set_torch_threads(t.get("threads"), lambda: max(1, os.cpu_count() or 1))
         self.precision = resolve_precision(str(t.get("precision", "auto")), self.device)
         if (self.cfg.get("quant") or "none") == "nf4":
             self.precision = PRECISIONS["fp32"]  # bitsandbytes picks its own compute dtype

@@ -12,7 +12,8 @@ import pytest
 
 from harness import likelihood as LK
 from harness.io import UserError
-from harness.probes import load_probes, probe_mde, probes_dir, probes_needed
+from harness.probes import load_probes, probes_dir
+from harness.stats import mde_paired, n_needed_paired
 from tests.conftest import TINY_CFG, make_random_adapter
 
 REFERENCE_TOL = 1e-5
@@ -223,9 +224,10 @@ def test_mc_set_families_ids_and_size():
     mk = _maker()
     assert min(n.values()) == mk.PER_FAMILY
     # the size it claims: a drop of MARGIN shown at 80% power with the assumed discordance (make_mc_probes.py)
-    assert probes_needed(0.5, mk.MARGIN, discordance=mk.DISCORDANCE) <= mk.PER_FAMILY
-    assert probe_mde(mk.FAST_PER_FAMILY, 0.5, discordance=mk.DISCORDANCE) == pytest.approx(0.14, abs=0.005)
-    assert probe_mde(mk.FAST_PER_FAMILY, 0.5, discordance=0.076) <= 0.10
+    sd = mk.DISCORDANCE ** 0.5  # a paired pass/fail difference's sd at that discordance
+    assert n_needed_paired(sd, mk.MARGIN) <= mk.PER_FAMILY
+    assert mde_paired(sd, mk.FAST_PER_FAMILY) == pytest.approx(0.14, abs=0.005)
+    assert mde_paired(0.076 ** 0.5, mk.FAST_PER_FAMILY) <= 0.10
     for it in items:
         assert it["choices"][it["answer"]] not in it["choices"][:it["answer"]] + it["choices"][it["answer"] + 1:]
     reading = [it for it in items if it["family"] == "reading"]

@@ -19,7 +19,7 @@ facts make one is drawn again. Every item is checked with harness.likelihood.val
               from the same pool.
 Size: mc.jsonl has PER_FAMILY items per family, so that a 10-point drop of one family is shown at 80% power:
 non-inferiority MARGIN 0.10, two-sided alpha 0.05, an assumed DISCORDANCE of 0.15 between base and adapter
-(harness.probes.probes_needed: (1.96 + 0.84)^2 * 0.15 / 0.10^2 = 118). mc_fast.jsonl is its first FAST_PER_FAMILY
+(harness.stats.n_needed_paired: (1.96 + 0.84)^2 * 0.15 / 0.10^2 = 118). mc_fast.jsonl is its first FAST_PER_FAMILY
 items of each family (kinds are interleaved, so the prefix is stratified), for a tight wall-time budget: at the
 same discordance it shows a drop of (1.96 + 0.84) * sqrt(0.15 / 60) = 0.14 (0.10 where the observed discordance
 is 0.076 or less). Cost: see harness/likelihood.py. Choice order is shuffled with the seeded RNG.

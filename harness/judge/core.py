@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from harness.backends.base import Completion, GenParams
-from harness.config import redact_text
+from harness.backends.errors import completion_error
 from harness.io import UserError
 from harness.judge.client import JudgeClient
 from harness.judge.parsing import VerdictError, check_not_echo, extract_json_object, parse_pairwise, parse_pointwise, weighted_score
@@ -27,12 +27,6 @@ class Attempted:
     completion: Completion | None  # the completion the verdict came from (or the last one)
     error: str | None = None
     backend_error: bool = False  # the last attempt failed in the backend (endpoint down, HTTP error), not in parsing
-
-
-def completion_error(c: Completion) -> str | None:
-    """A backend failure carried by a completion (contract: Completion.error, finish_reason "error"), credentials masked."""
-    err = c.error or (c.text or "failed" if c.finish_reason == "error" else None)
-    return None if err is None else redact_text(str(err))[:300]
 
 
 class Judge:
@@ -79,7 +73,7 @@ class Judge:
                 r.attempts += 1
                 r.raw.append(c.text)
                 r.completion = c
-                err = completion_error(c)
+                err = completion_error(c, 300)
                 r.backend_error = err is not None
                 if err is not None:
                     r.error = f"backend error: {err}"
