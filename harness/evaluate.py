@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.backends.base import BASE, Completion, Request
+from harness.backends.errors import completion_error
 from harness.bleed import TaskForm, bleeds, task_form
 from harness.example import Example
 from harness.io import UserError, read_json, stable_hash, write_json, write_jsonl
@@ -71,16 +72,6 @@ def inputs_hash(task: Task, eval_ids: list[str], few_shot_ids: list[str], probe_
         "kinds": kinds or {},
         "not_learned": dict(sorted((not_learned or {}).items())),
     }, 24)
-
-
-def completion_error(comp: Completion) -> str | None:
-    """The backend's per-request error, or None: an error is never an answer to score."""
-    err = getattr(comp, "error", None)
-    if err:
-        return str(err)
-    if comp.finish_reason == "error":
-        return "backend error (no message)"
-    return None
 
 
 def _progress_fn(total: int, enabled: bool) -> tuple[Callable[[int], None] | None, Callable[[], None]]:

@@ -108,9 +108,8 @@ class HFBackend(ServedAdapters):
         lean: bool = True,
         pack: bool = True,
     ):
-        import torch
-
         from harness.models import default_device, load_model, load_tokenizer, resolve_model
+        from harness.threads import set_torch_threads
 
         self.check_options({"batch_size": batch_size, "engine": engine, "lean": lean, "pack": pack})
         self.batch_size = int(batch_size)
@@ -119,7 +118,7 @@ class HFBackend(ServedAdapters):
         self.pack, self.pack_reason = bool(pack), "lean forward not built yet"
         self.device = default_device() if device in (None, "", "auto") else str(device)
         if self.device == "cpu":
-            torch.set_num_threads(int(threads) if threads else _cpu_threads())
+            set_torch_threads(threads, _cpu_threads)
         # Extra keyword arguments for every generate() call (the benchmark uses min_new_tokens).
         self.generate_kwargs = dict(generate_kwargs or {})
         self.model_spec = resolve_model(spec.model_cfg)
@@ -147,8 +146,8 @@ class HFBackend(ServedAdapters):
     def check_options(cls, opts: dict) -> None:
         from harness.io import UserError
 
-        bs = opts.get("batch_size", 16)
-        if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+        bs = opts.get("batch_size")  # absent: the constructor's default, the one home of it
+        if "batch_size" in opts and (not isinstance(bs, int) or isinstance(bs, bool) or bs < 1):
             raise UserError(f"backend.batch_size: must be an integer >= 1 (got {bs!r})")
         if opts.get("engine", "prefix") not in ENGINES:
             raise UserError(f"backend.engine: must be one of {', '.join(ENGINES)} (got {opts.get('engine')!r})")
