@@ -329,6 +329,26 @@ def load_examples(path: str | Path) -> list[Example]:
     return examples
 
 
+def exact_repeats(path: str | Path) -> list[tuple[int, int]]:
+    """(line, first line) of each line whose JSON record repeats an earlier line's exactly (key order and spacing
+    aside). An eval set is never changed silently: `harness data prepare --dedupe-eval` drops these, saying which."""
+    first: dict[str, int] = {}
+    out: list[tuple[int, int]] = []
+    for n, raw, err in _iter_lines(Path(path)):
+        try:
+            rec = json.loads(raw) if raw is not None else None
+        except ValueError:  # bad JSON / UTF-8: the data doctor reports it, it is no repeat
+            continue
+        if not isinstance(rec, dict):
+            continue
+        key = json.dumps(rec, sort_keys=True, ensure_ascii=False)
+        if key in first:
+            out.append((n, first[key]))
+        else:
+            first[key] = n
+    return out
+
+
 # --------------------------------------------------------------------------------------------- dedupe
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -340,8 +340,10 @@ def prepare(
     drop_invalid: bool = False,
     system_prompt: str | None = None,
     prompt_template: str = "{prompt}",
+    drop_eval_lines: Sequence[int] = (),
 ) -> PrepareReport:
     """Clean and split: drop duplicate and leaking TRAIN examples, keep EVAL intact, fixed-seed split.
+    `drop_eval_lines`: eval lines the user asked to drop (--dedupe-eval: exact repeats, listed by the command).
 
     Writes OUT/train.jsonl, val.jsonl, (test.jsonl,) (eval.jsonl,) in canonical `messages` format and
     OUT/prepare_report.json. Errors in the input abort (UserError, exit 1) unless `drop_invalid`, which
@@ -357,8 +359,8 @@ def prepare(
             raise UserError(f"{p}: file not found")
     rep = check_files(train, eval, tokenizer=tokenizer, max_length=max_length, near_dup_threshold=near_dup_threshold,
                       system_prompt=system_prompt, prompt_template=prompt_template)
-    errors = rep.errors
     eval_src = str(eval) if eval is not None else None
+    errors = [p for p in rep.errors if not (p.file == eval_src and p.line in set(drop_eval_lines))]
     if errors and (not drop_invalid or any(p.file == eval_src for p in errors)):
         shown = "\n".join(str(p) for p in errors[:10])
         more = f"\n... and {len(errors) - 10} more errors" if len(errors) > 10 else ""
@@ -419,7 +421,7 @@ def prepare(
     if test_fraction > 0:
         splits["test"] = [ex for i, ex in enumerate(kept) if i in test_idx]
     if eval is not None:
-        splits["eval"] = list(rep.examples.get("eval", []))
+        splits["eval"] = [ex for ex in rep.examples.get("eval", []) if ex.line not in set(drop_eval_lines)]
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,7 +439,8 @@ def prepare(
         "inputs": {"train": {"path": str(train), "sha256": sha256_file(train)},
                    "eval": {"path": str(eval), "sha256": sha256_file(eval)} if eval is not None else None},
         "params": {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
-                   "near_dup_threshold": near_dup_threshold, "max_length": max_length, "drop_invalid": drop_invalid},
+                   "near_dup_threshold": near_dup_threshold, "max_length": max_length, "drop_invalid": drop_invalid,
+                   "dropped_eval_lines": sorted(drop_eval_lines)},
         "policy": "duplicates: keep the first, drop later ones; leakage: the eval set is kept intact and the "
                   "leaking training examples are dropped",
         **report.to_dict(),

@@ -134,3 +134,42 @@ def test_conf_model_hf_names_no_model_hf():
 
     assert resolve_model_cfg("hf").get("name") is None
     assert model_display_name({**resolve_model_cfg("hf"), "path": "/x/my-model"}) == "my-model"
+
+
+# ----------------------------------------------------------------------------- data prepare --dedupe-eval
+
+
+def _prepare_inputs(tmp_path):
+    import json
+
+    rec = lambda q, a: json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+    (tmp_path / "train.jsonl").write_text("".join(rec(f"train question {i}", f"t{i}") + "\n" for i in range(12)))
+    ev = [rec(f"eval question {i}", f"e{i}") for i in range(4)]
+    (tmp_path / "eval.jsonl").write_text("\n".join([ev[0], ev[1], ev[2], ev[1], ev[3], ev[0]]) + "\n")
+    return tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+
+
+def test_prepare_refuses_repeated_eval_lines_and_names_the_flag(tmp_path, capsys):
+    from harness.cli import main
+
+    train, ev = _prepare_inputs(tmp_path)
+    assert main(["data", "prepare", str(train), "--eval", str(ev), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"{ev}:4, {ev}:6" in err and "pass --dedupe-eval to drop them" in err
+    assert not (tmp_path / "out" / "eval.jsonl").exists()
+
+
+def test_prepare_dedupe_eval_drops_exact_repeats_and_lists_them(tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+
+    train, ev = _prepare_inputs(tmp_path)
+    assert main(["data", "prepare", str(train), "--eval", str(ev), "--out", str(tmp_path / "out"),
+                 "--dedupe-eval"]) == 0
+    out = capsys.readouterr().out
+    assert f"dropped 2 exact repeat(s) from the eval set: {ev}:4 (repeats line 2), {ev}:6 (repeats line 1)" in out
+    kept = [json.loads(x)["messages"][0]["content"] for x in (tmp_path / "out" / "eval.jsonl").read_text().splitlines()]
+    assert kept == [f"eval question {i}" for i in range(4)]
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    assert report["params"]["dropped_eval_lines"] == [4, 6]

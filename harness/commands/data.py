@@ -3,7 +3,7 @@
   harness data check TRAIN.jsonl [--eval EVAL.jsonl] [--model tiny_random|smollm2_135m|none] [--max-length N]
                      [--near-dup-threshold 0.8] [--task demo] [--json REPORT.json] [--max-problems 200]
   harness data prepare TRAIN.jsonl [--eval EVAL.jsonl] --out DIR [--val-fraction 0.1] [--test-fraction 0.0]
-                     [--seed 0] [--drop-invalid] [--model none] [--max-length N]
+                     [--seed 0] [--drop-invalid] [--dedupe-eval] [--model none] [--max-length N]
 
 check exits 1 when there are errors, 0 when there are only warnings, 2 for a missing file or bad arguments.
 """
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--drop-invalid", action="store_true",
                     help="drop records with errors (bad JSON, bad roles, too long) instead of refusing")
+    pr.add_argument("--dedupe-eval", action="store_true",
+                    help="drop exact repeats of an earlier eval line (the same JSON record), listing each FILE:LINE; "
+                         "without it a repeated eval item is an error (the eval set is never changed silently)")
     return p
 
 
@@ -157,20 +160,35 @@ def _check(args) -> int:
 def _prepare(args) -> int:
     from rich.console import Console
 
+    from harness.data import exact_repeats
     from harness.doctor import prepare
 
     _files_exist(args.train, args.eval_path)
     system_prompt, template = _task_prompts(args.task)
     tok, max_length = _tokenizer(args)
-    rep = prepare(args.train, args.eval_path, out=args.out, val_fraction=args.val_fraction,
-                  test_fraction=args.test_fraction, seed=args.seed, near_dup_threshold=args.near_dup_threshold,
-                  tokenizer=tok, max_length=max_length, drop_invalid=args.drop_invalid,
-                  system_prompt=system_prompt, prompt_template=template)
+    repeats = exact_repeats(args.eval_path) if args.eval_path else []
+    try:
+        rep = prepare(args.train, args.eval_path, out=args.out, val_fraction=args.val_fraction,
+                      test_fraction=args.test_fraction, seed=args.seed, near_dup_threshold=args.near_dup_threshold,
+                      tokenizer=tok, max_length=max_length, drop_invalid=args.drop_invalid,
+                      system_prompt=system_prompt, prompt_template=template,
+                      drop_eval_lines=[ln for ln, _ in repeats] if args.dedupe_eval else ())
+    except UserError as exc:
+        if repeats and not args.dedupe_eval:
+            where = ", ".join(f"{args.eval_path}:{ln}" for ln, _ in repeats[:5])
+            raise UserError(f"{exc}\n{len(repeats)} eval line(s) exactly repeat an earlier one ({where}"
+                            f"{', ...' if len(repeats) > 5 else ''}): pass --dedupe-eval to drop them "
+                            "(listed, never silently)", exit_code=exc.exit_code) from None
+        raise
     console = Console()
+    if args.dedupe_eval and repeats:
+        shown = ", ".join(f"{args.eval_path}:{ln} (repeats line {first})" for ln, first in repeats)
+        console.print(f"--dedupe-eval: dropped {len(repeats)} exact repeat(s) from the eval set: {shown}",
+                      highlight=False, soft_wrap=True)
     by_reason: dict[str, list[dict]] = {}
     for d in rep.dropped:
         by_reason.setdefault(d["reason"], []).append(d)
-    if not rep.dropped:
+    if not rep.dropped and not (args.dedupe_eval and repeats):
         console.print("dropped nothing: no duplicates, no leakage")
     for reason, rows in by_reason.items():
         examples = ", ".join(f"{r['file']}:{r['line']}" + (f" (id {r['id']})" if r["id"] else "") for r in rows[:5])
