@@ -2,7 +2,8 @@
 
 Private to harness.backends. Every server runs in its own process group (killpg reaches what it forks)
 behind a watchdog that ends the group within a second of this process disappearing (even SIGKILL).
-Objects with a stop() method registered here are stopped at interpreter exit and on SIGTERM/SIGHUP;
+Objects with a stop() method registered here are stopped at interpreter exit and on SIGTERM/SIGHUP; those hooks
+are installed only while a registered server runs, and the previous handlers come back when the last one stops.
 Ctrl-C raises KeyboardInterrupt, which runs the owners' `finally`/`__exit__`.
 
 Only the standard library is imported at module level: the child side (`python -m
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import Callable
 
 _LIVE: set = set()
-_LIVE_LOCK = threading.Lock()
-_HOOKS_INSTALLED = False
-_PREV_HANDLERS: dict = {}
+_LIVE_LOCK = threading.RLock()
+_ATEXIT_SET = False
+_PREV_HANDLERS: dict = {}  # signal -> its handler before ours; only while a server is running
 
 
 def _user_error(msg: str) -> Exception:
@@ -52,9 +53,9 @@ def _stop_all() -> None:
             s.stop()
 
 
-def _on_signal(signum, frame):  # pragma: no cover - exercised via subprocess tests
+def _on_signal(signum, frame):
+    prev = _PREV_HANDLERS.get(signum)  # read first: the last server's stop() gives the old handlers back
     _stop_all()
-    prev = _PREV_HANDLERS.get(signum)
     if callable(prev):
         prev(signum, frame)
         return
@@ -63,31 +64,52 @@ def _on_signal(signum, frame):  # pragma: no cover - exercised via subprocess te
 
 
 def _install_hooks() -> None:
-    global _HOOKS_INSTALLED
-    if _HOOKS_INSTALLED:
+    """Our atexit hook and SIGTERM/SIGHUP handlers, while at least one server runs (signals: main thread only)."""
+    global _ATEXIT_SET
+    if not _ATEXIT_SET:
+        atexit.register(_stop_all)
+        _ATEXIT_SET = True
+    if threading.current_thread() is not threading.main_thread():
         return
-    _HOOKS_INSTALLED = True
-    atexit.register(_stop_all)
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(ValueError, OSError):
-                prev = signal.getsignal(sig)
-                if prev == signal.SIG_IGN:
-                    continue
-                _PREV_HANDLERS[sig] = prev if callable(prev) else None
-                signal.signal(sig, _on_signal)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if sig in _PREV_HANDLERS:
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            prev = signal.getsignal(sig)
+            if prev == signal.SIG_IGN:
+                continue
+            signal.signal(sig, _on_signal)
+            _PREV_HANDLERS[sig] = prev
+
+
+def _remove_hooks() -> None:
+    """Give the process its previous handlers back once no server runs (unless someone replaced ours since)."""
+    global _ATEXIT_SET
+    if _ATEXIT_SET:
+        atexit.unregister(_stop_all)
+        _ATEXIT_SET = False
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be changed there; they are restored by a later unregister on it
+    for sig, prev in list(_PREV_HANDLERS.items()):
+        with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(sig) is _on_signal:
+                signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        del _PREV_HANDLERS[sig]
 
 
 def register(obj) -> None:
-    """Track an object with a stop() method: stopped at interpreter exit and on SIGTERM/SIGHUP."""
-    _install_hooks()
+    """Track an object with a stop() method: stopped at interpreter exit and on SIGTERM/SIGHUP while it runs."""
     with _LIVE_LOCK:
         _LIVE.add(obj)
+        _install_hooks()
 
 
 def unregister(obj) -> None:
+    """Stop tracking `obj`; with no server left, the atexit hook and signal handlers are removed."""
     with _LIVE_LOCK:
         _LIVE.discard(obj)
+        if not _LIVE:
+            _remove_hooks()
 
 
 def spawn_module(module: str, args: list[str], log_path: Path, env: dict | None = None,

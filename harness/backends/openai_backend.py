@@ -80,32 +80,57 @@ class _Secret:
     __str__ = __repr__
 
 
-_LOG_SECRETS: set[str] = set()
-_LOG_FACTORY_INSTALLED = False
+# The loggers that can see a credential: ours and those of the client libraries this backend drives (the openai
+# SDK's request dumps, httpx's and httpcore's DEBUG lines). A filter sits on each of them, not on the process.
+# A logging.Filter on a logger sees only the records made by that very logger, so besides these names every
+# logger of a package whose name starts with CLIENT_PACKAGES (httpx2, httpcore2 too) gets it once it exists.
+SECRET_LOGGERS = (__name__, "openai", "openai._base_client", "httpx", "httpcore.connection", "httpcore.http11",
+                  "httpcore.http2", "httpcore.proxy")
+CLIENT_PACKAGES = ("openai", "httpx", "httpcore")
 
 
-def hide_in_logs(*values: str) -> None:
-    """Replace these values by *** in every log record from now on (ours, openai's, httpx's DEBUG lines)."""
-    global _LOG_FACTORY_INSTALLED
-    _LOG_SECRETS.update(v for v in values if v and len(v) >= 4)
-    if _LOG_FACTORY_INSTALLED or not _LOG_SECRETS:
-        return
-    _LOG_FACTORY_INSTALLED = True
-    make = logging.getLogRecordFactory()
+class _HideSecrets(logging.Filter):
+    """Replaces known credential values by *** in the records of the loggers it is attached to."""
 
-    def factory(*args, **kwargs):
-        record = make(*args, **kwargs)
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.values:
+            return True
         try:
             msg = record.getMessage()
         except Exception:  # a malformed record is the logging module's business
-            return record
-        if any(v in msg for v in _LOG_SECRETS):
-            for v in sorted(_LOG_SECRETS, key=len, reverse=True):
+            return True
+        if any(v in msg for v in self.values):
+            for v in sorted(self.values, key=len, reverse=True):
                 msg = msg.replace(v, "***")
             record.msg, record.args = msg, None
-        return record
+        return True
 
-    logging.setLogRecordFactory(factory)
+
+_HIDE = _HideSecrets()
+
+
+def hide_in_logs(*values: str) -> None:
+    """Replace these values by *** from now on in the records of SECRET_LOGGERS (ours, openai's, httpx's)."""
+    _HIDE.values.update(v for v in values if v and len(v) >= 4)
+    if not _HIDE.values:
+        return
+    _filter_client_loggers()
+
+
+def _filter_client_loggers() -> None:
+    """Put the filter on SECRET_LOGGERS and on every client-package logger created so far (after `import openai`)."""
+    if not _HIDE.values:
+        return
+    existing = [name for name, lg in list(logging.root.manager.loggerDict.items())
+                if isinstance(lg, logging.Logger) and name.split(".")[0].startswith(CLIENT_PACKAGES)]
+    for name in dict.fromkeys([*SECRET_LOGGERS, *existing]):
+        logger = logging.getLogger(name)
+        if _HIDE not in logger.filters:
+            logger.addFilter(_HIDE)
 
 
 def _userinfo(url: str) -> list[str]:
@@ -326,6 +351,7 @@ class OpenAIBackend:
                     raise UserError("the openai backend needs the `openai` package: pip install openai") from e
                 c = openai.OpenAI(base_url=self._secret_urls[url].reveal() if url in self._secret_urls else url, api_key=self._api_key() or NO_KEY,
                                   max_retries=0, timeout=self.timeout_s)
+                _filter_client_loggers()  # the SDK's HTTP stack is imported now: its loggers exist
                 self._clients[url] = c
             return c
 
