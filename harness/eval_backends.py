@@ -119,6 +119,20 @@ class RoutedBackend:
     def misses(self) -> int | None:
         return _sum_attr(self._backends, "misses")
 
+    def engines(self) -> list[dict]:
+        """What each backend that generated ran on (hf: lean or transformers forward and why, HFBackend.engine_info),
+        for summary.json and the report; a lazy backend never built (every answer cached) is not listed."""
+        out = []
+        for b in self._backends:
+            real = vars(b).get("inner", b)  # behind the generation cache (vars: no lazy __getattr__ build)
+            if isinstance(real, LazyBackend):
+                if not real.built:
+                    continue
+                real = real.get()
+            info = getattr(type(real), "engine_info", None)
+            out.append({"backend": str(getattr(real, "name", "?")), **(info(real) if info else {})})
+        return out
+
     def generate(self, requests, progress=None):
         out: list[Completion | None] = [None] * len(requests)
         for b in self._backends:

@@ -232,6 +232,7 @@ def evaluate(
         "identities": identities,
         "prompt_format": prompt_format,
         "backend": getattr(b, "name", None),
+        "engines": b.engines() if hasattr(type(b), "engines") else None,  # lean or fallback, and why
         "errors": sum(m["errors"] for m in summary["models"].values()),
         "not_learned": sorted(not_learned or {}),
         "not_learned_reasons": dict(sorted((not_learned or {}).items())),

@@ -116,6 +116,7 @@ class HFBackend(ServedAdapters):
         self.engine = engine
         self.lean, self._lean, self.lean_reason = bool(lean), None, None
         self.pack, self.pack_reason = bool(pack), "lean forward not built yet"
+        self.window_fallback: str | None = None  # why some requests left the lean forward (sliding window)
         self.device = default_device() if device in (None, "", "auto") else str(device)
         if self.device == "cpu":
             set_torch_threads(threads, _cpu_threads)
@@ -229,7 +230,8 @@ class HFBackend(ServedAdapters):
     def _generate_prefix(self, requests, prompts, idxs: list[int], out: list, progress) -> None:
         import json
 
-        decoder = PrefixDecoder(self._decoding_model(), self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
+        decoder = PrefixDecoder(self._windowed(self._decoding_model(), [(prompts[i], requests[i]) for i in idxs]),
+                                self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
                                 device=self.device, batch_size=self.batch_size)
         rows = {i: Row(prompts[i], json.dumps(requests[i].message_dicts()[:-1], sort_keys=True),
                        key=requests[i].model_key, params=requests[i].params) for i in idxs}
@@ -244,8 +246,11 @@ class HFBackend(ServedAdapters):
                                 finish_reason=row.finish, latency_s=per_row)
 
     def _decoding_model(self):
-        """The lean Llama forward where it applies (same numbers, less overhead: harness.backends.hf_lean), else the model."""
+        """The lean forward where it applies (same numbers, less overhead: harness.backends.hf_lean), else the
+        model; says which on stderr, once."""
         if self._lean is None:
+            import sys
+
             from harness.backends.hf_lean import LeanLlama
 
             lean, why = (LeanLlama.build(self.model, pack_rows=self.batch_size if self.pack else 0) if self.lean
@@ -253,7 +258,34 @@ class HFBackend(ServedAdapters):
             self._lean = lean or self.model
             self.lean_reason = why
             self.pack_reason = ("backend.pack=false" if not self.pack else why if lean is None else lean.pack_reason)
+            kind = type(getattr(self.model, "get_base_model", lambda: self.model)()).__name__
+            print(f"hf backend: {kind} on the lean forward" + (" (packed weights)" if self.pack_reason is None else "")
+                  if lean is not None else f"hf backend: {kind} on the transformers forward (not lean: {why})",
+                  file=sys.stderr)
         return self._lean
+
+    def _windowed(self, model, rows):
+        """`model`, or the transformers forward where a row could pass the lean forward's sliding window (it
+        attends to every column: the same as the model only within the window; harness.backends.hf_family)."""
+        window = getattr(model, "window", None)
+        longest = max((len(p) + int(r.params.max_new_tokens) for p, r in rows), default=0)
+        if model is self.model or not window or longest <= window:
+            return model
+        import sys
+
+        self.window_fallback = (f"a prompt plus its new tokens ({longest}) passes the model's sliding window "
+                                f"({window}): transformers forward for those requests")
+        print(f"hf backend: {self.window_fallback}", file=sys.stderr)
+        return self.model
+
+    def engine_info(self) -> dict:
+        """What generated (or would generate) greedy requests: for summary.json and the report, so a run says
+        when it fell back to the transformers forward and why."""
+        lean = self.engine == "prefix" and self._decoding_model() is not self.model
+        return {"engine": self.engine, "lean": lean,
+                "lean_reason": None if lean else self.lean_reason or f"backend.engine={self.engine}",
+                "pack": lean and self.pack_reason is None, "pack_reason": self.pack_reason if lean else None,
+                "window_fallback": self.window_fallback}
 
     def _generate_batch(self, keys: list[str], seqs: list[list[int]], params: GenParams) -> list[Completion]:
         import torch

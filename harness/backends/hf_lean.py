@@ -1,4 +1,4 @@
-"""A lean inference forward for Llama-architecture models: the prefix engine's fast path on CPU.
+"""A lean inference forward for Llama-like models: the prefix engine's fast path on CPU.
 
 Why: on a 2-core CPU the transformers + PEFT forward spent more time around the matrix products than in
 them (bench, demo workload: 50 s in `linear` of 124 s; PEFT's per-call hook setup and per-layer
@@ -11,11 +11,13 @@ forward runs the same weights through the same operations with less around them:
   transformers does), a boolean mask built once per forward, not per layer;
 - RMSNorm, rotary embeddings and the embedding lookup are the model's own modules (same numerics).
 
-It is used only where it computes what the model computes: a `LlamaForCausalLM` (or a PEFT model on
-one) with no biases, SiLU MLP, and adapters that are plain LoRA on the seven projections. Anything else
-(other architectures, DoRA, LoRA on embeddings or the head, ...) keeps the transformers forward:
-`LeanLlama.build` returns None with the reason. tests/test_hf_lean.py pins logits against the
-transformers forward (base and adapters, prefill with left padding, decoding with a cache): bit for bit.
+It is used only where it computes what the model computes: the families harness.backends.hf_family describes
+(Llama, Mistral, Qwen2/2.5, Qwen3, Gemma 1/2/3, Phi-3; biases, q/k norms, norm offsets, soft-capping, fused
+projections read from that description, not a forward per family), alone or under PEFT, with adapters that
+are plain LoRA on the attention and MLP projections. Anything else (GPT-2, GPT-NeoX, DoRA, LoRA on embeddings
+or the head, ...) keeps the transformers forward: `LeanLlama.build` returns None with the reason.
+tests/test_hf_lean.py and tests/test_hf_lean_families.py pin logits against the transformers forward (base
+and adapters, prefill with left padding, decoding with a cache): bit for bit.
 
 Packed mode (`build(model, pack_rows=n)`, the hf backend's default on CPU: backend.pack): a oneDNN-packed
 copy of each base weight, LoRA in fewer, fused calls, shared prompt prefixes attended once per group
@@ -30,9 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+from harness.backends.hf_family import base_model, describe, unsupported
+
 SHORT_COLUMNS = 128  # decoding attention over at most this many own columns: two batched products (_short_attention)
-_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_FUSED = (("q_proj", "k_proj", "v_proj"), ("o_proj",), ("gate_proj", "up_proj"), ("down_proj",))  # same input
 
 
 @dataclass
@@ -50,46 +52,16 @@ class _Layer:
     o: object
     gate_up: object  # [2 * inter, hidden]
     down: object
+    act: object  # the model's own activation module (SiLU, GELU-tanh, ...)
+    bias: dict = field(default_factory=dict)  # id(weight) -> its bias (fused like the weight), where it has one
+    norms: dict = field(default_factory=dict)  # the model's own extra norms: q_norm, k_norm, post_attn, post_ff
+    rope: str | None = None  # the layer type whose rotary table it uses (Gemma 3), None: the model's one table
     packed: dict = field(default_factory=dict)  # id(weight) -> oneDNN-packed copy (LeanLlama.pack)
     # packed mode: projections -> (every adapter's A for them stacked, [(output slice, B's stacked side by side,
     # columns of the A product)], owners: ((adapter, columns, scaling), ...)); see LeanLlama._lora_fused
     fused_lora: dict = field(default_factory=dict)
     # adapter name -> projection -> LoRA
     lora: dict[str, dict[str, _Lora]] = field(default_factory=dict)
-
-
-def unsupported(model) -> str | None:
-    """Why `model` cannot run on the lean forward (None if it can)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = getattr(base, "config", None)
-    if type(base).__name__ != "LlamaForCausalLM" or getattr(cfg, "model_type", "") != "llama":
-        return f"{type(base).__name__} is not LlamaForCausalLM"
-    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
-        return "attention or MLP biases"
-    if getattr(cfg, "hidden_act", "silu") != "silu":
-        return f"activation {cfg.hidden_act}"
-    peft_cfg = getattr(model, "peft_config", None) or {}
-    for name, pc in peft_cfg.items():
-        if type(pc).__name__ != "LoraConfig":
-            return f"adapter {name}: {type(pc).__name__} (only LoRA)"
-        if getattr(pc, "use_dora", False) or getattr(pc, "lora_bias", False):
-            return f"adapter {name}: DoRA / LoRA bias"
-        if getattr(pc, "modules_to_save", None) or getattr(pc, "trainable_token_indices", None):
-            return f"adapter {name}: modules_to_save / trainable tokens"
-    import torch
-
-    for layer in base.model.layers:  # plain floating-point Linear weights only (not 4-bit / 8-bit ones)
-        for mod in (*(getattr(layer.self_attn, p) for p in _PROJ[:4]), *(getattr(layer.mlp, p) for p in _PROJ[4:])):
-            lin = mod.base_layer if hasattr(mod, "base_layer") else mod
-            if type(lin) is not torch.nn.Linear or not lin.weight.is_floating_point() or lin.bias is not None:
-                return f"{type(lin).__name__} projection with {lin.weight.dtype} weights (only plain float Linear)"
-    for mod_name, mod in model.named_modules():
-        if hasattr(mod, "lora_A") and mod_name.rsplit(".", 1)[-1] not in _PROJ:
-            if any(True for _ in mod.lora_A.keys()):
-                return f"LoRA on {mod_name} (only the attention and MLP projections)"
-        if hasattr(mod, "lora_embedding_A") and len(mod.lora_embedding_A):
-            return f"LoRA on embeddings ({mod_name})"
-    return None
 
 
 class LeanLlama:
@@ -99,25 +71,29 @@ class LeanLlama:
     @classmethod
     def build(cls, model, pack_rows: int = 0) -> tuple["LeanLlama | None", str | None]:
         """The lean forward for `model`, or None and why not; `pack_rows` > 0: also pack the weights (see `pack`)."""
-        why = unsupported(model)
+        spec, why = describe(model)
         if why:
             return None, why
-        lean = cls(model)
+        lean = cls(model, spec)
         if pack_rows:
             lean.pack_reason = lean.pack(pack_rows)
         return lean, None
 
-    def __init__(self, model):
+    def __init__(self, model, spec):
         import torch
 
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base = base_model(model)
         cfg = base.config
+        fam = self.family = spec.family
+        self.window, self.softcap, self.final_softcap = spec.window, spec.attn_softcap, spec.final_softcap
+        # match the model's attention: eager (softmax in fp32 after soft-capping, Gemma 2) or SDPA
+        self.eager = self.softcap is not None or getattr(cfg, "_attn_implementation", "sdpa") == "eager"
         self.inner = base.model
         self.lm_head = base.lm_head.weight
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.scaling = self.head_dim ** -0.5
+        self.scaling = float(self.inner.layers[0].self_attn.scaling)  # Gemma: query_pre_attn_scalar ** -0.5
         self.q_out = self.n_heads * self.head_dim
         self.kv_out = self.n_kv * self.head_dim
         self.inter = cfg.intermediate_size
@@ -125,21 +101,31 @@ class LeanLlama:
         self.head_packed = None
         self.pack_reason: str | None = "not asked"  # why the weights are not packed (None: they are)
 
-        def weight(mod):
-            return (mod.base_layer if hasattr(mod, "base_layer") else mod).weight
+        def linear(mod):
+            return mod.base_layer if hasattr(mod, "base_layer") else mod
 
         with torch.no_grad():
-            for layer in self.inner.layers[: cfg.num_hidden_layers]:
+            for li, layer in enumerate(self.inner.layers[: cfg.num_hidden_layers]):
                 at, mlp = layer.self_attn, layer.mlp
+                mods = {p: getattr(at if p in fam.attn_in or p == "o_proj" else mlp, p) for p in fam.projections}
                 lean = _Layer(
-                    ln1=layer.input_layernorm, ln2=layer.post_attention_layernorm,
-                    qkv=_fuse([weight(at.q_proj), weight(at.k_proj), weight(at.v_proj)]),
-                    o=weight(at.o_proj),
-                    gate_up=_fuse([weight(mlp.gate_proj), weight(mlp.up_proj)]),
-                    down=weight(mlp.down_proj))
-                for proj, mod in (("q_proj", at.q_proj), ("k_proj", at.k_proj), ("v_proj", at.v_proj),
-                                  ("o_proj", at.o_proj), ("gate_proj", mlp.gate_proj), ("up_proj", mlp.up_proj),
-                                  ("down_proj", mlp.down_proj)):
+                    ln1=layer.input_layernorm,
+                    ln2=layer.pre_feedforward_layernorm if fam.sandwich else layer.post_attention_layernorm,
+                    qkv=_fuse([linear(mods[p]).weight for p in fam.attn_in]),
+                    o=linear(mods["o_proj"]).weight,
+                    gate_up=_fuse([linear(mods[p]).weight for p in fam.mlp_in]),
+                    down=linear(mods["down_proj"]).weight,
+                    act=getattr(mlp, "act_fn", None) or mlp.activation_fn,
+                    rope=cfg.layer_types[li] if fam.rope_per_layer_type else None)
+                for w, projs in ((lean.qkv, fam.attn_in), (lean.o, ("o_proj",)), (lean.gate_up, fam.mlp_in),
+                                 (lean.down, ("down_proj",))):
+                    if linear(mods[projs[0]]).bias is not None:  # all of the group or none (hf_family.describe)
+                        lean.bias[id(w)] = torch.cat([linear(mods[p]).bias.detach() for p in projs])
+                if fam.qk_norm:
+                    lean.norms.update(q_norm=at.q_norm, k_norm=at.k_norm)
+                if fam.sandwich:
+                    lean.norms.update(post_attn=layer.post_attention_layernorm, post_ff=layer.post_feedforward_layernorm)
+                for proj, mod in mods.items():
                     for name in getattr(mod, "lora_A", {}):
                         lean.lora.setdefault(name, {})[proj] = _Lora(
                             mod.lora_A[name].weight, mod.lora_B[name].weight, float(mod.scaling[name]))
@@ -170,9 +156,11 @@ class LeanLlama:
             position_ids = torch.arange(past, past + q_len, device=input_ids.device)[None].expand(bsz, -1)
         groups = self._adapter_rows(adapter_names, bsz)
         self._scales = {}  # packed mode's per-row LoRA scalings, one per adapter layout, for this forward
-        x = self.inner.embed_tokens(input_ids)
-        cos, sin = self.inner.rotary_emb(x, position_ids)
-        cos, sin = cos[:, None], sin[:, None]
+        x = self.inner.embed_tokens(input_ids)  # Gemma: its module scales by sqrt(hidden)
+        ropes = {}
+        for rope in dict.fromkeys(layer.rope for layer in self.layers):
+            cos, sin = self.inner.rotary_emb(x, position_ids, rope) if rope else self.inner.rotary_emb(x, position_ids)
+            ropes[rope] = cos[:, None], sin[:, None]
         mask = self._mask(attention_mask, bsz, q_len, past, x.device)
         if prefix:  # cascade attention takes an additive mask, built once for all layers
             mask = self._cascade_mask(mask, bsz, q_len, past, x)
@@ -181,31 +169,35 @@ class LeanLlama:
             x = x.reshape(bsz * q_len, -1)[flat][None]
         for li, layer in enumerate(self.layers):
             h = layer.ln1(x)
-            qkv = self._linear(h, layer.qkv, layer, ("q_proj", "k_proj", "v_proj"), groups)
+            qkv = self._linear(h, layer.qkv, layer, self.family.attn_in, groups)
             if flat is not None:  # back to [B, L, ...] for attention: padded positions get zero q/k/v (masked)
                 qkv = qkv.new_zeros((bsz * q_len, qkv.shape[-1])).index_copy_(0, flat, qkv[0]).view(bsz, q_len, -1)
             # contiguous slices: the same memory layout as separate projections (SDPA's blocking follows it)
-            q = qkv[..., : self.q_out].contiguous().view(bsz, q_len, self.n_heads, self.head_dim).transpose(1, 2)
-            k = qkv[..., self.q_out: self.q_out + self.kv_out].contiguous().view(
-                bsz, q_len, self.n_kv, self.head_dim).transpose(1, 2)
-            v = qkv[..., self.q_out + self.kv_out:].contiguous().view(
-                bsz, q_len, self.n_kv, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = qkv[..., : self.q_out].contiguous().view(bsz, q_len, self.n_heads, self.head_dim)
+            k = qkv[..., self.q_out: self.q_out + self.kv_out].contiguous().view(bsz, q_len, self.n_kv, self.head_dim)
+            v = qkv[..., self.q_out + self.kv_out:].contiguous().view(bsz, q_len, self.n_kv, self.head_dim).transpose(1, 2)
+            if layer.norms.get("q_norm") is not None:  # per head, over the head's vector (Qwen3, Gemma 3)
+                q, k = layer.norms["q_norm"](q), layer.norms["k_norm"](k)
+            cos, sin = ropes[layer.rope]
+            q, k = _rope(q.transpose(1, 2), cos, sin), _rope(k.transpose(1, 2), cos, sin)
             if cache is not None:
                 k, v = cache.update(k, v, li)
             a = self._attention(q, k, v, mask, q_len, [(rows, kv[li]) for rows, kv in prefix] if prefix else None)
             if flat is not None:
                 a = a.reshape(bsz * q_len, -1)[flat][None]
-            x = x + self._linear(a, layer.o, layer, ("o_proj",), groups)
+            o = self._linear(a, layer.o, layer, ("o_proj",), groups)
+            x = x + (layer.norms["post_attn"](o) if "post_attn" in layer.norms else o)
             h = layer.ln2(x)
-            gu = self._linear(h, layer.gate_up, layer, ("gate_proj", "up_proj"), groups)
+            gu = self._linear(h, layer.gate_up, layer, self.family.mlp_in, groups)
             g, u = gu[..., : self.inter], gu[..., self.inter:]
-            x = x + self._linear(torch.nn.functional.silu(g) * u, layer.down, layer, ("down_proj",), groups)
+            m = self._linear(layer.act(g) * u, layer.down, layer, ("down_proj",), groups)
+            x = x + (layer.norms["post_ff"](m) if "post_ff" in layer.norms else m)
         x = self.inner.norm(x)  # the whole sequence, then the slice: GEMM on the same strided view as transformers
         if flat is not None:  # each row's last token (left padding: its last column is real)
             x = x[0, attention_mask[:, -q_len:].sum(1).cumsum(0) - 1][:, None]
         logits = self._base(x[:, -logits_to_keep:] if logits_to_keep else x, self.lm_head, self.head_packed)
+        if self.final_softcap is not None:  # Gemma 2: as transformers computes it
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return SimpleNamespace(logits=logits, cache=cache)
 
     def _real_tokens(self, attention_mask, q_len: int, groups, logits_to_keep):
@@ -247,7 +239,7 @@ class LeanLlama:
         import torch
 
         lin = torch.nn.functional.linear
-        out = self._base(x, w, layer.packed.get(id(w)))
+        out = self._base(x, w, layer.packed.get(id(w)), layer.bias.get(id(w)))
         if layer.fused_lora:
             return self._lora_fused(x, out, layer.fused_lora.get(projs), groups) if groups else out
         for name, rows in groups:
@@ -301,12 +293,12 @@ class LeanLlama:
         return scale
 
     @staticmethod
-    def _base(x, w, packed):
+    def _base(x, w, packed, bias=None):
         import torch
 
         if packed is None:
-            return torch.nn.functional.linear(x, w)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+            return torch.nn.functional.linear(x, w, bias)
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
     def pack(self, rows: int) -> str | None:
         """Keep a oneDNN-packed copy of every base weight (q/k/v, o, gate/up, down, LM head) for `rows`-row
@@ -348,7 +340,7 @@ class LeanLlama:
                 self.head_packed = torch.ops.mkldnn._reorder_linear_weight(self.lm_head, rows)
                 layouts: dict = {}  # layers with the same adapters share one owners tuple (one row scale per forward)
                 for layer in self.layers:
-                    layer.fused_lora = {projs: self._stack_lora(layer, projs, layouts) for projs in _FUSED}
+                    layer.fused_lora = {projs: self._stack_lora(layer, projs, layouts) for projs in self.family.fused}
         except (RuntimeError, AttributeError) as e:  # an op missing or refusing in this torch build
             for layer in self.layers:
                 layer.packed, layer.fused_lora = {}, {}
@@ -402,6 +394,8 @@ class LeanLlama:
         bsz, groups = q.shape[0], self.n_heads // self.n_kv
         if prefix:
             return self._cascade(q, k, v, mask, q_len, prefix)
+        if self.eager:
+            return self._eager(q, k, v, mask, q_len)
         sdpa = torch.nn.functional.scaled_dot_product_attention
         if q_len == 1 and groups > 1:  # decode: queries packed per K/V head, no K/V copies
             out = sdpa(q.reshape(bsz, self.n_kv, groups, self.head_dim), k, v, attn_mask=mask, scale=self.scaling)
@@ -413,6 +407,29 @@ class LeanLlama:
                 k = k[:, :, None].expand(bsz, self.n_kv, groups, *k.shape[-2:]).reshape(bsz, self.n_heads, *k.shape[-2:])
                 v = v[:, :, None].expand(bsz, self.n_kv, groups, *v.shape[-2:]).reshape(bsz, self.n_heads, *v.shape[-2:])
             out = sdpa(q, k, v, attn_mask=mask, scale=self.scaling)
+        return out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
+
+    def _eager(self, q, k, v, mask, q_len: int):
+        """transformers' eager attention, operation for operation (the model's own choice where it soft-caps
+        attention logits, Gemma 2): K/V repeated per head, scores scaled then capped (tanh), an additive mask of
+        the dtype's minimum, softmax in float32."""
+        import torch
+
+        bsz, groups = q.shape[0], self.n_heads // self.n_kv
+        if groups > 1:
+            k = k[:, :, None].expand(bsz, self.n_kv, groups, *k.shape[-2:]).reshape(bsz, self.n_heads, *k.shape[-2:])
+            v = v[:, :, None].expand(bsz, self.n_kv, groups, *v.shape[-2:]).reshape(bsz, self.n_heads, *v.shape[-2:])
+        if mask is None:  # an unpadded causal prefill
+            total = k.shape[-2]
+            mask = torch.ones((q_len, total), dtype=torch.bool, device=q.device).tril(total - q_len)[None, None]
+        w = torch.matmul(q, k.transpose(2, 3)) * self.scaling
+        if self.softcap is not None:
+            w = w / self.softcap
+            w = torch.tanh(w)
+            w = w * self.softcap
+        w = w + torch.zeros(mask.shape, dtype=w.dtype, device=w.device).masked_fill_(~mask, torch.finfo(w.dtype).min)
+        w = torch.nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(w, v)
         return out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
 
     def _cascade_mask(self, mask, bsz: int, q_len: int, past: int, like):
@@ -444,14 +461,17 @@ class LeanLlama:
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
         bsz, g, d, nkv = q.shape[0], self.n_heads // self.n_kv, self.head_dim, self.n_kv
         qp = q.reshape(bsz, nkv, g * q_len, d)  # head h = kv head h // g: row-major heads, then positions
-        if q_len == 1 and k.shape[-2] <= SHORT_COLUMNS:  # mask: additive, one row per packed query (_cascade_mask)
-            out, lse = _short_attention(qp, k, v, mask, self.scaling)
+        cap = self.softcap  # the flash kernel cannot soft-cap: batched products then
+        if cap is not None or (q_len == 1 and k.shape[-2] <= SHORT_COLUMNS):  # mask: additive, per packed query
+            out, lse = _short_attention(qp, k, v, mask, self.scaling, cap)
         else:
             out, lse = flash(qp, k, v, 0.0, False, attn_mask=mask, scale=self.scaling)
         for rows, (pk, pv) in prefix:
             qg = qp[rows]
             r = qg.shape[0]
-            o2, l2 = flash(qg.transpose(0, 1).reshape(1, nkv, r * g * q_len, d), pk, pv, 0.0, False, scale=self.scaling)
+            qg = qg.transpose(0, 1).reshape(1, nkv, r * g * q_len, d)
+            o2, l2 = (flash(qg, pk, pv, 0.0, False, scale=self.scaling) if cap is None
+                      else _short_attention(qg, pk, pv, None, self.scaling, cap))
             o2 = o2.reshape(nkv, r, g * q_len, d).transpose(0, 1)
             l2 = l2.reshape(nkv, r, g * q_len).transpose(0, 1)
             l1 = lse[rows]
@@ -460,13 +480,18 @@ class LeanLlama:
         return out.reshape(bsz, self.n_heads, q_len, d).transpose(1, 2).reshape(bsz, q_len, self.n_heads * d)
 
 
-def _short_attention(q, k, v, add, scale: float):
+def _short_attention(q, k, v, add, scale: float, softcap: float | None = None):
     """Softmax attention and its log-sum-exp as two batched products: for decoding over a row's own columns
     (few, the shared prefix being apart) the CPU flash kernel's per-block overhead cost twice this (measured at
-    33-90 columns, 60-96 rows, SmolLM2's heads); past ~128 columns the flash kernel is faster."""
+    33-90 columns, 60-96 rows, SmolLM2's heads); past ~128 columns the flash kernel is faster. Also where
+    attention logits are soft-capped (Gemma 2), which the flash kernel cannot do."""
     import torch
 
-    s = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(add)
+    s = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
+    if softcap is not None:
+        s = torch.tanh(s.div_(softcap)).mul_(softcap)
+    if add is not None:
+        s = s.add_(add)
     top = s.amax(-1, keepdim=True)
     p = s.sub_(top).exp_()
     z = p.sum(-1, keepdim=True)
@@ -490,6 +515,18 @@ def _rotate_half(x):
 
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rope(x, cos, sin):
+    """Rotary embedding as transformers applies it; on the first cos.shape[-1] dims only where the table is
+    narrower than the head (partial rotary, e.g. Phi-3 configs with partial_rotary_factor < 1)."""
+    import torch
+
+    rd = cos.shape[-1]
+    if rd == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    r = x[..., :rd]
+    return torch.cat([r * cos + _rotate_half(r) * sin, x[..., rd:]], dim=-1)
 
 
 __all__ = ["LeanLlama", "unsupported"]
