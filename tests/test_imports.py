@@ -162,6 +162,11 @@ def test_the_scanner_counts_imports_inside_functions_but_not_type_checking_block
     assert "harness.preflight" in scan()[0]["harness.sweep"]  # sweep._validate imports it inside the function
 
 
+def test_config_is_the_ground_floor():
+    """config.py composes and redacts; whole-config checks live above the stages (harness.preflight)."""
+    assert scan()[0]["harness.config"] <= {"harness.io"}
+
+
 def test_no_import_cycles():
     found = cycles(scan()[0])
     new = [c for c in found if c not in KNOWN_CYCLES]
