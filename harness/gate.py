@@ -30,6 +30,8 @@ statistic per comparison, one verdict. The gate YAML (every key validated, unkno
     - format_bleed: {max: 0.02}          # share of probes answered in the task's output form, unasked, in excess
                                          #   of base's (the decision's max_bleed when max is left out); not
                                          #   measured (free-text task) is inconclusive
+    - metric: judge:voice                # the judge as the task's primary metric (judge:<rubric> or judge:pairwise):
+      min: 4.0                           #   the decision's numbers and trust rule (an untrusted judge: inconclusive)
     - judge: pointwise                   # only for a calibrated, reliable judge (else the check FAILS: a gate
       min: 6.0                           #   must not pass on numbers nobody trusts); min_kappa optional
     - judge: pairwise                    # win rate of the adapter vs a baseline; CI-based when the judge gives one
@@ -53,6 +55,8 @@ from typing import Any
 from harness.analysis import BASELINES, BETTER, RELEASED, WORSE, Analysis, Comparison
 from harness.decision import OUTCOMES, Decision, decide, fmt_comparison, fmt_interval
 from harness.io import UserError, YamlLines, atomic_write_text, key_str, load_yaml_with_lines, printable, write_json
+from harness.judge.rubrics import judge_metric_range
+from harness.judge_decision import is_judge_metric, pairwise_comparison, untrusted
 from harness.report import analyze_sweep, jsonable, load_sweep, settings_for
 
 PASS, FAIL, INCONCLUSIVE, UNUSABLE = "pass", "fail", "inconclusive", "unusable"
@@ -147,11 +151,18 @@ def _validate(cfg: GateConfig) -> None:
                 raise cfg.err(at + (k,), f"expected a number, got {c[k]!r}")
         if "margin" in c and c["margin"] < 0:
             raise cfg.err(at + ("margin",), "expected a number >= 0")
+        scale = (0.0, 1.0)  # a judge:<rubric> metric is on its rubric's scale (e.g. 1-5)
+        if kind == "metric" and is_judge_metric(c["metric"]):
+            try:
+                scale = judge_metric_range(c["metric"])
+            except ValueError as exc:
+                raise cfg.err(at + ("metric",), str(exc)) from None
+        span = scale[1] - scale[0]
         for k in ("min_delta", "margin", "min_win_rate") + (("min",) if kind == "metric" else ()):
-            lo = -1 if k == "min_delta" else 0
-            if k in c and not lo <= c[k] <= 1:
-                raise cfg.err(at + (k,), f"expected a number in [{lo}, 1] (task metrics and win rates are shares), "
-                                         f"got {c[k]!r}")
+            lo, hi = {"min_delta": (-span, span), "margin": (0, span), "min": scale}.get(k, (0, 1))
+            if k in c and not lo <= c[k] <= hi:
+                raise cfg.err(at + (k,), f"expected a number in [{lo:g}, {hi:g}] (task metrics and win rates are "
+                                         f"shares; a judge:<rubric> metric is on its scale), got {c[k]!r}")
         if kind == "decision":
             allowed = c["decision"] if isinstance(c["decision"], list) else [c["decision"]]
             bad = [o for o in allowed if o not in OUTCOMES]
@@ -239,7 +250,7 @@ def evaluate_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: 
         if "decision" in c:
             results.append(_decision_check(c, label, d))
         elif "metric" in c:
-            if c["metric"] not in an.metrics:
+            if c["metric"] not in an.metrics and c["metric"] != an.primary:  # judge:pairwise is no score-row metric
                 raise gc.err(at + ("metric",), f"unknown metric {c['metric']!r} (scored: {', '.join(an.metrics)})")
             results.append(_metric_check(c, label, an, chosen))
         elif "forgetting" in c:
@@ -275,6 +286,10 @@ def _decision_check(c: dict, label: str | None, d: Decision) -> CheckResult:
 
 def _metric_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResult:
     metric = c["metric"]
+    blocked = untrusted(an) if is_judge_metric(metric) else None
+    if blocked:  # the decision's own trust rule: a judge that may not decide may not pass a gate either
+        return CheckResult(label or f"{metric} ({_check_words(c)})", "metric", None, _check_words(c), INCONCLUSIVE,
+                           f"the judge cannot decide: {blocked[0]}")
     if "min" in c:
         i = an.models[a].metrics[metric]
         lo_ok = not math.isnan(i.lo) and i.lo >= c["min"]
@@ -335,6 +350,11 @@ def _bleed_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResul
                        f"{b.count} of {b.n} probes in the task's output form vs base {b.base_count}{eg}")
 
 
+def _check_words(c: dict) -> str:
+    return (f">= {c['min']}" if "min" in c else f"better than {c['min_improvement_over']}" if "min_improvement_over" in c
+            else f"not worse than {c.get('not_worse_than')}")
+
+
 def _judge_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResult:
     j, mode = an.judge, c["judge"]
     if mode == "pointwise":
@@ -375,6 +395,12 @@ def _judge_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResul
         return CheckResult(name, "judge", None, thr, FAIL, f"no judge comparison of {an.name(a)} vs {c['vs']}")
     if f"{rec.get('a')} vs {rec.get('b')}" in j["too_many_missing"]:
         return CheckResult(name, "judge", None, thr, UNUSABLE, "too many missing verdicts")
+    cmp = None if flip else pairwise_comparison(rec, an.settings)  # the decision's number: length-controlled
+    if cmp is not None and cmp.test.startswith("length-controlled"):  # when length explains the preference
+        rate, lo, hi = cmp.diff + 0.5, cmp.lo + 0.5, cmp.hi + 0.5
+        st = PASS if lo >= c["min_win_rate"] else FAIL if hi < c["min_win_rate"] else INCONCLUSIVE
+        return CheckResult(name, "judge", rate, thr, st, f"length explains the preference: length-controlled win rate "
+                           f"{rate:.2f} [{lo:.2f}, {hi:.2f}] (raw {_f(rec.get('win_rate'), '.2f')}) ({src})")
     wins, losses, ties = rec.get("wins", 0), rec.get("losses", 0), rec.get("ties", 0)
     if flip:
         wins, losses = losses, wins

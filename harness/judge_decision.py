@@ -137,9 +137,6 @@ def untrusted(an: Analysis) -> tuple[str, list[str]] | None:
     if j.get("status") != "ok":
         return (f"the primary metric is the judge, and the judge did not finish ({j.get('status')}: {j.get('error')})",
                 ["Re-run the same command once the judge's endpoint answers: what it judged is cached."])
-    if j.get("too_many_missing"):
-        return (f"the judge gave no verdict on too many items ({', '.join(j['too_many_missing'])})",
-                ["Check the judge's raw replies in judge.jsonl; " + fix + "."])
     cal = j.get("calibration")
     label_step = "label items in report/review.html and run `harness judge calibrate --data labels.jsonl --sweep SWEEP`"
     if not cal:
@@ -158,6 +155,9 @@ def untrusted(an: Analysis) -> tuple[str, list[str]] | None:
         more = f"label about {need} more items in review.html or {fix}" if need else f"{fix}"
         return (f"the judge agrees with your labels at {_kappa_text(cal)}, below judge.min_kappa "
                 f"{cal.get('min_kappa')} (or not above chance): {more}", [more[0].upper() + more[1:] + "."])
+    if j.get("too_many_missing"):
+        return (f"the judge gave no verdict on too many items ({', '.join(j['too_many_missing'])})",
+                ["Check the judge's raw replies in judge.jsonl; " + fix + "."])
     flips = _flip_rates(an, cal)
     bad = [(w, v) for w, v in flips if v is not None and v < s.min_judge_consistency]
     if bad:

@@ -20,7 +20,8 @@ import pytest
 
 from fixtures_sweep import write_sweep
 from harness.decision import decide
-from harness.io import read_json
+from harness.gate import evaluate_gate, exit_code
+from harness.io import read_json, read_jsonl
 from harness.judge import calibrate, run_judge
 from harness.metrics import score_sample
 from harness.report.load import analyze_sweep, load_sweep, settings_for
@@ -163,25 +164,46 @@ def decision_of(sweep: Path):
     return an, decide(an)
 
 
-@pytest.fixture(scope="module")
-def judged_voice(tmp_path_factory, rule_judge):
-    root = tmp_path_factory.mktemp("voice")
+def judged(root: Path, srv: RuleJudge, **cfg_extra) -> tuple[Path, dict]:
     sweep = voice_sweep(root)
-    cfg = openai_judge_cfg(rule_judge)
+    cfg = openai_judge_cfg(srv, **cfg_extra)
     run_judge(sweep / "scores", cfg, log=lambda s: None)
-    return root, sweep, cfg
+    return sweep, cfg
 
 
-def test_rule_judge_is_uncalibrated_until_labelled(judged_voice):
-    _, sweep, _ = judged_voice
-    _, d = decision_of(sweep)
+@pytest.fixture(scope="module")
+def uncalibrated_voice(tmp_path_factory, rule_judge):
+    return judged(tmp_path_factory.mktemp("voice-uncal"), rule_judge)[0]
+
+
+@pytest.fixture(scope="module")
+def calibrated_voice(tmp_path_factory, rule_judge):
+    root = tmp_path_factory.mktemp("voice-cal")
+    sweep, cfg = judged(root, rule_judge)
+    cal = calibrate(rule_labels(sweep, root / "labels.jsonl", 30), cfg, sweep_dir=sweep, log=lambda s: None)
+    return sweep, cal
+
+
+GATE = {"checks": [{"decision": ["ship"]}, {"metric": "judge:voice", "min": 4.0},
+                   {"metric": "judge:voice", "min_improvement_over": "fewshot"},
+                   {"judge": "pairwise", "vs": "fewshot", "min_win_rate": 0.6}]}
+
+
+def test_rule_judge_is_uncalibrated_until_labelled(uncalibrated_voice):
+    _, d = decision_of(uncalibrated_voice)
     assert d.outcome == "inconclusive"
     assert "no calibration on this task's labels" in d.headline
 
 
-def test_rule_judge_on_loopback_calibrated_on_task_labels_ships(judged_voice):
-    root, sweep, cfg = judged_voice
-    cal = calibrate(rule_labels(sweep, root / "labels.jsonl", 30), cfg, sweep_dir=sweep, log=lambda s: None)
+def test_gate_on_an_uncalibrated_judge_metric_is_inconclusive(uncalibrated_voice):
+    res = evaluate_gate(uncalibrated_voice, {"checks": GATE["checks"][:3]})
+    assert res["status"] == "inconclusive" and exit_code(res) == 3
+    metric = [r for r in res["checks"] if r.kind == "metric"]
+    assert metric and all(r.status == "inconclusive" and "the judge cannot decide" in r.reason for r in metric)
+
+
+def test_rule_judge_on_loopback_calibrated_on_task_labels_ships(calibrated_voice):
+    sweep, cal = calibrated_voice
     assert cal["source"] == "task" and cal["kappa"] == pytest.approx(1.0) and cal["reliable"]
     an, d = decision_of(sweep)
     assert an.primary == "judge:voice" and an.models[d.chosen].metrics["judge:voice"].mean == pytest.approx(5.0)
@@ -192,8 +214,21 @@ def test_rule_judge_on_loopback_calibrated_on_task_labels_ships(judged_voice):
     assert an.models["base"].metrics["greets_by_name"].mean < 1.0
 
 
-def test_pairwise_judge_primary_ships_on_the_same_sweep(judged_voice, tmp_path):
-    _, sweep, _ = judged_voice
+def test_gate_on_the_calibrated_judge_metric_passes_with_the_decision(calibrated_voice):
+    sweep, _ = calibrated_voice
+    res = evaluate_gate(sweep, GATE)
+    assert res["status"] == "pass", [(r.name, r.status, r.reason) for r in res["checks"]]
+    assert res["decision"]["outcome"] == "ship"
+
+
+def test_judge_scores_the_tasks_rubric_whatever_judge_rubric_says(tmp_path, rule_judge):
+    sweep, _ = judged(tmp_path, rule_judge, rubric="helpfulness")
+    rubrics = {r["rubric"] for r in read_jsonl(sweep / "scores" / "judge.jsonl") if r["kind"] == "pointwise"}
+    assert rubrics == {"voice@1"}
+
+
+def test_pairwise_judge_primary_ships_on_the_same_sweep(calibrated_voice):
+    sweep, _ = calibrated_voice
     s = read_json(sweep / "scores" / "summary.json")
     (sweep / "scores" / "summary.json").write_text(json.dumps({**s, "primary_metric": "judge:pairwise", "target": 0.6}))
     try:
@@ -215,8 +250,7 @@ def test_embedded_smollm2_as_judge_is_inconclusive_with_its_measured_kappa(tmp_p
     cfg = {"enabled": True, "model": dict(SMOL_CFG), "rubric": "voice", "pairwise_rubric": "pairwise",
            "backend": {"kind": "hf", "batch_size": 8}, "min_kappa": 0.4, "max_items": 4, "retries": 0,
            "max_chars": 600, "gen": {"max_new_tokens": 32, "temperature": 0.0, "seed": 0, "logprobs": 0}}
-    run_judge(sweep / "scores", cfg, pairs=[("r8-lr0.0002", "base"), ("r8-lr0.0002", "fewshot")],
-              log=lambda s: None)
+    run_judge(sweep / "scores", cfg, pairs=[], log=lambda s: None)
     cal = calibrate(labels, cfg, sweep_dir=sweep, log=lambda s: None)
     assert not cal["reliable"]
     _, d = decision_of(sweep)

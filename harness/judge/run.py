@@ -17,7 +17,7 @@ import numpy as np
 
 from harness.backends.base import BackendError
 from harness.config import redact_text
-from harness.io import UserError, read_jsonl, write_json, write_jsonl
+from harness.io import UserError, read_json, read_jsonl, write_json, write_jsonl
 from harness.judge.calibration import find_sweep_task, load_calibration
 from harness.judge.core import pairwise_tally
 from harness.judge.length import OUTCOME, length_controlled, length_explained
@@ -126,6 +126,11 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: Any, *, pairs: Sequence[tuple[s
                 raise UserError(f"{scores_dir / 'scores.jsonl'}: judge pair ({a}, {b}): no task outputs for model {m!r}")
 
     rubric_name = judge_cfg.get("rubric", "helpfulness")  # null: no pointwise scoring
+    task_rubric = _task_judge_rubric(scores_dir)
+    if task_rubric and task_rubric != rubric_name:  # the task decides on judge:<rubric>: score that rubric
+        log(f"judge: the task's primary metric is judge:{task_rubric}: scoring with rubric {task_rubric!r} "
+            f"(not judge.rubric {rubric_name!r})")
+        rubric_name = task_rubric
     rubric = load_rubric(rubric_name) if rubric_name else None
     if rubric is not None and rubric.type != "pointwise":
         raise UserError(f"{rubric.path}: key 'type': judge.rubric must be a pointwise rubric")
@@ -229,6 +234,15 @@ def run_judge(sweep_scores_dir: Path, judge_cfg: Any, *, pairs: Sequence[tuple[s
         raise JudgeUnavailable(f"judge {status} ({backend_kind}): {failure}; what it answered is cached in "
                                f"{scores_dir}, a re-run fills in the rest once the endpoint answers", summary)
     return summary
+
+
+def _task_judge_rubric(scores_dir: Path) -> str | None:
+    """`voice` when the sweep's task decides on judge:voice (scores/summary.json primary_metric), else None."""
+    p = scores_dir / "summary.json"
+    primary = (read_json(p) or {}).get("primary_metric") if p.is_file() else None
+    if isinstance(primary, str) and primary.startswith("judge:") and primary != "judge:pairwise":
+        return primary.split(":", 1)[1]
+    return None
 
 
 def _point_item(row: dict, prompt: Any, fmt_cfg: str | None) -> dict:

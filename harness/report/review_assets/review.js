@@ -26,7 +26,7 @@
   var state = {
     adapter: D.adapter,
     baseline: D.baselines.indexOf("fewshot") >= 0 ? "fewshot" : (D.baselines[0] || null),
-    filters: { disc: false, fail: false, err: false, know: false, judge: false, unlab: false },
+    filters: { disc: false, fail: false, err: false, know: false, judge: false, jlab: false, unlab: false },
     search: "", sort: "order", diff: "reference", pairOnly: false, page: 0,
     mode: "browse", queue: [], cursor: 0
   };
@@ -128,6 +128,15 @@
       return j.consistent === false && ((j.a === state.adapter && j.b === state.baseline) || (j.a === state.baseline && j.b === state.adapter));
     });
   }
+  function judgeVsLabel(it) {   // your label for the shown pair says one thing, the judge's verdict another
+    var lab = labelOf(it);
+    if (!lab || lab.label === null || lab.label === undefined) return false;
+    var mine = lab.label === 0 ? "tie" : lab.label === 1 ? lab.model_1 : lab.model_2;
+    return it.judge.some(function (j) {
+      var same = (j.a === lab.model_1 && j.b === lab.model_2) || (j.a === lab.model_2 && j.b === lab.model_1);
+      return same && j.verdict !== null && j.verdict !== undefined && j.verdict !== mine;
+    });
+  }
   var hay = D.items.map(function (it) {
     var parts = [it.id, it.question, it.reference || ""];
     Object.keys(it.outputs).forEach(function (m) { parts.push(it.outputs[m].text, it.outputs[m].error || ""); });
@@ -139,6 +148,7 @@
     err: function (it) { return Object.keys(it.outputs).some(function (m) { return !!it.outputs[m].error; }); },
     know: function (it) { return !!it.knowledge; },
     judge: judgeDisagreed,
+    jlab: judgeVsLabel,
     unlab: function (it) { return !hasContent(labelOf(it)); }
   };
   function lenDiff(it) {
@@ -324,6 +334,7 @@
     var b = discBadge(it);
     if (b) h.appendChild(b);
     if (judgeDisagreed(it)) h.appendChild(el("span", "badge bad", "judge orders disagree"));
+    if (judgeVsLabel(it)) h.appendChild(el("span", "badge bad", "judge disagrees with your label"));
     var lab = labelOf(it);
     if (hasContent(lab)) h.appendChild(el("span", "badge", "labelled"));
     art.appendChild(h);
