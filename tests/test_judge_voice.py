@@ -24,6 +24,7 @@ from harness.gate import evaluate_gate, exit_code
 from harness.io import read_json, read_jsonl
 from harness.judge import calibrate, run_judge
 from harness.metrics import score_sample
+from harness.report import write_report
 from harness.report.load import analyze_sweep, load_sweep, settings_for
 from harness.tasks import load_task
 
@@ -238,6 +239,20 @@ def test_pairwise_judge_primary_ships_on_the_same_sweep(calibrated_voice):
     assert d.outcome == "ship", d.headline
     c = an.comparison(d.chosen, "fewshot")
     assert c.test == "sign test" and c.a_only == N_ITEMS and c.b_only == 0
+
+
+def test_report_leads_with_the_judge_decision_for_both_judge_primaries(calibrated_voice):
+    sweep, _ = calibrated_voice
+    s = read_json(sweep / "scores" / "summary.json")
+    try:
+        for primary, target in (("judge:voice", 4), ("judge:pairwise", 0.6)):
+            (sweep / "scores" / "summary.json").write_text(json.dumps({**s, "primary_metric": primary, "target": target}))
+            out = write_report(sweep)
+            md = out["report_md"].read_text()
+            assert out["decision"].outcome == "ship" and f"primary metric `{primary}`" in md
+            assert "kappa 1.00" in md
+    finally:
+        (sweep / "scores" / "summary.json").write_text(json.dumps(s))
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from harness.analysis import BASE, FEWSHOT, RELEASED, Analysis
+from harness.analysis import BASE, FEWSHOT, RELEASED, Analysis, Interval
 
 Plot = tuple[str, str, bytes]  # (file name, alt text, png)
 
@@ -42,6 +42,7 @@ def headline_chart(an: Analysis) -> Plot | None:
     order = [m for m in (BASE, FEWSHOT, RELEASED) if m in an.models]
     adapters = sorted(an.adapters, key=lambda a: -_mean(an, a))
     order += adapters[:12]
+    order = [m for m in order if P in an.models[m].metrics]  # judge:pairwise: baselines have no number of their own
     labels = [an.name(m) + (" (chosen)" if m == an.selection.chosen else "") for m in order]
     means = [_mean(an, m) for m in order]
     los = [an.models[m].metrics[P].lo for m in order]
@@ -66,8 +67,12 @@ def headline_chart(an: Analysis) -> Plot | None:
 
 
 def _mean(an: Analysis, m: str) -> float:
-    v = an.models[m].metrics[an.primary].mean
-    return -1.0 if math.isnan(v) else v
+    i = an.models[m].metrics.get(an.primary)
+    return -1.0 if i is None or math.isnan(i.mean) else i.mean
+
+
+def _nan_interval(n: int = 0) -> Interval:
+    return Interval(math.nan, math.nan, math.nan, n)
 
 
 def loss_curves(an: Analysis) -> Plot | None:
@@ -109,7 +114,7 @@ def metric_vs_axis(an: Analysis, axis: str) -> Plot | None:
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     seen: dict[Any, int] = {}
     for a, v in zip(ads, vals):
-        d = an.models[a].metrics[P]
+        d = an.models[a].metrics.get(P, _nan_interval())
         k = seen.get(v, 0)
         seen[v] = k + 1
         x = cats.index(v) + (k - 0.0) * 0.09
@@ -118,14 +123,15 @@ def metric_vs_axis(an: Analysis, axis: str) -> Plot | None:
         other = "-".join(p for p in an.name(a).split("-") if not p.startswith(_short(axis))) or an.name(a)
         ax.annotate(other, (x, d.mean), textcoords="offset points", xytext=(5, 2), fontsize=6.5)
     for b, style, col in ((BASE, "--", "black"), (FEWSHOT, ":", "#b3261e")):
-        if b in an.models and not math.isnan(an.models[b].metrics[P].mean):
-            ax.axhline(an.models[b].metrics[P].mean, ls=style, color=col, lw=1, label=an.name(b))
+        if b in an.models and not math.isnan(an.models[b].metrics.get(P, _nan_interval()).mean):
+            ax.axhline(an.models[b].metrics.get(P, _nan_interval()).mean, ls=style, color=col, lw=1, label=an.name(b))
     ax.set_xticks(range(len(cats)), [f"{c:g}" if isinstance(c, float) else str(c) for c in cats])
     ax.set_xlim(-0.5, len(cats) - 0.3)
     ax.set_xlabel(axis)
     ax.set_ylabel(P)
     ax.set_title(f"{P} against {axis} (points labelled by the other hyperparameters)")
-    ax.legend(fontsize=7, frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # judge:pairwise: no baseline line to name
+        ax.legend(fontsize=7, frameon=False)
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", axis)
     return (f"metric_vs_{safe}.png", f"{P} against {axis}", _png(fig))
 
@@ -144,17 +150,18 @@ def quality_vs_cost(an: Analysis, train_times: dict[str, float]) -> Plot | None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     for a in costed:
-        d, t = an.models[a].metrics[P], train_times[a]
+        d, t = an.models[a].metrics.get(P, _nan_interval()), train_times[a]
         ax.errorbar([t], [d.mean], yerr=[[max(0, d.mean - d.lo)], [max(0, d.hi - d.mean)]], fmt="o", capsize=3,
                     color="#1a4fb5" if a == an.selection.chosen else "#5b6b86")
         ax.annotate(an.name(a), (t, d.mean), textcoords="offset points", xytext=(4, 3), fontsize=7)
     for b, style, col in ((BASE, "--", "black"), (FEWSHOT, ":", "#b3261e")):
         if b in an.models:
-            ax.axhline(an.models[b].metrics[P].mean, ls=style, color=col, lw=1, label=an.name(b))
+            ax.axhline(an.models[b].metrics.get(P, _nan_interval()).mean, ls=style, color=col, lw=1, label=an.name(b))
     ax.set_xlabel("train time (s)")
     ax.set_ylabel(P)
     ax.set_title(f"{P} against training cost")
-    ax.legend(fontsize=7, frameon=False)
+    if ax.get_legend_handles_labels()[0]:  # judge:pairwise: no baseline line to name
+        ax.legend(fontsize=7, frameon=False)
     return ("quality_vs_cost.png", f"{P} against train time", _png(fig))
 
 
