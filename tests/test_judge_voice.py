@@ -255,6 +255,28 @@ def test_report_leads_with_the_judge_decision_for_both_judge_primaries(calibrate
         (sweep / "scores" / "summary.json").write_text(json.dumps(s))
 
 
+@pytest.mark.timeout(900)
+def test_real_voice_sweep_with_the_loopback_judge_says_it_cannot_tell_before_labels(tmp_path, rule_judge):
+    """`harness sweep task.name=voice judge=openai ...` on the tiny random model: real training, generation, the judge
+    run on loopback with the task's rubric, report: the decision waits for labels instead of trusting the judge."""
+    from harness.cli import main as cli
+
+    port = rule_judge.server_address[1]
+    rc = cli(["sweep", "model=tiny_random", "tracking.wandb=disabled", "sweep=none", "train.batch_size=8",
+              "train.epochs=1", "train.eval_every=8", "train.patience=0", "lora.r=4", "train.precision=fp32",
+              "eval.probes=null", "eval.mc_probes=null", "eval.max_eval=24", "gate=none", "task.name=voice",
+              f"output_root={tmp_path}", "sweep_name=voice", "judge=openai", "judge.model=rule-judge",
+              f"judge.backend.base_url=http://127.0.0.1:{port}/v1", "judge.max_items=24"])
+    assert rc == 0
+    sweep = tmp_path / "voice"
+    verdict = json.loads((sweep / "report" / "verdict.json").read_text())
+    assert verdict["primary"] == "judge:voice" and verdict["outcome"] == "inconclusive"
+    assert "no calibration on this task's labels" in verdict["headline"]
+    rows = list(read_jsonl(sweep / "scores" / "judge.jsonl"))
+    assert {r["rubric"] for r in rows if r["kind"] == "pointwise"} == {"voice@1"}
+    assert sum(r["kind"] == "pairwise" for r in rows) == 2 * 24
+
+
 @pytest.mark.slow
 def test_embedded_smollm2_as_judge_is_inconclusive_with_its_measured_kappa(tmp_path, smol_spec, rule_judge):
     """SmolLM2-135M judges the same pairs: its agreement with the labels is measured and too low to decide on."""
