@@ -141,6 +141,27 @@ def model_card(info: RunInfo, spec, *, fmt: str, extra: dict | None = None) -> s
                   "The Modelfile's TEMPLATE renders exactly the prompts the adapter was trained and evaluated with, "
                   "and its SYSTEM is the task's system prompt.", ""]
     lines += ["Prompts must use the tokenizer's chat template (`chat_template.jinja`), as in training.", ""]
+    lines += _prompt_format_lines(info.manifest.get("prompt_format"))
     return "\n".join(lines)
+
+
+def _prompt_format_lines(fmt: Any) -> list[str]:
+    """How training formatted prompts (the run manifest's prompt_format, harness.prompts.ChatFormat): what a user of
+    the export must do the same way (template kwargs, a system prompt merged into the user turn, stop tokens)."""
+    if not isinstance(fmt, dict):
+        return []
+    out = []
+    kw = fmt.get("chat_template_kwargs") or {}
+    if kw:
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(kw.items()))
+        out.append(f"- chat template variables: `tok.apply_chat_template(messages, add_generation_prompt=True, {args})`")
+    if fmt.get("system_merged_into_user"):
+        out.append("- the template has no system role: the system prompt was put in front of the first user message, "
+                   "separated by a blank line")
+    if not fmt.get("chat_template", True):
+        out.append("- no chat template: prompts were `SYSTEM: ...\\n\\nUSER: ...\\n\\nASSISTANT: `")
+    if fmt.get("end_of_turn"):
+        out.append(f"- answers end with `{fmt['end_of_turn']}`; stop on token ids {fmt.get('stop_token_ids')}")
+    return (["Prompt format in training:", ""] + out + [""]) if out else []
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.io import UserError
-from harness.prompts import end_of_turn, render_prompt
+from harness.prompts import end_of_turn, render_chat, render_prompt
 
 _S, _U1, _A1, _U2 = "\x02SYS\x03", "\x02USER1\x03", "\x02ASSISTANT1\x03", "\x02USER2\x03"
 
@@ -56,10 +56,9 @@ def chat_wrappers(tokenizer: Any) -> ChatWrappers:
     try:
         full = render_prompt(tokenizer, [{"role": "system", "content": _S}, {"role": "user", "content": _U1},
                                          {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}])
-        without_gen = tokenizer.apply_chat_template(
-            [{"role": "system", "content": _S}, {"role": "user", "content": _U1},
-             {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}],
-            tokenize=False, add_generation_prompt=False)
+        without_gen = render_chat(tokenizer, [{"role": "system", "content": _S}, {"role": "user", "content": _U1},
+                                              {"role": "assistant", "content": _A1}, {"role": "user", "content": _U2}],
+                                  add_generation_prompt=False)
         if not full.startswith(without_gen):
             raise ValueError("the generation prompt is not appended at the end")
         gen = full[len(without_gen):]

@@ -114,3 +114,14 @@ def test_qwen3_think_block_is_in_the_train_and_the_serve_prompt(tiny_spec, tmp_p
     assert think + "ok<|im_end|>" in tok.decode(tokenize_for_training(tok, ex)["input_ids"])
     backend = HFBackend(ServeSpec(model_cfg=mcfg, adapters={}), device="cpu")
     assert backend.tokenizer.decode(backend._prompt_ids(build_messages(ex))).endswith(think)
+
+
+def test_exported_adapter_card_names_the_base_and_its_template_kwargs(tiny_spec, toy, tmp_path):
+    model = family_model(tiny_spec.path, tmp_path / "qwen3-tiny", QWEN3_TEMPLATE, eos="<|endoftext|>")
+    assert cli(["train", "model=hf", f"model.path={model}", f"task.path={toy}", f"run_dir={tmp_path / 'run'}",
+                "tracking.wandb=disabled", "train.max_steps=1", "train.precision=fp32"]) == 0
+    assert cli(["export", str(tmp_path / "run"), "--format", "adapter", "--out", str(tmp_path / "out")]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "- name: `qwen3-tiny`" in card
+    assert "add_generation_prompt=True, enable_thinking=False)" in card
+    assert "answers end with `<|im_end|>`" in card
