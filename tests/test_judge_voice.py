@@ -35,6 +35,29 @@ _spec.loader.exec_module(V)  # type: ignore[union-attr]
 N_ITEMS = 30
 
 
+def test_voice_files_are_what_the_generator_makes():
+    data = V.generate(0)
+    for split, rows in data.items():
+        assert (REPO / "evalsets" / "voice" / f"{split}.jsonl").read_text(encoding="utf-8") == \
+            "".join(json.dumps(r) + "\n" for r in rows)
+
+
+def test_task_rule_metrics_agree_with_the_house_rules():
+    """Every reference reply keeps the four rules; an off-style reply breaks some, and the task's regex metrics
+    flag exactly the rules `violations` says it breaks."""
+    task = load_task(REPO / "evalsets" / "voice" / "task.yaml")
+    rng = random.Random(1)
+    for line in (REPO / "evalsets" / "voice" / "eval.jsonl").read_text().splitlines():
+        msg, good = (m["content"] for m in json.loads(line)["messages"])
+        first = V.customer_of(msg)
+        assert V.violations(good, first) == []
+        assert all(v == 1.0 for k, v in score_sample(good, good, task.metrics)[0].items() if k in V.RULES)
+        bad = V.off_style(good, first, rng)
+        broken = set(V.violations(bad, first))
+        scores = score_sample(bad, good, task.metrics)[0]
+        assert broken and {k for k in V.RULES if scores[k] == 0.0} == broken
+
+
 def _block(text: str, label: str) -> str | None:
     m = re.search(rf"<<<{label}\n(.*?)\n{label}>>>", text, re.S)
     return m.group(1) if m else None
