@@ -19,6 +19,10 @@ checked in this order (the first that holds wins):
                   better than the prompt
   inconclusive    nothing moved with confidence, and the CIs cannot rule out a gain of min_effect
   no_gain         nothing moved, and the CIs rule out a gain worth having (or the adapter is worse)
+
+With the judge as the primary metric (task.yaml `primary_metric: judge:pairwise | judge:<rubric>`,
+harness.judge_decision) the same outcomes, after one more check: a judge not calibrated on the task's own labels,
+below judge.min_kappa, or flipping its verdicts with the answers' order makes the outcome inconclusive.
 """
 from __future__ import annotations
 

@@ -51,8 +51,8 @@ def with_judge_scores(rows: list[dict], judge_rows: list[dict], rubric: str) -> 
         key = (str(r.get("model")), str(r.get("sample_id")))
         if r.get("split", "task") == "task" and key in scores:
             s = scores[key]
-            r = {**r, "metrics": {**(r.get("metrics") or {}),
-                                  JUDGE_PREFIX + rubric: float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else None}}
+            value = float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else None
+            r = {**r, "metrics": {**(r.get("metrics") or {}), JUDGE_PREFIX + rubric: value}}
         out.append(r)
     return out
 
@@ -203,12 +203,13 @@ def judge_reasons(an: Analysis) -> list[str]:
         if p is None:
             continue
         lc = p.get("lc_win_rate")
+        why = (" — length explains the preference, so the length-controlled rate decides." if p.get("length_explained")
+               else ".")
         out.append(f"Judge pairwise {an.name(a)} vs {an.name(ref)} (both orders): {p.get('wins')} wins, "
-                   f"{p.get('losses')} losses, {p.get('ties')} ties ({p.get('inconsistent') or 0} order-inconsistent "
+                   f"{p.get('losses')} loss{'' if p.get('losses') == 1 else 'es'}, {p.get('ties')} tie{'' if p.get('ties') == 1 else 's'} ({p.get('inconsistent') or 0} order-inconsistent "
                    f"pairs counted as ties), {p.get('missing') or 0} missing; win rate {_num(p.get('win_rate'))} "
                    f"{_ci(p.get('win_rate_ci'))}, sign test p = {_num(p.get('sign_p'), '.3g')}; length-controlled "
-                   f"{_num(lc)} {_ci(p.get('lc_win_rate_ci'))}" + (" — length explains the preference, so the "
-                                                                  "length-controlled rate decides." if p.get("length_explained") else "."))
+                   f"{_num(lc)} {_ci(p.get('lc_win_rate_ci'))}{why}")
     return out
 
 

@@ -58,9 +58,9 @@ def _sigmoid(v: float) -> float:
 def length_controlled(outcomes: Sequence[float | None], len_a: Sequence[float], len_b: Sequence[float], *,
                       alpha: float = 0.05) -> dict:
     """{"n", "lc_win_rate", "lc_win_rate_ci", "lc_p", "length_coef", "length_p"} over items with an outcome (None =
-    missing verdict, left out). With fewer than 2 items, or no variation in length difference, the LC win
-    rate is the raw win rate and its CI, lc_p (Wald p of the LC rate vs 0.5), length_coef and length_p are None (length cannot explain anything:
-    use the raw win rate's CI)."""
+    missing verdict, left out); lc_p is the Wald p of the LC win rate against 0.5. With fewer than 2 items, or no
+    variation in length difference, the LC win rate is the raw win rate and its CI, lc_p, length_coef and length_p
+    are None (length cannot explain anything: use the raw win rate's CI)."""
     keep = [i for i, o in enumerate(outcomes) if o is not None]
     y = np.asarray([outcomes[i] for i in keep], dtype=float)
     d = length_feature([len_a[i] for i in keep], [len_b[i] for i in keep])
