@@ -182,7 +182,9 @@ def _flip_rates(an: Analysis, cal: dict) -> list[tuple[str, float | None]]:
 def _kappa_text(cal: dict) -> str:
     k, ci = cal.get("kappa"), cal.get("kappa_ci")
     kt = "n/a (undefined)" if k is None else f"{k:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-    return f"kappa {kt} (n = {cal.get('n')})"
+    miss = cal.get("missing") or 0
+    return f"kappa {kt} (n = {cal.get('n')}" + (f", no verdict on {miss}: unparseable replies count as ties)" if miss
+                                                else ")")
 
 
 # ------------------------------------------------------------------------------------------------ reasons

@@ -316,4 +316,6 @@ def test_embedded_smollm2_as_judge_is_inconclusive_with_its_measured_kappa(tmp_p
     _, d = decision_of(sweep)
     assert d.outcome == "inconclusive"
     kappa = "n/a (undefined)" if cal["kappa"] is None else f"kappa {cal['kappa']:.2f}"
-    assert kappa in d.headline and "(n = 8)" in d.headline
+    assert kappa in d.headline and "(n = 8" in d.headline
+    if cal["missing"]:
+        assert f"no verdict on {cal['missing']}" in d.headline
