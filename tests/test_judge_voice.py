@@ -278,6 +278,40 @@ def test_report_leads_with_the_judge_decision_for_both_judge_primaries(calibrate
         (sweep / "scores" / "summary.json").write_text(json.dumps(s))
 
 
+def test_length_explained_preference_is_gated_and_decided_on_the_controlled_rate(calibrated_voice, tmp_path):
+    """The judge's preference for the adapter over the few-shot prompt follows the answers' lengths: the decision
+    and the gate's judge check both use the length-controlled win rate and say so."""
+    import shutil
+
+    import numpy as np
+
+    from harness.judge.length import length_feature
+    from harness.judge.run import pairwise_summary
+
+    sweep = Path(shutil.copytree(calibrated_voice[0], tmp_path / "voice"))
+    summary = read_json(sweep / "scores" / "judge_summary.json")
+    chosen = decision_of(sweep)[1].chosen
+    rng = np.random.default_rng(1)
+    len_b = rng.integers(50, 400, size=120)
+    len_a = rng.integers(50, 400, size=120) + 120
+    p_a = 1 / (1 + np.exp(-3 * length_feature(len_a, len_b)))
+    res = [{"verdict": "x" if u < q else "y", "consistent": True} for u, q in zip(rng.uniform(size=120), p_a)]
+    by_length = pairwise_summary(chosen, "fewshot", res, list(len_a), list(len_b))
+    assert by_length["length_explained"]
+    summary["pairwise"] = [p for p in summary["pairwise"] if (p["a"], p["b"]) != (chosen, "fewshot")] + [by_length]
+    (sweep / "scores" / "judge_summary.json").write_text(json.dumps(summary))
+    meta = read_json(sweep / "scores" / "summary.json")
+    (sweep / "scores" / "summary.json").write_text(json.dumps({**meta, "primary_metric": "judge:pairwise",
+                                                                "target": None}))
+    an, d = decision_of(sweep)
+    assert an.comparison(chosen, "fewshot").test.startswith("length-controlled")
+    assert d.outcome != "ship" and "length explains the judge's preference" in d.headline
+    res = evaluate_gate(sweep, {"checks": [{"judge": "pairwise", "vs": "fewshot", "min_win_rate": 0.5}]})
+    (check,) = res["checks"]
+    assert "length explains the preference" in check.reason
+    assert check.value == pytest.approx(by_length["lc_win_rate"]) and check.status != "pass"
+
+
 @pytest.mark.timeout(900)
 def test_real_voice_sweep_with_the_loopback_judge_says_it_cannot_tell_before_labels(tmp_path, rule_judge):
     """`harness sweep task.name=voice judge=openai ...` on the tiny random model: real training, generation, the judge
