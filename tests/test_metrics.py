@@ -4,6 +4,10 @@ from __future__ import annotations
 import pytest
 
 from harness import metrics as M
+from harness.scoring import fields as fl
+from harness.scoring import numeric, regex, text
+from harness.scoring import schema as sch
+from harness.scoring import json as sj
 
 P = pytest.param
 
@@ -30,7 +34,7 @@ P = pytest.param
     ],
 )
 def test_exact_match(out, ref, kw, expected):
-    assert M.exact_match(out, ref, **kw) == expected
+    assert text.exact_match(out, ref, **kw) == expected
 
 
 # ----------------------------------------------------------------------------- token_f1 / rouge_l
@@ -50,7 +54,7 @@ def test_exact_match(out, ref, kw, expected):
     ],
 )
 def test_token_f1(out, ref, expected):
-    assert M.token_f1(out, ref) == pytest.approx(expected)
+    assert text.token_f1(out, ref) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -64,11 +68,11 @@ def test_token_f1(out, ref, expected):
     ],
 )
 def test_rouge_l(out, ref, expected):
-    assert M.rouge_l(out, ref) == pytest.approx(expected)
+    assert text.rouge_l(out, ref) == pytest.approx(expected)
 
 
 def test_rouge_l_order_matters():
-    assert 0 < M.rouge_l("mat the on sat cat the", "the cat sat on the mat") < 1
+    assert 0 < text.rouge_l("mat the on sat cat the", "the cat sat on the mat") < 1
 
 
 # ----------------------------------------------------------------------------- regex_match
@@ -88,12 +92,12 @@ def test_rouge_l_order_matters():
     ],
 )
 def test_regex_match(out, kw, expected):
-    assert M.regex_match(out, **kw) == expected
+    assert regex.regex_match(out, **kw) == expected
 
 
 def test_regex_bad_flag():
     with pytest.raises(ValueError, match="unknown regex flag"):
-        M.regex_flags("q")
+        regex.regex_flags("q")
 
 
 # ----------------------------------------------------------------------------- numeric_match
@@ -121,7 +125,7 @@ def test_regex_bad_flag():
     ],
 )
 def test_numeric_match(out, ref, kw, expected):
-    assert M.numeric_match(out, ref, **kw) == expected
+    assert numeric.numeric_match(out, ref, **kw) == expected
 
 
 # ----------------------------------------------------------------------------- JSON extraction
@@ -150,17 +154,17 @@ def test_numeric_match(out, ref, kw, expected):
     ],
 )
 def test_extract_json(out, strict, found, fence, trailing, leading):
-    p = M.extract_json(out)
+    p = sj.extract_json(out)
     assert (p.strict, p.found, p.code_fence, p.trailing_text, p.leading_text) == (strict, found, fence, trailing, leading)
 
 
 def test_extract_json_error_messages():
-    assert M.extract_json("").error == "empty output"
-    assert M.extract_json('{"a": }').error.startswith("invalid JSON")
+    assert sj.extract_json("").error == "empty output"
+    assert sj.extract_json('{"a": }').error.startswith("invalid JSON")
 
 
 def test_extract_json_trailing_value_is_first_object():
-    assert M.extract_json('{"a": 1} and also {"a": 2}').value == {"a": 1}
+    assert sj.extract_json('{"a": 1} and also {"a": 2}').value == {"a": 1}
 
 
 @pytest.mark.parametrize(
@@ -174,7 +178,7 @@ def test_extract_json_trailing_value_is_first_object():
     ],
 )
 def test_json_valid(out, expected):
-    assert M.json_valid(out) == expected
+    assert sj.json_valid(out) == expected
 
 
 # ----------------------------------------------------------------------------- schema_valid
@@ -213,8 +217,8 @@ SCHEMA = {
     ],
 )
 def test_schema_valid(out, valid, detail_part):
-    assert M.schema_valid(out, schema=SCHEMA) == float(valid)
-    v = M.schema_violation(out, SCHEMA)
+    assert sch.schema_valid(out, schema=SCHEMA) == float(valid)
+    v = sch.schema_violation(out, SCHEMA)
     if valid:
         assert v is None
     else:
@@ -224,7 +228,7 @@ def test_schema_valid(out, valid, detail_part):
 def test_schema_violation_anyof_descends():
     schema = {"anyOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
                         {"type": "array"}]}
-    v = M.schema_violation('{"a": "x"}', schema)
+    v = sch.schema_violation('{"a": "x"}', schema)
     assert v and v.startswith("$")
 
 
@@ -252,21 +256,21 @@ REF = '{"product": "Widget", "qty": 2, "tags": ["a", "b"], "addr": {"city": "Par
     ],
 )
 def test_field_scores(out, fields, expected):
-    assert M.field_scores(out, REF, fields=fields) == expected
+    assert fl.field_scores(out, REF, fields=fields) == expected
 
 
 def test_field_scores_default_fields_are_reference_keys():
-    assert set(M.field_scores(REF, REF)) == {"product", "qty", "tags", "addr"}
+    assert set(fl.field_scores(REF, REF)) == {"product", "qty", "tags", "addr"}
 
 
 def test_field_accuracy_mean_and_case_option():
     out = '{"product": "widget", "qty": 3}'
-    assert M.field_accuracy(out, REF, fields=["product", "qty"]) == 0.5
-    assert M.field_accuracy(out, REF, fields=["product"], ignore_case=False) == 0.0
+    assert fl.field_accuracy(out, REF, fields=["product", "qty"]) == 0.5
+    assert fl.field_accuracy(out, REF, fields=["product"], ignore_case=False) == 0.0
 
 
 def test_field_accuracy_ordered_lists_option():
-    assert M.field_accuracy('{"tags": ["b", "a"]}', REF, fields=["tags"], unordered_lists=False) == 0.0
+    assert fl.field_accuracy('{"tags": ["b", "a"]}', REF, fields=["tags"], unordered_lists=False) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -280,7 +284,7 @@ def test_field_accuracy_ordered_lists_option():
     ],
 )
 def test_all_fields_correct(out, fields, expected):
-    assert M.all_fields_correct(out, REF, fields=fields) == expected
+    assert fl.all_fields_correct(out, REF, fields=fields) == expected
 
 
 # ----------------------------------------------------------------------------- registry / score_sample
@@ -368,6 +372,6 @@ def test_deeply_nested_json_output_scores_as_invalid_json_not_none(output):
 
 
 def test_nesting_inside_json_strings_and_moderate_depth_still_parse():
-    assert M.json_valid('{"a": "' + "[" * 5000 + '"}') == 1.0
-    assert M.json_valid("[" * 50 + "]" * 50) == 1.0
-    assert M.json_depth_exceeds('"\\"[[["', limit=1) is False and M.json_depth_exceeds("[[", limit=1) is True
+    assert sj.json_valid('{"a": "' + "[" * 5000 + '"}') == 1.0
+    assert sj.json_valid("[" * 50 + "]" * 50) == 1.0
+    assert sj.json_depth_exceeds('"\\"[[["', limit=1) is False and sj.json_depth_exceeds("[[", limit=1) is True

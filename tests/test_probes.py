@@ -6,6 +6,8 @@ import json
 import pytest
 
 from harness import probes as PR
+from harness.scoring.probes import length
+from harness.scoring.probes.words import word_list
 from harness.io import UserError
 
 P = pytest.param
@@ -99,7 +101,7 @@ def test_check_probe_all_checks_must_pass():
 
 def test_bullet_bad_relation():
     with pytest.raises(ValueError):
-        PR.bullet_count("- a", n=1, relation="roughly")
+        length.bullet_count("- a", n=1, relation="roughly")
 
 
 @pytest.mark.parametrize(
@@ -407,7 +409,7 @@ def test_compliant_answers_fit_their_budget_in_smollm2_tokens(smol_spec):
         answer = _compliant(it) if it["family"] == "ifeval" else f"The answer is {it['reference']}."
         if it["family"] == "ifeval" and it["kind"] not in ("json", "repeat", "one_word", "exact_words", "bullets"):
             cap = min(c["max"] for c in PR._checks(it) if c["type"] == "word_count")
-            filler = " ".join(["calm"] * (cap - len(PR._words(answer))))  # a compliant answer AT its word cap
+            filler = " ".join(["calm"] * (cap - len(word_list(answer))))  # a compliant answer AT its word cap
             if it["kind"] == "lowercase":
                 filler = filler.lower()
             if it["kind"] == "quoted":
@@ -417,7 +419,7 @@ def test_compliant_answers_fit_their_budget_in_smollm2_tokens(smol_spec):
             else:
                 answer = f"{filler} {answer}"
             answer = answer.upper() if it["kind"] == "uppercase" else answer
-            assert len(PR._words(answer)) == cap and PR.check_probe(it, answer) == 1.0, (it["id"], answer)
+            assert len(word_list(answer)) == cap and PR.check_probe(it, answer) == 1.0, (it["id"], answer)
         assert len(tok(answer)["input_ids"]) < it["max_new_tokens"], (it["id"], answer)
 
 
