@@ -4,6 +4,11 @@
     python bench/eval_throughput.py --max-eval 20 --probes fast --max-probes 30 --naive-limit 12
     python bench/eval_throughput.py --adapters sweeps/demo/runs/r8/adapter,sweeps/demo/runs/r16/adapter
     python bench/eval_throughput.py --engines hf,prefix,vllm         # + vLLM CPU (needs make install-vllm)
+    python bench/eval_throughput.py --model /tmp/qwen2-smol --engines hf,prefix   # another model (source=hf)
+
+--model DIR: any local model folder instead of the embedded SmolLM2; bench/family_models.py makes random-weight
+ones with SmolLM2-135M's sizes in each family's layout (random weights time an engine; they answer nothing,
+rows run to max_new_tokens). The prefix engine's line says whether it ran on the lean forward or fell back, why.
 
 The workload is recorded from harness.evaluate.evaluate() itself (a recording backend answers "{}"),
 so it is exactly what an evaluation sends: base zero-shot, the few-shot baseline, every adapter on the
@@ -175,11 +180,12 @@ def run_hf(model_cfg, adapters, reqs, threads: int, engine: str, batch_size: int
         reqs = [dataclasses.replace(r, params=dataclasses.replace(r.params, json_stop=True))
                 if r.params.max_new_tokens and _is_task(r) else r for r in reqs]
     b.generate(reqs[:2])  # warm-up, not timed
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = b.generate(reqs)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    info = b.engine_info()
     b.close()
-    return _result(out, dt)
+    return _result(out, dt, {"engine_info": info, "cpu_s": cpu})
 
 
 def _is_task(r) -> bool:
@@ -275,13 +281,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--naive-limit", type=int, default=24, help="requests the naive loop really runs (0 = all)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads for every engine (0 = load-aware default)")
     ap.add_argument("--out", default="", help="also write the results as JSON here")
+    ap.add_argument("--model", default="", help="a local model folder (source=hf) instead of the embedded SmolLM2")
     args = ap.parse_args(argv)
 
     from harness.backends.hf import _cpu_threads
     from harness.models import resolve_model
 
     threads = args.threads or _cpu_threads()
-    spec = resolve_model(SMOL_CFG)
+    model_cfg = SMOL_CFG
+    targets: tuple = ("q_proj", "k_proj", "v_proj", "o_proj")
+    if args.model:
+        model_cfg = {"name": Path(args.model).name, "source": "hf", "path": str(Path(args.model).resolve()),
+                     "max_length": 512, "dtype": "float32"}
+        arch = json.loads((Path(args.model) / "config.json").read_text()).get("architectures", ["?"])[0]
+        targets = ("qkv_proj", "o_proj") if arch.startswith("Phi3") else targets
+        print(f"model: {args.model} ({arch}; weights as saved there: bench/family_models.py ones are random, "
+              "timing only)", flush=True)
+    spec = resolve_model(model_cfg)
     tmp = None
     if args.adapters:
         adapters = {Path(p).parent.name if Path(p).name == "adapter" else Path(p).name: Path(p)
@@ -291,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         from conftest import make_random_adapter
 
         tmp = tempfile.TemporaryDirectory(prefix="bench-adapters-")
-        adapters = {f"rand-r{r}": make_random_adapter(spec, Path(tmp.name) / f"r{r}", r=r, seed=r, scale=0.02)
-                    for r in (8, 16)}
+        adapters = {f"rand-r{r}": make_random_adapter(spec, Path(tmp.name) / f"r{r}", r=r, seed=r, scale=0.02,
+                                                      targets=targets) for r in (8, 16)}
     reqs = record_workload(args.task, adapters, None if args.probes == "none" else args.probes, args.max_eval,
                            args.max_probes)
     by_key: dict[str, int] = {}
@@ -311,15 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         if name == "naive":
             k = max(1, len(reqs) // args.naive_limit) if args.naive_limit else 1
             sample = list(range(0, len(reqs), k))[: args.naive_limit or None]
-            res = in_child(run_naive, SMOL_CFG, adapters, reqs, threads, sample)
+            res = in_child(run_naive, model_cfg, adapters, reqs, threads, sample)
         elif name == "hf":
-            res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "generate", args.hf_batch_size, False)
+            res = in_child(run_hf, model_cfg, adapters, reqs, threads, "generate", args.hf_batch_size, False)
         elif name in ("prefix", "prefix+json", "prefix-unpacked", "prefix-transformers"):
-            res = in_child(run_hf, SMOL_CFG, adapters, reqs, threads, "prefix", args.batch_size, name == "prefix+json",
+            res = in_child(run_hf, model_cfg, adapters, reqs, threads, "prefix", args.batch_size, name == "prefix+json",
                            name != "prefix-transformers", name not in ("prefix-unpacked", "prefix-transformers"))
         elif name == "vllm":
             try:
-                res = in_child(run_vllm, SMOL_CFG, adapters, reqs, threads)
+                res = in_child(run_vllm, model_cfg, adapters, reqs, threads)
             except Exception as e:  # noqa: BLE001 - optional engine: say why and go on
                 print(f"vllm: failed ({type(e).__name__}: {str(e)[:300]})", flush=True)
                 continue
@@ -331,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"peak RSS {res['peak_rss_mb']:.0f} MB, errors {res['errors']}")
         if "sampled" in res:
             line += f" [ran {res['sampled']} sampled requests in {res['measured_s']:.1f}s, scaled to the workload]"
+        if "cpu_s" in res:  # on a loaded host, CPU seconds (1 thread) move less with the neighbours than wall time
+            line += f" [CPU {res['cpu_s']:.1f}s]"
+        if res.get("engine_info") and name.startswith("prefix"):
+            e = res["engine_info"]
+            line += (" [lean forward" + (", packed" if e["pack"] else "") + "]" if e["lean"]
+                     else f" [transformers forward: not lean: {e['lean_reason']}]")
+            line += f" [{e['window_fallback']}]" if e.get("window_fallback") else ""
         if "startup_s" in res:
             line += f" [server startup {res['startup_s']:.0f}s not counted; server RSS {res['server_rss_mb']:.0f} MB]"
         print(line + f" (process {time.time() - t0:.0f}s)", flush=True)
@@ -372,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             for base in ("hf", "naive"):
                 if base in results:
                     parts.append(f"{name}/{base}={results[base]['wall_s'] / results[name]['wall_s']:.1f}x")
+    if "hf" in results and any("cpu_s" in results[n] for n in ("prefix", "prefix-unpacked")):
+        parts += [f"{n}/hf_cpu={results['hf']['cpu_s'] / results[n]['cpu_s']:.1f}x" for n in ("prefix", "prefix-unpacked")
+                  if n in results and "cpu_s" in results.get("hf", {})]
     if "hf" in results and "naive" in results:
         parts.append(f"hf/naive={results['naive']['wall_s'] / results['hf']['wall_s']:.1f}x")
     print("ratio " + (" ".join(parts) or "n/a") + f" (wall time, same requests; cpu: {flags})")

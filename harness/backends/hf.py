@@ -8,9 +8,10 @@ the base and any number of adapters: one forward pass serves them all.
 Engines (`engine` option):
 - "prefix" (default; greedy requests without logprobs): harness.backends.hf_decode: rows of one model
   key side by side, shared prompt prefixes (system prompt, few-shot turns) computed once, finished rows
-  leave the batch at once. On Llama-architecture models it runs harness.backends.hf_lean (the same
-  logits as transformers + PEFT, bit for bit, with less around the matrix products; `lean=false` turns
-  it off); on CPU its weights are also packed for oneDNN (`pack`, default true: faster decoding, logits
+  leave the batch at once. On the families harness.backends.hf_family describes (Llama, Mistral, Qwen2/3,
+  Gemma 1/2/3, Phi-3) it runs harness.backends.hf_lean (the same logits as transformers + PEFT, bit for bit,
+  with less around the matrix products; `lean=false` turns it off; other models keep the transformers forward,
+  and the log line, `engine_info()` and summary.json's `engines` say so and why); on CPU its weights are also packed for oneDNN (`pack`, default true: faster decoding, logits
   equal up to float round-off, greedy outputs identical on the demo's evaluation). Sampling or logprobs
   requests use "generate".
 - "generate": requests grouped by generation settings, sorted by prompt length, left-padded, one
