@@ -198,6 +198,9 @@ def judge_reasons(an: Analysis) -> list[str]:
     if cal:
         out.append(f"Judge `{j.get('judge_model')}` ({cal.get('source')} calibration): {_kappa_text(cal)}, position "
                    f"consistency {_num(cal.get('position_consistency'))}, min_kappa {cal.get('min_kappa')}.")
+    elif j:
+        out.append(f"Judge `{j.get('judge_model')}` has not been checked against your labels on this task: its "
+                   f"scores above are shown, not used to decide.")
     if an.primary != PAIRWISE or not a:
         return out
     for ref in (FEWSHOT, BASE):

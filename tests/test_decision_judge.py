@@ -90,6 +90,11 @@ def test_uncalibrated_judge_is_inconclusive_with_labels_needed():
     assert "no calibration on this task's labels" in d.headline and "label about" in d.headline
 
 
+def test_uncalibrated_judge_says_why_its_scores_are_not_used():
+    _, d = judged(PREFERRED, None)
+    assert any("has not been checked against your labels" in r and "not used to decide" in r for r in d.reasons)
+
+
 def test_judge_below_min_kappa_is_inconclusive_naming_its_kappa_and_n():
     _, d = judged(PREFERRED, calibration(17))
     assert d.outcome == "inconclusive"

@@ -132,8 +132,8 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
                        f"[95% CI] and its non-inferiority status at margin {an.settings.margin:.2f}. Adapters are named by "
                        f"their hyperparameters; the chosen one was picked on the validation split ({d.selection})."))
     if an.rare_metrics:
-        B.append(("p", "Not compared (seen on fewer than "
-                       f"{an.settings.min_events} items, too rare to mean anything): "
+        B.append(("p", "Not compared (fewer than "
+                       f"{an.settings.min_events} items tell the models apart on them): "
                        + ", ".join(f"`{m}`" for m in an.rare_metrics) + "."))
 
     # forgetting
@@ -361,7 +361,8 @@ def _decision_md(d: Decision, chart: tuple | None, review: str | None) -> list[s
                    + "\n| " + _md_cell(d.primary or "") + " | " + " | ".join(fmt_interval(v) for v in d.numbers.values()) + " |")
     if chart:
         out.append(f"![{_md_text(chart[1])}](plots/{chart[0]})")
-    out.append("**Why**\n\n" + "\n".join(f"- {_md_text(r)}" for r in d.reasons))
+    if d.reasons:
+        out.append("**Why**\n\n" + "\n".join(f"- {_md_text(r)}" for r in d.reasons))
     out.append("**Next steps**\n\n" + "\n".join(f"- {_md_text(r)}" for r in d.next_steps))
     out.append(f"Chosen adapter: {_md_text(d.selection)}.")
     if review:
