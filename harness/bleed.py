@@ -8,8 +8,9 @@ The task's output form (`task_form`), in this order:
   pattern   task.yaml `answer_pattern: REGEX` (the whole stripped answer matches it): the user's own word
   json      the task's answers are JSON (a json_schema, a JSON metric, or most reference answers parse as a
             JSON object/array): a probe answer bleeds when it holds a JSON value of that type
-  labels    the reference answers are a small closed set of short labels (classification): a probe answer
-            bleeds when it is exactly one of those labels and that label is not an accepted answer to the probe
+  labels    the reference answers are a closed set of short labels that recur (classification; words, not bare
+            numbers): a probe answer bleeds when it is exactly one of those labels and that label is not an
+            accepted answer to the probe
   none      free text: bleed is not measurable (None everywhere, reported as "not measured")
 A probe that asks for the form itself (a JSON probe when the task is JSON) has bleed None: answering in JSON
 there is following the instruction.
@@ -24,7 +25,7 @@ from harness.metrics import bounded_match, extract_json
 
 JSON_METRICS = ("json_valid", "schema_valid", "field_accuracy", "all_fields_correct")
 JSON_PROBE_CHECKS = ("json_only", "json_keys")
-MAX_LABELS = 30          # more distinct reference answers than this is not a closed label set
+MAX_LABELS = 150         # more distinct reference answers than this is not a closed label set (BANKING77 has 77)
 MAX_LABEL_WORDS = 4      # a label is a short phrase
 MIN_LABEL_REPEATS = 2.0  # references per distinct label on average: labels recur, free text does not
 
@@ -67,7 +68,7 @@ def form_of(references: Sequence[str], *, json_task: bool, pattern: str | None =
         return TaskForm("json", json_type=kind)
     labels = sorted({_norm(r) for r in refs})
     if (refs and len(labels) <= MAX_LABELS and len(refs) >= MIN_LABEL_REPEATS * len(labels)
-            and all(0 < len(lab.split()) <= MAX_LABEL_WORDS for lab in labels)):
+            and all(0 < len(lab.split()) <= MAX_LABEL_WORDS and any(ch.isalpha() for ch in lab) for lab in labels)):
         return TaskForm("labels", labels=tuple(labels))
     return TaskForm("none")
 
