@@ -39,7 +39,7 @@ from harness.probes import PROBE_GEN, check_probe, load_probes, probe_gen
 from harness.prompts import build_messages
 from harness.tasks import Task, build_few_shot, load_task, task_ref
 
-SCORER_VERSION = 3  # 3: probe rows carry `bleed` (format bleed, harness.bleed)
+SCORER_VERSION = 4  # 3: probe rows carry `bleed` (format bleed, harness.bleed); 4: label sets up to 150 labels
 FEWSHOT = "fewshot"
 RELEASED = "released"
 SCORES = "scores.jsonl"
