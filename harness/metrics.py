@@ -22,7 +22,7 @@ __all__ = ["FORMAT_DEVIATIONS", "METRICS", "Metric", "bounded_match", "extract_j
            "metric_outputs", "schema_valid", "score_sample", "spec_key", "validate_spec"]
 
 Value = float | None
-Scorer = Callable[[str, str, dict, "dict | None"], tuple[dict[str, Value], dict[str, str]]]
+RowScorer = Callable[[str, str, dict, "dict | None"], tuple[dict[str, Value], dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Metric:
     """A registered metric: how to score one sample and which value names it produces."""
 
     name: str
-    score: Scorer
+    score: RowScorer
     options: dict[str, type | tuple]  # allowed option -> accepted type(s)
     description: str
     needs_schema: bool = False
@@ -38,7 +38,7 @@ class Metric:
     check: Callable[[dict], None] = lambda opts: None  # raises ValueError on bad options
 
 
-def _flat_scorer(name: str) -> Scorer:
+def _flat_scorer(name: str) -> RowScorer:
     """score(output, reference, opts, schema) -> ({"" or sub name: value}, {"" or sub name: detail}) of the
     registered scorer `name`: the shape score_sample has always read."""
     cls = scorer_class(name, "metric")

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from harness.metrics import score_sample
+from harness.probes import check_probe
 from harness.scoring.base import Score
 from harness.scoring.registry import FAMILIES, UnknownScorer, scorer_class
 
@@ -154,3 +156,18 @@ def test_every_probe_check_has_a_case_here():
 
 def test_a_probe_checks_options_are_its_rules_keywords():
     assert [p for p in scorer_class("bullet_count", "check").parameters()] == ["output", "n", "relation"]
+
+
+def test_score_sample_names_field_parts_under_the_specs_as_name():
+    values, details = score_sample('{"a": 1}', '{"a": 2}', [{"name": "field_accuracy", "as": "acc", "fields": ["a"]}])
+    assert (values, details) == ({"acc.a": 0.0, "acc": 0.0}, {"acc": "wrong: a"})
+
+
+def test_score_sample_turns_a_scorer_error_into_an_unscored_value():
+    values, details = score_sample("a" * 30, "", [{"name": "regex_match", "as": "r", "pattern": "x(", "full": True}])
+    assert values == {"r": None} and details["r"].startswith("metric error: error: ")
+
+
+def test_check_probe_stops_at_the_first_failing_check():
+    item = {"check": [{"type": "lowercase"}, {"type": "bullet_count", "n": 1, "relation": "sometimes"}]}
+    assert check_probe(item, "Upper") == 0.0  # the second check, which would raise, is never run
