@@ -136,3 +136,25 @@ def test_sliding_window_longer_than_prompts_stays_lean_else_falls_back(tmp_path,
     assert [c.text for c in b.generate(req)] == [c.text for c in plain.generate(req)]
     assert "passes the model's sliding window (8)" in b.engine_info()["window_fallback"]
     assert "sliding window" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engines, said", [
+    ([{"backend": "hf", "engine": "prefix", "lean": False, "lean_reason": "GPT2LMHeadModel has no lean forward",
+       "pack": False, "pack_reason": None, "window_fallback": None}],
+     "served by `hf` on the transformers forward (not lean: GPT2LMHeadModel has no lean forward"),
+    ([{"backend": "hf", "engine": "prefix", "lean": True, "lean_reason": None, "pack": True, "pack_reason": None,
+       "window_fallback": None}], "served by `hf` on the lean forward (packed weights)"),
+], ids=["fallback", "lean"])
+def test_report_says_which_forward_served(tmp_path, engines, said):
+    """The report reads summary.json's `engines`: the forward that generated, never the configured wish."""
+    import json
+
+    from fixtures_sweep import write_sweep
+    from harness.analysis import Settings
+    from harness.report import write_report
+
+    sweep = write_sweep(tmp_path, "clear_win")
+    path = sweep / "scores" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "engines": engines}))
+    md = write_report(sweep, Settings(n_boot=200), plots=False)["report_md"].read_text()
+    assert said in md
