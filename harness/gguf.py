@@ -34,7 +34,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from harness.io import UserError, atomic_dir, atomic_file, sha256_file, stable_hash
+from harness.io import UserError, atomic_dir, atomic_file, read_json, sha256_file, stable_hash
 
 SCRIPTS_ENV = "LORA_HARNESS_LLAMACPP_SCRIPTS"
 SDIST_ENV = "LORA_HARNESS_LLAMACPP_SDIST"
@@ -248,6 +248,20 @@ def refuse_own_code(folder: Path, trust_remote_code: bool) -> None:
                         "yourself: model.trust_remote_code=true (harness export: --trust-remote-code)")
 
 
+def refuse_unconvertible_layout(model_dir: Path) -> None:
+    """UserError for a layout llama.cpp's converter would silently turn into another model: its Gemma 3 conversion
+    ignores config.json's layer_types and assumes Gemma 3's own pattern (5 sliding-window layers, then 1 global),
+    so any other pattern gets the wrong RoPE base and window on some layers (tests/test_gguf_families.py)."""
+    cfg = read_json(model_dir / "config.json") or {}
+    types = cfg.get("layer_types") if isinstance(cfg, dict) else None
+    if "Gemma3ForCausalLM" in (cfg.get("architectures") or []) and isinstance(types, list):
+        want = ["sliding_attention" if i % 6 < 5 else "full_attention" for i in range(len(types))]
+        if types != want:
+            raise UserError(f"{model_dir / 'config.json'}: layer_types: llama.cpp's Gemma 3 conversion assumes 5 "
+                            "sliding-window layers then 1 global, this model has another pattern: its GGUF would not "
+                            "be this model (export it as an adapter or merged instead)")
+
+
 def convert_hf_to_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike | None = None, outtype: str = "f16",
                        trust_remote_code: bool = False) -> Path:
     """Convert a HF safetensors model folder to one GGUF file; cached by content (returns the cached file)."""
@@ -257,6 +271,7 @@ def convert_hf_to_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
     refuse_own_code(model_dir, trust_remote_code)
+    refuse_unconvertible_layout(model_dir)
     cdir = converter_dir()
     digest = _input_digest(model_dir, ("*.safetensors", "*.json", "tokenizer.model", "*.txt"))
     key = stable_hash({"in": digest, "outtype": outtype, "conv": _converter_version(cdir)}, 16)
