@@ -34,9 +34,9 @@ from harness.bleed import TaskForm, bleeds, task_form
 from harness.example import Example
 from harness.io import UserError, read_json, stable_hash, write_json, write_jsonl
 from harness.metrics import mean_values, score_sample
-from harness.models import check_prompt_format
+from harness.models import load_tokenizer, resolve_model
 from harness.probes import PROBE_GEN, check_probe, load_probes, probe_gen
-from harness.prompts import build_messages
+from harness.prompts import build_messages, chat_format
 from harness.tasks import Task, build_few_shot, load_task, task_ref
 
 SCORER_VERSION = 4  # 3: probe rows carry `bleed` (format bleed, harness.bleed); 4: label sets up to 150 labels
@@ -463,7 +463,11 @@ def _prompt_format(model_cfg: dict, quiet: bool) -> dict | None:
     """The base model's chat format, said once (system merged, no template, template kwargs); None when its
     tokenizer is not on this machine (a remote model behind backend=openai). A template that cannot work: UserError."""
     try:
-        fmt = check_prompt_format(model_cfg)
+        spec = resolve_model(model_cfg)
+    except (UserError, OSError):
+        return None
+    try:
+        fmt = chat_format(load_tokenizer(spec))
     except OSError:
         return None
     if not quiet:
