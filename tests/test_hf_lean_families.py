@@ -124,17 +124,25 @@ def test_routed_engines_list_what_generated(gpt2_dir, tmp_path):
 
 def test_sliding_window_longer_than_prompts_stays_lean_else_falls_back(tmp_path, capsys):
     """Mistral's window (all layers): rows that fit it run lean; a row that could pass it runs on the transformers
-    forward (the lean forward attends to every column), with the reason in the log and engine_info."""
+    forward (the lean forward attends to every column), the others stay lean; the reason in the log and engine_info."""
     cfg = _cfg(build("mistral", tmp_path / "mistral", TINY))
     b = _backend(cfg, {})
     assert b._decoding_model().window == 4096
     req = [Request(BASE, [{"role": "user", "content": "one two three"}], GenParams(max_new_tokens=4))]
     b.generate(req)
     assert b.engine_info()["window_fallback"] is None
-    b._decoding_model().window = 8  # stands in for a long prompt: the same check
+    short = Request(BASE, [{"role": "user", "content": "hi"}], GenParams(max_new_tokens=2))
+    n = len(b._prompt_ids(short.message_dicts())) + 2
+    b._decoding_model().window = n  # the short request fits exactly, the longer one passes: only it falls back
+    used = []
+    decode = b._decode
+    b._decode = lambda model, *a: (used.append((model is b.model, len(a[2]))), decode(model, *a))[1]
     plain = _backend(cfg, {}, lean=False)
-    assert [c.text for c in b.generate(req)] == [c.text for c in plain.generate(req)]
-    assert "passes the model's sliding window (8)" in b.engine_info()["window_fallback"]
+    reqs = [short, *req]
+    assert [c.text for c in b.generate(reqs)] == [c.text for c in plain.generate(reqs)]
+    assert used == [(False, 1), (True, 1)]
+    assert f"1 of 2 requests: prompt plus new tokens pass the model's sliding window ({n})" \
+        in b.engine_info()["window_fallback"]
     assert "sliding window" in capsys.readouterr().err
 
 

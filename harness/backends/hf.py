@@ -229,10 +229,17 @@ class HFBackend(ServedAdapters):
         return out  # type: ignore[return-value]
 
     def _generate_prefix(self, requests, prompts, idxs: list[int], out: list, progress) -> None:
+        """The lean forward for the rows within its sliding window (if any), the transformers forward for the rest."""
+        model = self._decoding_model()
+        long = set(self._past_window(model, [(i, prompts[i], requests[i]) for i in idxs]))
+        for part, m in (([i for i in idxs if i not in long], model), ([i for i in idxs if i in long], self.model)):
+            if part:
+                self._decode(m, requests, prompts, part, out, progress)
+
+    def _decode(self, model, requests, prompts, idxs: list[int], out: list, progress) -> None:
         import json
 
-        decoder = PrefixDecoder(self._windowed(self._decoding_model(), [(prompts[i], requests[i]) for i in idxs]),
-                                self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
+        decoder = PrefixDecoder(model, self.tokenizer, eos_ids=self._eos_ids, pad_id=self._pad_id,
                                 device=self.device, batch_size=self.batch_size)
         rows = {i: Row(prompts[i], json.dumps(requests[i].message_dicts()[:-1], sort_keys=True),
                        key=requests[i].model_key, params=requests[i].params) for i in idxs}
@@ -265,19 +272,21 @@ class HFBackend(ServedAdapters):
                   file=sys.stderr)
         return self._lean
 
-    def _windowed(self, model, rows):
-        """`model`, or the transformers forward where a row could pass the lean forward's sliding window (it
-        attends to every column: the same as the model only within the window; harness.backends.hf_family)."""
+    def _past_window(self, model, rows) -> list[int]:
+        """Rows (index, prompt, request) whose prompt plus new tokens could pass the lean forward's sliding window:
+        it attends to every column, the same as the model only within the window (harness.backends.hf_family),
+        so those go to the transformers forward; said on stderr and in engine_info."""
         window = getattr(model, "window", None)
-        longest = max((len(p) + int(r.params.max_new_tokens) for p, r in rows), default=0)
-        if model is self.model or not window or longest <= window:
-            return model
-        import sys
+        if model is self.model or not window:
+            return []
+        long = [i for i, p, r in rows if len(p) + int(r.params.max_new_tokens) > window]
+        if long:
+            import sys
 
-        self.window_fallback = (f"a prompt plus its new tokens ({longest}) passes the model's sliding window "
-                                f"({window}): transformers forward for those requests")
-        print(f"hf backend: {self.window_fallback}", file=sys.stderr)
-        return self.model
+            self.window_fallback = (f"{len(long)} of {len(rows)} requests: prompt plus new tokens pass the model's "
+                                    f"sliding window ({window}), those on the transformers forward")
+            print(f"hf backend: {self.window_fallback}", file=sys.stderr)
+        return long
 
     def engine_info(self) -> dict:
         """What generated (or would generate) greedy requests: for summary.json and the report, so a run says
