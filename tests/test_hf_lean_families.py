@@ -166,3 +166,16 @@ def test_report_says_which_forward_served(tmp_path, engines, said):
     path.write_text(json.dumps({**json.loads(path.read_text()), "engines": engines}))
     md = write_report(sweep, Settings(n_boot=200), plots=False)["report_md"].read_text()
     assert said in md
+
+
+def test_biases_on_some_of_a_fused_group_are_not_lean(tiny_spec):
+    """q/k/v are one product: a bias on q alone has no fused form here, so the model keeps its own forward."""
+    import torch
+
+    from harness.backends.hf_family import unsupported
+    from harness.models import load_model
+
+    model = load_model(tiny_spec, device="cpu", dtype="float32")
+    q = model.model.layers[1].self_attn.q_proj
+    model.model.layers[1].self_attn.q_proj = torch.nn.Linear(q.in_features, q.out_features, bias=True)
+    assert unsupported(model) == "biases on some of q_proj/k_proj/v_proj but not all"

@@ -10,8 +10,8 @@ scale) and the rotary tables are the model's own modules, so their numerics are 
 scaling is read from each attention module (Gemma's query_pre_attn_scalar).
 
 Sliding windows: the lean forward attends to every column. That equals the model only while no row is longer
-than the smallest window (`LeanSpec.window`); the hf backend keeps the transformers forward for a call where a
-prompt plus its new tokens could pass it, and says so (harness.backends.hf.HFBackend._decoding_model).
+than the smallest window (`LeanSpec.window`); the hf backend sends the requests whose prompt plus new tokens could
+pass it to the transformers forward, and says so (harness.backends.hf.HFBackend._past_window).
 """
 from __future__ import annotations
 
