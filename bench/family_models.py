@@ -28,8 +28,8 @@ def targets(family: str) -> tuple[str, ...]:
     return TARGETS.get(family, ALL_LINEAR)
 
 
-def family_model(family: str, size: dict, tok, seed: int = 0):
-    """A seeded random causal LM of `family`'s class and `size`, its vocabulary `tok`'s."""
+def family_model(family: str, size: dict, tok, seed: int = 0, **config):
+    """A seeded random causal LM of `family`'s class and `size`, its vocabulary `tok`'s; `config`: more settings."""
     import torch
     import transformers as tf
 
@@ -53,19 +53,19 @@ def family_model(family: str, size: dict, tok, seed: int = 0):
         "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM, {}),
     }
     config_cls, model_cls, extra = builders[family]
-    config = config_cls(**common, **extra)
+    config = config_cls(**common, **{**extra, **config})
     torch.manual_seed(seed)
     return model_cls(config)
 
 
-def build(family: str, out_dir: Path, size: dict = TINY, seed: int = 0) -> Path:
+def build(family: str, out_dir: Path, size: dict = TINY, seed: int = 0, **config) -> Path:
     """Save a random `family` model and SmolLM2's tokenizer to `out_dir` (a model.path for source=hf)."""
     from transformers import AutoTokenizer
 
     from harness.models import resolve_tokenizer_source
 
     tok = AutoTokenizer.from_pretrained(str(resolve_tokenizer_source()))
-    model = family_model(family, size, tok, seed)
+    model = family_model(family, size, tok, seed, **config)
     out_dir = Path(out_dir)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))

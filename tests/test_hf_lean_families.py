@@ -179,3 +179,18 @@ def test_biases_on_some_of_a_fused_group_are_not_lean(tiny_spec):
     q = model.model.layers[1].self_attn.q_proj
     model.model.layers[1].self_attn.q_proj = torch.nn.Linear(q.in_features, q.out_features, bias=True)
     assert unsupported(model) == "biases on some of q_proj/k_proj/v_proj but not all"
+
+
+def test_partial_rotary_phi3_bitwise(tmp_path):
+    """A Phi-3 whose rotary table covers half of each head (partial_rotary_factor 0.5): the rest passes unrotated."""
+    import torch
+
+    from harness.models import resolve_model
+
+    cfg = _cfg(build("phi3", tmp_path / "phi3-half", TINY, partial_rotary_factor=0.5))
+    ad = make_random_adapter(resolve_model(cfg), tmp_path / "r4", r=4, seed=3, targets=targets("phi3"))
+    b = _backend(cfg, {"r4": ad})
+    cos, _ = b.model.get_base_model().model.rotary_emb(torch.zeros(1), torch.arange(3)[None])
+    assert cos.shape[-1] == TINY["head_dim"] // 2
+    for ref, got in _compare_forward(b, [b._internal[BASE], b._internal["r4"], b._internal["r4"]]):
+        assert torch.equal(ref, got), (ref - got).abs().max().item()
