@@ -9,8 +9,9 @@ The task's output form (`task_form`), in this order:
   json      the task's answers are JSON (a json_schema, a JSON metric, or most reference answers parse as a
             JSON object/array): a probe answer bleeds when it holds a JSON value of that type
   labels    the reference answers are a closed set of short labels that recur (classification; words, not bare
-            numbers): a probe answer bleeds when it is exactly one of those labels and that label is not an
-            accepted answer to the probe
+            numbers): a probe answer bleeds when it is exactly one of those labels, or, when the labels share a
+            shape of their own (snake_case like `card_arrival`, kebab-case), when it is a new word of that shape
+            (`day_of_week` to "Which day comes after Thursday?"); never when the probe accepts that answer
   none      free text: bleed is not measurable (None everywhere, reported as "not measured")
 A probe that asks for the form itself (a JSON probe when the task is JSON) has bleed None: answering in JSON
 there is following the instruction.
@@ -28,6 +29,9 @@ JSON_PROBE_CHECKS = ("json_only", "json_keys")
 MAX_LABELS = 150         # more distinct reference answers than this is not a closed label set (BANKING77 has 77)
 MAX_LABEL_WORDS = 4      # a label is a short phrase
 MIN_LABEL_REPEATS = 2.0  # references per distinct label on average: labels recur, free text does not
+# Label shapes that ordinary answers do not take; a task's labels have one when SHAPE_SHARE of them do.
+LABEL_SHAPES = {"snake_case": r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+", "kebab-case": r"[a-z][a-z0-9]*(?:-[a-z0-9]+)+"}
+SHAPE_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,17 @@ class TaskForm:
     json_type: str = "object"          # json: "object" | "array"
     labels: tuple[str, ...] = ()       # labels: normalised
     pattern: str | None = None         # pattern: the task's answer_pattern
+    shape: str | None = None           # labels: the labels' shared shape (a LABEL_SHAPES name), if any
 
     def describe(self) -> str:
         """How a report names the form, e.g. "a JSON object (the task's answer form)"."""
-        return {"json": f"a JSON {self.json_type}", "labels": "one of the task's labels",
+        return {"json": f"a JSON {self.json_type}",
+                "labels": "one of the task's labels" + (f" or a {self.shape} label like them" if self.shape else ""),
                 "pattern": "the task's answer_pattern", "none": "not measured"}[self.kind]
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "json_type": self.json_type, "labels": list(self.labels), "pattern": self.pattern}
+        return {"kind": self.kind, "json_type": self.json_type, "labels": list(self.labels), "pattern": self.pattern,
+                "shape": self.shape}
 
 
 def _norm(text: str) -> str:
@@ -69,7 +76,9 @@ def form_of(references: Sequence[str], *, json_task: bool, pattern: str | None =
     labels = sorted({_norm(r) for r in refs})
     if (refs and len(labels) <= MAX_LABELS and len(refs) >= MIN_LABEL_REPEATS * len(labels)
             and all(0 < len(lab.split()) <= MAX_LABEL_WORDS and any(ch.isalpha() for ch in lab) for lab in labels)):
-        return TaskForm("labels", labels=tuple(labels))
+        shape = next((name for name, rx in LABEL_SHAPES.items()
+                      if sum(bool(re.fullmatch(rx, lab)) for lab in labels) >= SHAPE_SHARE * len(labels)), None)
+        return TaskForm("labels", labels=tuple(labels), shape=shape)
     return TaskForm("none")
 
 
@@ -112,4 +121,7 @@ def bleeds(form: TaskForm, item: dict, output: str) -> float | None:
             return None
         return None if hit is None else float(hit)  # None: the pattern ran out of time on this answer
     got = _norm(text)
-    return float(got in form.labels and got not in _accepted(item))
+    if got in _accepted(item):
+        return 0.0
+    shaped = form.shape is not None and re.fullmatch(LABEL_SHAPES[form.shape], got) is not None
+    return float(got in form.labels or shaped)

@@ -63,3 +63,19 @@ def test_answer_pattern_wins_over_the_references():
     form = form_of(['{"a": 1}'] * 5, json_task=True, pattern=r"TICKET-\d+")
     assert form.kind == "pattern"
     assert bleeds(form, FISH, "TICKET-42") == 1.0 and bleeds(form, FISH, "trout") == 0.0
+
+
+def test_snake_case_labels_give_the_task_a_label_shape():
+    assert form_of(_banking77_labels(), json_task=False).shape == "snake_case"
+    assert form_of(["positive", "negative", "neutral"] * 5, json_task=False).shape is None
+
+
+def test_a_new_word_in_the_labels_shape_bleeds():
+    form = form_of(_banking77_labels(), json_task=False)
+    assert bleeds(form, FISH, "day_of_week") == 1.0
+    assert bleeds(form, FISH, "trout") == 0.0 and bleeds(form, FISH, "The day of the week") == 0.0
+
+
+def test_plain_word_labels_flag_only_the_labels_themselves():
+    form = form_of(["positive", "negative", "neutral"] * 5, json_task=False)
+    assert bleeds(form, FISH, "negative") == 1.0 and bleeds(form, FISH, "day_of_week") == 0.0
