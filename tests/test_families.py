@@ -125,3 +125,12 @@ def test_exported_adapter_card_names_the_base_and_its_template_kwargs(tiny_spec,
     assert "- name: `qwen3-tiny`" in card
     assert "add_generation_prompt=True, enable_thinking=False)" in card
     assert "answers end with `<|im_end|>`" in card
+
+
+def test_a_template_that_cannot_format_stops_train_before_the_run_dir(tiny_spec, toy, tmp_path, capsys):
+    model = family_model(tiny_spec.path, tmp_path / "broken-tiny", BROKEN_TEMPLATE)
+    rc = cli(["train", "model=hf", f"model.path={model}", f"task.path={toy}", f"run_dir={tmp_path / 'run'}",
+              "tracking.wandb=disabled", "train.max_steps=1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "its chat template cannot format" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
