@@ -219,7 +219,8 @@ def _unique_eval_ids(r: RecordReader) -> None:
     for ex in r.examples:
         if ex.id in first:
             r.add(ex.line, "error", f"duplicate sample id {ex.id!r} (first at line {first[ex.id]}): eval items are "
-                                    "paired by id, give each item its own id")
+                                    "paired by id, give each item its own id (an exact repeat of a line: "
+                                    "harness data prepare --dedupe-eval drops it, listed)")
         else:
             first[ex.id] = ex.line
 
