@@ -44,6 +44,12 @@ def test_gemma_system_merge_is_said_in_the_train_log_and_the_summary(gemma_sweep
     assert any("rejects the system role" in n for n in summary["prompt_format"]["notes"])
 
 
+def test_gemma_system_merge_is_said_in_the_report(gemma_sweep):
+    _, sweep = gemma_sweep
+    md = (sweep / "report" / "report.md").read_text()
+    assert md.count("the system prompt is merged into the first user turn") == 1
+
+
 def test_the_base_model_is_named_by_its_folder_in_sweep_manifest_and_report(gemma_sweep):
     _, sweep = gemma_sweep
     doc = json.loads((sweep / "sweep.json").read_text())

@@ -80,6 +80,8 @@ def blocks(sweep: Sweep, an: Analysis, d: Decision, *, chart: tuple | None, plot
                 ("lean forward" + (" (packed weights)" if e.get("pack") else "")) if e["lean"]
                 else f"transformers forward (not lean: {e.get('lean_reason')})")
                 + (f" ({e['window_fallback']})" if e.get("window_fallback") else ""))
+    # how the base model's chat template was used, when it was not as-is (system merged, no template, kwargs)
+    facts += [n for n in ((sweep.summary.get("prompt_format") or {}).get("notes") or []) if isinstance(n, str)]
     B.append(("p", "; ".join(facts) + "."))
 
     # leaderboard
