@@ -161,14 +161,15 @@ def validate_cfg(cfg: dict, overrides: list[str] | None = None) -> None:
     c.number("eval.few_shot_k", lo=0, integer=True, optional=True)
     c.number("eval.few_shot_seed", integer=True, optional=True)
     c.number("eval.max_eval", lo=1, integer=True, optional=True)
-    from harness.tasks import load_task
+    from harness.tasks import load_task, task_ref
 
-    tcfg = cfg["task"]
-    task_ref = tcfg.get("path") or tcfg.get("name")
-    if not isinstance(task_ref, str) or not task_ref:
-        c.fail("task.name", f"must name a task (evalsets/<name>/task.yaml) or set task.path, got {task_ref!r}")
     try:
-        task = load_task(task_ref)  # FILE:LINE errors for unknown metrics, missing data files, ...
+        ref = task_ref(cfg["task"])
+    except UserError as exc:
+        c.fail("task.name", str(exc).split(": ", 1)[-1])
+        raise
+    try:
+        task = load_task(ref)  # FILE:LINE errors for unknown metrics, missing data files, ...
     except UserError as exc:
         raise UserError(f"task: {exc}" if str(exc).startswith("unknown task") else str(exc)) from None
     for split in ("train", "val", "eval"):  # read now: an empty file or duplicate eval ids must not wait for training
