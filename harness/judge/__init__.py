@@ -41,20 +41,66 @@ are never cached.
 """
 from __future__ import annotations
 
-from harness.judge.calibration import (calibrate, calibration_metrics, defined_kappa, kappa_ci, labels_needed,
-                                       load_calibration, pointwise_metrics)
-from harness.judge.client import CostStats, JudgeClient
-from harness.judge.core import Judge, combine_orders, default_gen, map_back, pairwise_tally
-from harness.judge.labels import load_labels
-from harness.judge.length import fit_logistic, length_controlled, length_explained, length_feature
-from harness.judge.parsing import (VerdictError, check_not_echo, extract_json_object, json_objects_in, parse_pairwise,
-                                   parse_pointwise, weighted_score)
-from harness.judge.prompting import (REMINDER, delimit, escape_delimiters, fill_template, pairwise_messages,
-                                     pointwise_messages, question_text, system_text)
-from harness.judge.rubrics import SYSTEM_PROMPT, Rubric, list_rubrics, load_rubric, rubric_from_dict, rubric_path
-from harness.judge.run import JudgeUnavailable, default_pairs, pairwise_summary, run_judge
-from harness.judge.settings import (DEFAULT_MIN_KAPPA, SMALL_JUDGE_NOTE, backend_cfg_of, judge_from_cfg, load_judge_cfg,
-                                    make_judge_backend, plain_cfg, resolve_judge_model_cfg, snapshot_model_cfg)
+import importlib
+from typing import Any
+
+# name -> the submodule that defines it. Loaded on first use (PEP 562), so importing one submodule (the task
+# reader needs judge.rubrics) does not import the whole package: no import of run/settings/calibration, no cycle.
+_HOME = {
+    "CostStats": "client",
+    "DEFAULT_MIN_KAPPA": "settings",
+    "Judge": "core",
+    "JudgeClient": "client",
+    "JudgeUnavailable": "run",
+    "REMINDER": "prompting",
+    "Rubric": "rubrics",
+    "SMALL_JUDGE_NOTE": "settings",
+    "SYSTEM_PROMPT": "rubrics",
+    "VerdictError": "parsing",
+    "backend_cfg_of": "settings",
+    "calibrate": "calibration",
+    "calibration_metrics": "calibration",
+    "check_not_echo": "parsing",
+    "combine_orders": "core",
+    "default_gen": "core",
+    "default_pairs": "run",
+    "defined_kappa": "calibration",
+    "delimit": "prompting",
+    "escape_delimiters": "prompting",
+    "extract_json_object": "parsing",
+    "fill_template": "prompting",
+    "fit_logistic": "length",
+    "json_objects_in": "parsing",
+    "judge_from_cfg": "settings",
+    "kappa_ci": "calibration",
+    "labels_needed": "calibration",
+    "length_controlled": "length",
+    "length_explained": "length",
+    "length_feature": "length",
+    "list_rubrics": "rubrics",
+    "load_calibration": "calibration",
+    "load_judge_cfg": "settings",
+    "load_labels": "labels",
+    "load_rubric": "rubrics",
+    "make_judge_backend": "settings",
+    "map_back": "core",
+    "pairwise_messages": "prompting",
+    "pairwise_summary": "run",
+    "pairwise_tally": "core",
+    "parse_pairwise": "parsing",
+    "parse_pointwise": "parsing",
+    "plain_cfg": "settings",
+    "pointwise_messages": "prompting",
+    "pointwise_metrics": "calibration",
+    "question_text": "prompting",
+    "resolve_judge_model_cfg": "settings",
+    "rubric_from_dict": "rubrics",
+    "rubric_path": "rubrics",
+    "run_judge": "run",
+    "snapshot_model_cfg": "settings",
+    "system_text": "prompting",
+    "weighted_score": "parsing",
+}
 
 __all__ = [
     "CostStats", "DEFAULT_MIN_KAPPA", "Judge", "JudgeClient", "JudgeUnavailable", "REMINDER", "Rubric",
@@ -67,3 +113,15 @@ __all__ = [
     "pointwise_messages", "pointwise_metrics", "question_text", "resolve_judge_model_cfg", "rubric_from_dict",
     "rubric_path", "run_judge", "snapshot_model_cfg", "system_text", "weighted_score",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'harness.judge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"harness.judge.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
