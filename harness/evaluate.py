@@ -39,7 +39,8 @@ from harness.probes import PROBE_GEN, check_probe, load_probes, probe_gen
 from harness.prompts import build_messages, chat_format
 from harness.tasks import Task, build_few_shot, load_task, task_ref
 
-SCORER_VERSION = 5  # 3: probe rows carry `bleed` (format bleed, harness.bleed); 4: label sets up to 150 labels; 5: label shapes
+SCORER_VERSION = 6  # 3: probe rows carry `bleed` (format bleed, harness.bleed); 4: label sets up to 150 labels; 5: label
+# shapes; 6: a JSON probe value that repeats its own key is no answer
 FEWSHOT = "fewshot"
 RELEASED = "released"
 SCORES = "scores.jsonl"

@@ -27,7 +27,8 @@ def json_only(output: str, *, allow_fence: bool = True) -> bool:
 def json_keys(output: str, *, keys: list[str], distinct: bool = False, numbers: list[str] | None = None) -> bool:
     """The whole answer is one JSON object (a lone ```json fence accepted) that has every key in `keys`; with
     `distinct`, their values are non-empty and differ from each other (`{"day": "Monday", "weather": "Monday"}`
-    has the keys but says nothing); keys in `numbers` hold a number."""
+    has the keys but says nothing), and none is its own key's name (`{"dish": "dish", "ingredient": "ingredient"}`);
+    keys in `numbers` hold a number."""
     p = extract_json(output)
     if not (p.strict and isinstance(p.value, dict) and all(k in p.value for k in keys)):
         return False
@@ -35,6 +36,8 @@ def json_keys(output: str, *, keys: list[str], distinct: bool = False, numbers: 
     if distinct:
         texts = [squash(json.dumps(v) if not isinstance(v, str) else v) for v in vals]
         if any(not t or t in ('""', "null", "{}", "[]") for t in texts) or len(set(texts)) < len(texts):
+            return False
+        if any(t == squash(k) for t, k in zip(texts, keys)):  # {"dish": "dish"}: the key's name as its value
             return False
     return all(_is_number(p.value[k]) for k in numbers or [])
 
