@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 
 from harness.analysis import BASE, BETTER, FEWSHOT, WORSE, Analysis, Comparison, Interval, form_gains, sample_size
+from harness.fmt import clip_line, fmt_comparison, fmt_num
 from harness.judge_decision import PAIRWISE, is_judge_metric, judge_reasons, length_note, untrusted
 
 OUTCOMES = {
@@ -63,23 +64,6 @@ class Decision:
     forgetting: dict[str, str] = field(default_factory=dict)  # family -> pass | fail | inconclusive
     problems: list[str] = field(default_factory=list)  # why the input is unusable
     sample_size: dict = field(default_factory=dict)
-
-
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def fmt_interval(i: Interval | None) -> str:
-    if i is None or math.isnan(i.mean):
-        return "n/a"
-    return f"{i.mean:.3f} [{i.lo:.3f}, {i.hi:.3f}]"
-
-
-def fmt_comparison(c: Comparison) -> str:
-    """One comparison as the report, the gate and the decision all print it."""
-    p = f"p {'< 0.001' if c.p < 0.001 else f'= {c.p:.3f}'}" + (f" (Holm over {c.adjusted_over})" if c.p_adjusted is not None else "")
-    counts = f", {c.a_only} vs {c.b_only} items" if c.a_only is not None else ""
-    return f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}], {p}, n = {c.n}{counts}"
 
 
 def decide(an: Analysis) -> Decision:
@@ -132,7 +116,7 @@ def _decide(an: Analysis) -> Decision:
         ss = d.sample_size
         return _done(d, "inconclusive",
                      f"only {n} paired eval item{'s' if n != 1 else ''} (fewer than {s.min_items}): at this size the "
-                     f"smallest difference a test could detect is about {_f(ss['mde'], '.2f')}",
+                     f"smallest difference a test could detect is about {fmt_num(ss['mde'], '.2f')}",
                      [f"Add eval items: about {ss['items_needed']} are needed to detect a {s.min_effect:.2f} gain on "
                       f"{P} (80% power)."])
 
@@ -255,7 +239,7 @@ def _decide(an: Analysis) -> Decision:
         ss = d.sample_size
         return _done(d, "inconclusive",
                      f"no difference was shown, but at n = {n} the CIs still allow a gain of {s.min_effect:.2f} or more "
-                     f"(minimum detectable effect {_f(ss['mde'], '.2f')})",
+                     f"(minimum detectable effect {fmt_num(ss['mde'], '.2f')})",
                      [f"Add eval items: about {ss['items_needed']} are needed to detect a {s.min_effect:.2f} gain."]
                      + _training_advice(an, chosen))
     return _done(d, "no_gain", f"neither the adapter nor the prompt beats the base model, and the CIs rule out a "
@@ -446,13 +430,6 @@ def _loss_path(losses: list[float], k: int = 4) -> str:
 
 def _diff_ci(c: Comparison | None) -> str:
     return "n/a" if c is None else f"{c.diff:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}], n = {c.n}"
-
-
-def clip_line(text: object, n: int) -> str:
-    """One line of at most n characters: an example (a model's output) must not swamp the sentence or table
-    that quotes it. Used by the headline and by the report's examples."""
-    t = " ".join(str(text or "").split())
-    return t if len(t) <= n else t[: n - 1] + "…"
 
 
 def _bleed_headline(b) -> str:

@@ -9,6 +9,8 @@
   exit 3  inconclusive: no check failed, but at least one could not be decided at this sample size
           (`--inconclusive fail` maps it to 1, `--inconclusive pass` to 0)
 Writes SWEEP_DIR/gate/gate.json, junit.xml (inconclusive = skipped with the reason, unusable = error) and gate.md.
+This module holds the checks and the exit code; harness.report.gate_view renders and writes the outputs and
+has `run_gate` (evaluate, write, print).
 
 Every check reads the SAME Analysis and Decision the report shows (harness.analysis / harness.decision): one
 statistic per comparison, one verdict. The gate YAML (every key validated, unknown keys are errors):
@@ -47,14 +49,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.analysis import BASELINES, BETTER, RELEASED, WORSE, Analysis, Comparison
-from harness.decision import OUTCOMES, Decision, decide, fmt_comparison, fmt_interval
-from harness.io import UserError, YamlLines, atomic_write_text, key_str, load_yaml_with_lines, printable, write_json
+from harness.decision import OUTCOMES, Decision, decide
+from harness.fmt import fmt_comparison, fmt_interval, fmt_num
+from harness.io import UserError, YamlLines, key_str, load_yaml_with_lines
 from harness.judge.rubrics import judge_metric_range
 from harness.judge_decision import is_judge_metric, pairwise_comparison, untrusted
 from harness.report import analyze_sweep, jsonable, load_sweep, settings_for
@@ -208,10 +210,6 @@ def _validate(cfg: GateConfig) -> None:
 
 
 # -------------------------------------------------------------------------------------------- evaluation
-
-def _f(x: float | None, spec: str = ".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
 
 def evaluate_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: str | None = None,
                   target: float | None = None, against_margin: float | None = None) -> dict:
@@ -369,13 +367,13 @@ def _judge_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResul
     kappa = cal.get("kappa") if cal else None
     if "min_kappa" in c:
         calibrated = _is_num(kappa) and kappa >= c["min_kappa"]
-        why = f"kappa {_f(kappa, '.2f')} < min_kappa {c['min_kappa']}" if cal else "no calibration run"
+        why = f"kappa {fmt_num(kappa, '.2f')} < min_kappa {c['min_kappa']}" if cal else "no calibration run"
     else:
         calibrated = j["reliable"]
-        why = f"calibration says unreliable (kappa {_f(kappa, '.2f')})" if cal else "no calibration run"
+        why = f"calibration says unreliable (kappa {fmt_num(kappa, '.2f')})" if cal else "no calibration run"
     if not calibrated:
         return CheckResult(name, "judge", None, thr, FAIL, f"judge not calibrated: cannot gate on it ({why})")
-    src = f"{j['calibration_source']} calibration, kappa {_f(kappa, '.2f')}"
+    src = f"{j['calibration_source']} calibration, kappa {fmt_num(kappa, '.2f')}"
     if mode == "pointwise":
         pw = j["pointwise"].get(a) or {}
         if a in j["too_many_missing"]:
@@ -400,7 +398,7 @@ def _judge_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResul
         rate, lo, hi = cmp.diff + 0.5, cmp.lo + 0.5, cmp.hi + 0.5
         st = PASS if lo >= c["min_win_rate"] else FAIL if hi < c["min_win_rate"] else INCONCLUSIVE
         return CheckResult(name, "judge", rate, thr, st, f"length explains the preference: length-controlled win rate "
-                           f"{rate:.2f} [{lo:.2f}, {hi:.2f}] (raw {_f(rec.get('win_rate'), '.2f')}) ({src})")
+                           f"{rate:.2f} [{lo:.2f}, {hi:.2f}] (raw {fmt_num(rec.get('win_rate'), '.2f')}) ({src})")
     wins, losses, ties = rec.get("wins", 0), rec.get("losses", 0), rec.get("ties", 0)
     if flip:
         wins, losses = losses, wins
@@ -411,119 +409,13 @@ def _judge_check(c: dict, label: str | None, an: Analysis, a: str) -> CheckResul
     if isinstance(ci, list) and len(ci) == 2 and all(_is_num(x) for x in ci) and n:
         lo, hi = (1 - ci[1], 1 - ci[0]) if flip else (ci[0], ci[1])
         st = PASS if lo >= c["min_win_rate"] else FAIL if hi < c["min_win_rate"] else INCONCLUSIVE
-    lc = f", length-controlled {_f(rec.get('lc_win_rate'), '.2f')}" if rec.get("lc_win_rate") is not None else ""
+    lc = f", length-controlled {fmt_num(rec.get('lc_win_rate'), '.2f')}" if rec.get("lc_win_rate") is not None else ""
     return CheckResult(name, "judge", rate, thr, st, f"{wins} wins, {losses} losses, {ties} ties of {n}{lc} ({src})")
 
 
-# ------------------------------------------------------------------------------------------------ outputs
+# ------------------------------------------------------------------------------------------------ exit code
 
 def exit_code(res: dict, inconclusive: str | None = None) -> int:
     if res["status"] == INCONCLUSIVE and inconclusive in ("fail", "pass"):
         return 1 if inconclusive == "fail" else 0
     return EXIT[res["status"]]
-
-
-def run_gate(sweep_dir: str | Path, config: str | Path | dict, *, adapter: str | None = None,
-             out_dir: str | Path | None = None, quiet: bool = False, inconclusive: str | None = None,
-             target: float | None = None, against_margin: float | None = None) -> int:
-    """Evaluate, print, write SWEEP_DIR/gate/{gate.json,junit.xml,gate.md}; return the exit code."""
-    res = evaluate_gate(sweep_dir, config, adapter=adapter, target=target, against_margin=against_margin)
-    paths = write_gate_outputs(res, out_dir or Path(sweep_dir) / "gate")
-    if not quiet:
-        print_table(res)
-        print(f"wrote {paths['gate_json']}, {paths['junit_xml']}, {paths['gate_md']}")
-    print(summary_line(res))
-    return exit_code(res, inconclusive)
-
-
-def summary_line(res: dict) -> str:
-    c = res["counts"]
-    return (f"gate {res['status'].upper()}: {c[PASS]}/{res['n_checks']} checks passed"
-            + "".join(f", {c[k]} {k}" for k in (FAIL, INCONCLUSIVE, UNUSABLE) if c[k])
-            + f" (adapter {printable(res['adapter_name'])}; decision {OUTCOMES[res['decision']['outcome']]})")
-
-
-def junit_xml(res: dict) -> str:
-    suite_name = f"lora-gate.{res['sweep_name']}"
-    c = res["counts"]
-    attrs = {"tests": str(res["n_checks"]), "failures": str(c[FAIL]), "errors": str(c[UNUSABLE]),
-             "skipped": str(c[INCONCLUSIVE]), "time": "0"}
-    root = ET.Element("testsuites", name="lora-gate", **{k: v for k, v in attrs.items() if k != "skipped"})
-    suite = ET.SubElement(root, "testsuite", name=suite_name, **attrs)
-    props = ET.SubElement(suite, "properties")
-    for k in ("adapter", "adapter_name", "config", "primary_metric", "status", "target"):
-        ET.SubElement(props, "property", name=k, value=str(res[k]))
-    ET.SubElement(props, "property", name="decision", value=res["decision"]["outcome"])
-    for r in res["checks"]:
-        tc = ET.SubElement(suite, "testcase", classname=suite_name, name=r.name, time="0")
-        text = f"value {_f(r.value)} (threshold {r.threshold}): {r.reason}"
-        if r.status == FAIL:
-            ET.SubElement(tc, "failure", message=r.reason, type=f"Gate{r.kind.capitalize()}Failure").text = text
-        elif r.status == INCONCLUSIVE:
-            ET.SubElement(tc, "skipped", message=f"inconclusive: {r.reason}")
-        elif r.status == UNUSABLE:
-            ET.SubElement(tc, "error", message=r.reason, type="GateUnusableInput").text = text
-        else:
-            ET.SubElement(tc, "system-out").text = text
-    for el in root.iter():  # names and reasons come from the sweep dir: no control character makes the XML invalid
-        el.attrib.update({k: printable(v) for k, v in el.attrib.items()})
-        el.text = printable(el.text) if el.text is not None else None
-    ET.indent(root)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def gate_md(res: dict) -> str:
-    tgt = ""
-    if res["target"] is not None:
-        tgt = f" Target {res['target']:g} ({res['target_source']})"
-        if res["report_target"] != res["target"]:
-            tgt += f"; the report used {res['report_target'] if res['report_target'] is not None else 'no target'}"
-        tgt += "."
-    lines = [f"# Gate: {res['status'].upper()}", "",
-             f"Decision: **{OUTCOMES[res['decision']['outcome']]}** — {_md(res['decision']['headline'])}", "",
-             f"Sweep `{_md(res['sweep_name'])}`, adapter `{_md(res['adapter_name'])}` (`{_md(res['adapter'])}`, "
-             f"selection: {_md(res['adapter_selection'])}), config `{_md(res['config'])}`.{tgt}", "",
-             _md(summary_line(res)), "",
-             "| check | value | threshold | result | detail |", "|---|---|---|---|---|"]
-    for r in res["checks"]:
-        cells = [_md(r.name), _f(r.value), _md(r.threshold), r.status if r.passed else f"**{r.status.upper()}**",
-                 _md(r.reason)]
-        lines.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _md(text: Any) -> str:
-    """Text from the sweep dir (names, reasons) as Markdown text: no raw HTML, no control characters, no backtick
-    that would end a code span."""
-    import html
-
-    return html.escape(printable(text), quote=False).replace("`", "'")
-
-
-def write_gate_outputs(res: dict, out_dir: str | Path) -> dict:
-    out = Path(out_dir)
-    payload = dict(res)
-    payload["checks"] = [dict(jsonable(r), passed=r.passed) for r in res["checks"]]
-    write_json(out / "gate.json", payload)
-    atomic_write_text(out / "junit.xml", junit_xml(res))
-    atomic_write_text(out / "gate.md", gate_md(res))
-    return {"gate_json": out / "gate.json", "junit_xml": out / "junit.xml", "gate_md": out / "gate.md"}
-
-
-def print_table(res: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    def txt(x: Any) -> str:  # names come from the sweep dir: `r8[/x]` is text, not rich markup
-        return escape(printable(x))
-
-    style = {PASS: "green", FAIL: "bold red", INCONCLUSIVE: "yellow", UNUSABLE: "bold magenta"}
-    t = Table(title=f"gate: {txt(res['sweep_name'])} / adapter {txt(res['adapter_name'])}", show_lines=False)
-    for col in ("check", "value", "threshold", "result", "detail"):
-        t.add_column(col, overflow="fold")
-    for r in res["checks"]:
-        t.add_row(txt(r.name), _f(r.value), txt(r.threshold), f"[{style[r.status]}]{r.status}[/]", txt(r.reason))
-    con = Console()
-    con.print(f"decision: [bold]{OUTCOMES[res['decision']['outcome']]}[/] — {txt(res['decision']['headline'])}")
-    con.print(t)

@@ -25,7 +25,7 @@ import math
 from typing import Any
 
 from harness.analysis import BASE, FEWSHOT, Analysis, Comparison, Interval, RunView, Settings, analyze, set_verdict
-from harness.judge.calibration import labels_needed
+from harness.judge.agreement import labels_needed
 from harness.stats import holm, sign_test
 
 JUDGE_PREFIX = "judge:"

@@ -418,7 +418,7 @@ def run_sweep(overrides: list[str], *, skip_gate: bool = False, quiet: bool = Fa
     con.print(f"report: {report}")
     rc = 0
     if not skip_gate and plan.cfg.get("gate"):
-        from harness.gate import run_gate
+        from harness.report.gate_view import run_gate
 
         rc = run_gate(plan.sweep_dir, plan.cfg["gate"])
         word = {0: "PASSED", 1: "FAILED", 2: "UNUSABLE", 3: "INCONCLUSIVE"}.get(rc, f"exit {rc}")

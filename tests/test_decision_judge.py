@@ -2,7 +2,7 @@
 
 Per-item verdicts are built as the judge gives them (each order mapped back, combined by
 harness.judge.core.combine_orders) and summarised by the real harness.judge.run.pairwise_summary; the
-calibration by the real harness.judge.calibration.calibration_metrics on constructed human labels.
+calibration by the real harness.judge.agreement.calibration_metrics on constructed human labels.
 No model, no files.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from harness.analysis import RunView, Settings
 from harness.decision import decide
-from harness.judge.calibration import calibration_metrics
+from harness.judge.agreement import calibration_metrics
 from harness.judge.core import combine_orders
 from harness.judge.length import length_feature
 from harness.judge.run import pairwise_summary

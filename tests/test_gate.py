@@ -74,7 +74,7 @@ def test_decision_outcome_for_each_situation(outcome_sweeps, name, tmp_path):
 @pytest.mark.parametrize("name", list(OUTCOME_FIXTURES))
 def test_report_and_gate_agree_on_every_comparison(outcome_sweeps, name, tmp_path):
     """The gate's improvement / non-inferiority checks quote the report's own comparisons, digit for digit."""
-    from harness.decision import fmt_comparison
+    from harness.fmt import fmt_comparison
     from harness.report import analyze_sweep, load_sweep, settings_for, write_report
 
     sweep = outcome_sweeps[name]
@@ -238,7 +238,7 @@ def test_run_gate_with_composed_dict(sweeps):
     """`harness sweep` passes the composed Hydra `gate` group (a dict) and expects an exit code."""
     import yaml
 
-    from harness.gate import run_gate
+    from harness.report.gate_view import run_gate
     from harness.io import UserError
 
     assert run_gate(sweeps["clear_win"], yaml.safe_load(Path(DEFAULT).read_text()), quiet=True) == 0

@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
                                                  "dir's own backend settings are never used")
     args = ap.parse_intermixed_args(argv)
 
-    from harness.gate import run_gate
+    from harness.report.gate_view import run_gate
     from harness.io import UserError
 
     if args.target is not None and not 0 <= args.target <= 1:

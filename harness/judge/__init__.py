@@ -2,7 +2,8 @@
 
 Modules: rubrics (rubrics/<name>.yaml), prompting (delimited untrusted text), parsing (the strict verdict
 rule), client (cache + cost), core (Judge: retries, pointwise, both orders), labels (human labels file),
-calibration (agreement with people), length (length-controlled win rates), settings (conf/judge, backend),
+agreement (kappa, its CI, labels needed: pure statistics), calibration (running the judge on human labels,
+calibration files), length (length-controlled win rates), settings (conf/judge, backend),
 run (a sweep's outputs -> judge.jsonl + judge_summary.json).
 
 Rubrics live in rubrics/<name>.yaml (see `load_rubric`). A judge call is an ordinary chat
@@ -59,12 +60,12 @@ _HOME = {
     "VerdictError": "parsing",
     "backend_cfg_of": "settings",
     "calibrate": "calibration",
-    "calibration_metrics": "calibration",
+    "calibration_metrics": "agreement",
     "check_not_echo": "parsing",
     "combine_orders": "core",
     "default_gen": "core",
     "default_pairs": "run",
-    "defined_kappa": "calibration",
+    "defined_kappa": "agreement",
     "delimit": "prompting",
     "escape_delimiters": "prompting",
     "extract_json_object": "parsing",
@@ -72,8 +73,8 @@ _HOME = {
     "fit_logistic": "length",
     "json_objects_in": "parsing",
     "judge_from_cfg": "settings",
-    "kappa_ci": "calibration",
-    "labels_needed": "calibration",
+    "kappa_ci": "agreement",
+    "labels_needed": "agreement",
     "length_controlled": "length",
     "length_explained": "length",
     "length_feature": "length",
@@ -91,7 +92,7 @@ _HOME = {
     "parse_pointwise": "parsing",
     "plain_cfg": "settings",
     "pointwise_messages": "prompting",
-    "pointwise_metrics": "calibration",
+    "pointwise_metrics": "agreement",
     "question_text": "prompting",
     "resolve_judge_model_cfg": "settings",
     "rubric_from_dict": "rubrics",

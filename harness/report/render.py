@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import quote
 
 from harness.analysis import BASE, BASELINES, FEWSHOT, Analysis, Interval
-from harness.decision import OUTCOMES, Decision, clip_line, fmt_comparison, fmt_interval
+from harness.decision import OUTCOMES, Decision
+from harness.fmt import clip_line, fmt_comparison, fmt_interval
 from harness.report.load import Sweep
 
 
