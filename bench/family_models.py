@@ -1,10 +1,14 @@
 """Random-weight models in each family's layout, with SmolLM2's tokenizer: for tests and for timing engines.
+`--tokenizer sentencepiece` (gemma, gemma2, gemma3, phi3) saves instead a tiny sentencepiece tokenizer trained
+here on evalsets/demo (tokenizer.model + tokenizer.json, the family's chat turn markers as special tokens): the kind
+of tokenizer those checkpoints ship, which llama.cpp's Gemma, Gemma 2 and Phi-3 converters read.
 
 Weights are random (seeded): they time an engine and pin its numerics, they do not answer anything. Sizes:
 `TINY` (hidden 64, 2 layers: tests) or `SMOL` (SmolLM2-135M's: hidden 576, 30 layers, 9 query / 3 K/V heads
 of 64, MLP 1536, tied embeddings: bench/eval_throughput.py --model).
 
     python bench/family_models.py qwen2 /tmp/qwen2-smol --size smol
+    python bench/family_models.py gemma2 /tmp/gemma2-tiny --size tiny --tokenizer sentencepiece
 """
 from __future__ import annotations
 
@@ -22,6 +26,24 @@ SMOL = {"hidden": 576, "inter": 1536, "layers": 30, "heads": 9, "kv": 3, "head_d
 TARGETS = {"phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")}
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FAMILIES = ("llama", "llama_bias", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3")
+TOKENIZERS = ("smollm2", "sentencepiece")
+_GEMMA_CHAT = ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+               "{% if role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+               "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+               "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
+_PHI3_CHAT = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + '<|end|>\\n' }}{% endfor %}"
+              "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}")
+# per family: sentencepiece ids, turn markers (Gemma's inside the sentencepiece model, as Gemma's are; the others
+# added after it, as Phi-3's are), tokenizer class, eos (None: sentencepiece's), chat template
+_GEMMA_SP = ({"pad_id": 0, "eos_id": 1, "bos_id": 2, "unk_id": 3, "pad_piece": "<pad>", "eos_piece": "<eos>",
+              "bos_piece": "<bos>", "unk_piece": "<unk>"}, ("<start_of_turn>", "<end_of_turn>"), True,
+             "GemmaTokenizer", None, _GEMMA_CHAT)
+_LLAMA_IDS = {"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1}
+SENTENCEPIECE = {
+    "gemma": _GEMMA_SP, "gemma2": _GEMMA_SP, "gemma3": _GEMMA_SP,
+    "phi3": (_LLAMA_IDS, ("<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"), False,
+             "LlamaTokenizer", "<|endoftext|>", _PHI3_CHAT),
+}
 
 
 def targets(family: str) -> tuple[str, ...]:
@@ -58,15 +80,59 @@ def family_model(family: str, size: dict, tok, seed: int = 0, **config):
     return model_cls(config)
 
 
-def build(family: str, out_dir: Path, size: dict = TINY, seed: int = 0, **config) -> Path:
-    """Save a random `family` model and SmolLM2's tokenizer to `out_dir` (a model.path for source=hf)."""
+def sentencepiece_tokenizer(family: str, out_dir: Path, vocab_size: int = 512):
+    """A sentencepiece tokenizer trained (BPE, byte fallback, seeded data order) on evalsets/demo's messages, in
+    `family`'s style (SENTENCEPIECE), saved to `out_dir` with its tokenizer.model; returns the loaded tokenizer."""
+    import io
+    import json
+    import tempfile
+
+    import sentencepiece as spm
+    import transformers as tf
+
+    if family not in SENTENCEPIECE:
+        raise ValueError(f"no sentencepiece tokenizer style for {family}: one of {', '.join(SENTENCEPIECE)}")
+    ids, markers, markers_inside, cls_name, eos, template = SENTENCEPIECE[family]
+    texts = [m["content"] for line in (REPO / "evalsets" / "demo" / "train.jsonl").read_text().splitlines()
+             for m in json.loads(line)["messages"]]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, num_threads=1,
+                                   user_defined_symbols=list(markers) if markers_inside else [],
+                                   add_dummy_prefix=not markers_inside, minloglevel=2, **ids)
+    with tempfile.TemporaryDirectory() as fresh:  # converted from tokenizer.model alone, never an older tokenizer.json
+        (Path(fresh) / "tokenizer.model").write_bytes(model.getvalue())
+        (Path(fresh) / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": cls_name}))
+        tok = getattr(tf, cls_name).from_pretrained(fresh)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tokenizer.model").write_bytes(model.getvalue())
+    tok.add_special_tokens({"additional_special_tokens": list(markers)})
+    if eos:
+        tok.eos_token = eos
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.chat_template = template
+    tok.save_pretrained(str(out_dir))
+    return tok
+
+
+def build(family: str, out_dir: Path, size: dict = TINY, seed: int = 0, tokenizer: str = "smollm2",
+          **config) -> Path:
+    """Save a random `family` model and its tokenizer (SmolLM2's, or `tokenizer="sentencepiece"`: one trained here,
+    sentencepiece_tokenizer) to `out_dir` (a model.path for source=hf)."""
     from transformers import AutoTokenizer
 
     from harness.models import resolve_tokenizer_source
 
-    tok = AutoTokenizer.from_pretrained(str(resolve_tokenizer_source()))
-    model = family_model(family, size, tok, seed, **config)
     out_dir = Path(out_dir)
+    if tokenizer == "sentencepiece":
+        tok = sentencepiece_tokenizer(family, out_dir)
+    elif tokenizer == "smollm2":
+        tok = AutoTokenizer.from_pretrained(str(resolve_tokenizer_source()))
+    else:
+        raise ValueError(f"tokenizer {tokenizer!r}: one of {', '.join(TOKENIZERS)}")
+    model = family_model(family, size, tok, seed, **config)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
     return out_dir
@@ -78,8 +144,9 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--size", choices=("tiny", "smol"), default="smol")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tokenizer", choices=TOKENIZERS, default="smollm2")
     a = ap.parse_args()
-    print(build(a.family, Path(a.out), SMOL if a.size == "smol" else TINY, a.seed))
+    print(build(a.family, Path(a.out), SMOL if a.size == "smol" else TINY, a.seed, a.tokenizer))
 
 
 if __name__ == "__main__":

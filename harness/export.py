@@ -238,7 +238,7 @@ def save_merged(res: MergeResult, dest: Path, *, dtype: str = "float32", message
     if dtype in ("float16", "f16"):
         model = model.to(torch.float16)
     model.save_pretrained(str(dest), safe_serialization=True)
-    res.tokenizer.save_pretrained(str(dest))
+    _tokenizer_files(res.tokenizer, dest)
     # Reload what was written: a serialization bug (e.g. tied weights) must not ship silently.
     back = AutoModelForCausalLM.from_pretrained(str(dest), dtype=torch.float32, use_safetensors=True)
     back.eval()
@@ -277,6 +277,10 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 def _tokenizer_files(tok, dest: Path) -> None:
     tok.save_pretrained(str(dest))
+    # transformers 5 writes no sentencepiece model; llama.cpp's Gemma, Gemma 2 and Phi-3 converters read it
+    spm = Path(str(tok.name_or_path)) / "tokenizer.model"
+    if spm.is_file() and not (dest / "tokenizer.model").exists():
+        shutil.copyfile(spm, dest / "tokenizer.model")
     tmpl = getattr(tok, "chat_template", None)
     if isinstance(tmpl, str) and tmpl and not (dest / "chat_template.jinja").is_file():
         (dest / "chat_template.jinja").write_text(tmpl, encoding="utf-8")

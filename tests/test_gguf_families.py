@@ -2,9 +2,12 @@
 merged and converted by llama.cpp's own converter, gives in llama.cpp the logits that transformers + PEFT give
 with the adapter attached. A family llama.cpp cannot convert or load is skipped with llama.cpp's reason.
 
-Not checked here, because of the test tokenizer (SmolLM2's, as transformers rebuilds it from its GGUF), not the
-architecture: qwen2 (llama.cpp's converter does not recognise that BPE pre-tokenizer), gemma, gemma2 and phi3 (their
-converters read a sentencepiece tokenizer.model, which real checkpoints ship and this tokenizer has not).
+The test tokenizer is SmolLM2's (as transformers rebuilds it from its GGUF), except for gemma, gemma2 and phi3:
+their converters read a sentencepiece tokenizer.model, as their real checkpoints ship, so they get one trained here
+(bench/family_models.sentencepiece_tokenizer) with their chat turn markers; the merged model is saved as `harness
+export` saves it, which copies tokenizer.model (transformers 5's save_pretrained does not write it).
+Not checked here, because of the tokenizer, not the architecture: qwen2 (llama.cpp's converter does not recognise
+that BPE pre-tokenizer).
 Gemma 3 is built with its real 1-in-6 global-layer pattern: llama.cpp's Gemma 3 converter ignores `layer_types`
 and uses that pattern, so a Gemma 3 whose layer_types differ converts into a different model (logits off by 0.14
 on the alternating tiny layout of bench/family_models.py)."""
@@ -15,13 +18,17 @@ import pytest
 from bench.family_models import TINY, build, targets
 from tests.conftest import make_random_adapter
 
-PROMPT = "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n"
+QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
 UNSUPPORTED = ("not supported", "unknown model architecture", "unknown architecture")
-CHECKED = ("llama", "llama_bias", "mistral", "qwen3", "gemma3")
+CHECKED = ("llama", "llama_bias", "mistral", "qwen3", "gemma", "gemma2", "gemma3", "phi3")
+WITH_SENTENCEPIECE = ("gemma", "gemma2", "phi3")  # their converters read tokenizer.model
 
 
 def _family_dir(family: str, dest):
-    """bench/family_models' tiny model; Gemma 3 with its real layer pattern (5 sliding layers, then 1 global)."""
+    """bench/family_models' tiny model (with a sentencepiece tokenizer where the family's converter reads one);
+    Gemma 3 with its real layer pattern (5 sliding layers, then 1 global)."""
+    if family in WITH_SENTENCEPIECE:
+        return build(family, dest, tokenizer="sentencepiece")
     if family != "gemma3":
         return build(family, dest)
     import torch
@@ -52,12 +59,12 @@ def _hf_logits(spec, adapter, ids):
 
 
 def _merged_dir(spec, adapter, dest):
-    from harness.export import load_peft_fp32
+    """Saved as `harness export --format gguf` saves it (save_merged: weights, tokenizer, tokenizer.model)."""
+    from harness.export import MergeResult, load_peft_fp32, save_merged
     from harness.models import load_tokenizer
 
     merged = load_peft_fp32(spec, adapter).merge_and_unload()
-    merged.save_pretrained(str(dest), safe_serialization=True)
-    load_tokenizer(spec).save_pretrained(str(dest))
+    save_merged(MergeResult(merged, load_tokenizer(spec), 0.0, 0, None), dest)
     return dest
 
 
@@ -69,10 +76,12 @@ def test_gguf_of_each_family_matches_the_adapter_in_llama_cpp(family, conv, tmp_
     from harness.gguf import convert_hf_to_gguf
     from harness.io import UserError
     from harness.models import load_tokenizer, resolve_model
+    from harness.prompts import render_prompt
 
     spec = resolve_model({"source": "hf", "path": str(_family_dir(family, tmp_path / family))})
     adapter = make_random_adapter(spec, tmp_path / "adapter", targets=targets(family), scale=0.05)
-    ids = load_tokenizer(spec)(PROMPT, add_special_tokens=False)["input_ids"]
+    tok = load_tokenizer(spec)
+    ids = tok(render_prompt(tok, QUESTION), add_special_tokens=False)["input_ids"]
     want = _hf_logits(spec, adapter, ids)
     try:
         gguf = convert_hf_to_gguf(_merged_dir(spec, adapter, tmp_path / "merged"), tmp_path / "m.gguf", "f32")
