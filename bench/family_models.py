@@ -1,7 +1,8 @@
 """Random-weight models in each family's layout, with SmolLM2's tokenizer: for tests and for timing engines.
 `--tokenizer sentencepiece` (gemma, gemma2, gemma3, phi3) saves instead a tiny sentencepiece tokenizer trained
 here on evalsets/demo (tokenizer.model + tokenizer.json, the family's chat turn markers as special tokens): the kind
-of tokenizer those checkpoints ship, which llama.cpp's Gemma, Gemma 2 and Phi-3 converters read.
+of tokenizer those checkpoints ship, which llama.cpp's Gemma, Gemma 2 and Phi-3 converters read. `--tokenizer bpe`
+(qwen2): a tiny byte-level BPE with Qwen2's pre-tokenizer and ChatML turn markers, trained here likewise.
 
 Weights are random (seeded): they time an engine and pin its numerics, they do not answer anything. Sizes:
 `TINY` (hidden 64, 2 layers: tests) or `SMOL` (SmolLM2-135M's: hidden 576, 30 layers, 9 query / 3 K/V heads
@@ -13,6 +14,7 @@ of 64, MLP 1536, tied embeddings: bench/eval_throughput.py --model).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -26,8 +28,13 @@ SMOL = {"hidden": 576, "inter": 1536, "layers": 30, "heads": 9, "kv": 3, "head_d
 TARGETS = {"phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")}
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FAMILIES = ("llama", "llama_bias", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3")
-TOKENIZERS = ("smollm2", "sentencepiece")
-_GEMMA_CHAT = ("{{ bos_token }}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+TOKENIZERS = ("smollm2", "sentencepiece", "bpe")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+               r"|\s+(?!\S)|\s+")
+_CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+_GEMMA_CHAT = ("{{ bos_token }}{% for m in messages %}"
+               "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
                "{% if role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
                "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
                "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}")
@@ -84,7 +91,6 @@ def sentencepiece_tokenizer(family: str, out_dir: Path, vocab_size: int = 512):
     """A sentencepiece tokenizer trained (BPE, byte fallback, seeded data order) on evalsets/demo's messages, in
     `family`'s style (SENTENCEPIECE), saved to `out_dir` with its tokenizer.model; returns the loaded tokenizer."""
     import io
-    import json
     import tempfile
 
     import sentencepiece as spm
@@ -93,8 +99,7 @@ def sentencepiece_tokenizer(family: str, out_dir: Path, vocab_size: int = 512):
     if family not in SENTENCEPIECE:
         raise ValueError(f"no sentencepiece tokenizer style for {family}: one of {', '.join(SENTENCEPIECE)}")
     ids, markers, markers_inside, cls_name, eos, template = SENTENCEPIECE[family]
-    texts = [m["content"] for line in (REPO / "evalsets" / "demo" / "train.jsonl").read_text().splitlines()
-             for m in json.loads(line)["messages"]]
+    texts = _demo_texts()
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
                                    model_type="bpe", byte_fallback=True, character_coverage=1.0, num_threads=1,
@@ -117,10 +122,38 @@ def sentencepiece_tokenizer(family: str, out_dir: Path, vocab_size: int = 512):
     return tok
 
 
+def _demo_texts() -> list[str]:
+    return [m["content"] for line in (REPO / "evalsets" / "demo" / "train.jsonl").read_text().splitlines()
+            for m in json.loads(line)["messages"]]
+
+
+def bpe_tokenizer(family: str, out_dir: Path, vocab_size: int = 600):
+    """A byte-level BPE with Qwen2's pre-tokenizer, trained on evalsets/demo's messages, ChatML turn markers as
+    special tokens (as Qwen2's): saved to `out_dir`; returns the tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if family != "qwen2":
+        raise ValueError(f"no BPE tokenizer style for {family}: qwen2 only")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_SPLIT), "isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe.train_from_iterator(_demo_texts(), trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                               show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  additional_special_tokens=specials[1:])
+    tok.chat_template = _CHATML
+    tok.save_pretrained(str(out_dir))
+    return tok
+
+
 def build(family: str, out_dir: Path, size: dict = TINY, seed: int = 0, tokenizer: str = "smollm2",
           **config) -> Path:
-    """Save a random `family` model and its tokenizer (SmolLM2's, or `tokenizer="sentencepiece"`: one trained here,
-    sentencepiece_tokenizer) to `out_dir` (a model.path for source=hf)."""
+    """Save a random `family` model and its tokenizer (SmolLM2's, or one trained here: `tokenizer="sentencepiece"`,
+    sentencepiece_tokenizer; `"bpe"`, bpe_tokenizer) to `out_dir` (a model.path for source=hf)."""
     from transformers import AutoTokenizer
 
     from harness.models import resolve_tokenizer_source
@@ -128,6 +161,8 @@ def build(family: str, out_dir: Path, size: dict = TINY, seed: int = 0, tokenize
     out_dir = Path(out_dir)
     if tokenizer == "sentencepiece":
         tok = sentencepiece_tokenizer(family, out_dir)
+    elif tokenizer == "bpe":
+        tok = bpe_tokenizer(family, out_dir)
     elif tokenizer == "smollm2":
         tok = AutoTokenizer.from_pretrained(str(resolve_tokenizer_source()))
     else:
