@@ -23,7 +23,10 @@ def test_judge_rubric_target_beyond_its_scale_is_a_file_line_key_error(tmp_path)
     with pytest.raises(UserError) as ei:
         load_task(p)
     assert ei.value.exit_code == 2
-    assert f"{p}:" in str(ei.value) and "target: must be a number in [1, 5]" in str(ei.value)
+    msg = str(ei.value)  # the path as the harness prints it (relative to the working directory)
+    assert "target: must be a number in [1, 5]" in msg
+    where, line = msg.split(": target:")[0].rsplit(":", 1)
+    assert where.endswith(p.name) and p.read_text().splitlines()[int(line) - 1].startswith("target:")
 
 
 def test_unknown_judge_rubric_is_a_file_line_key_error(tmp_path):

@@ -28,9 +28,10 @@ def test_a_backends_literal_key_is_masked_in_its_log_lines(caplog):
 
 
 def test_the_process_record_factory_and_other_loggers_are_left_alone(caplog):
+    before = logging.getLogRecordFactory()  # LogRecord, or another library's (ray installs one when imported)
     hide_in_logs("not-a-secret-elsewhere")
     OpenAIBackend(ServeSpec({"name": "m"}), base_url="http://127.0.0.1:9/v1", api_key="another-key-0123456789")
-    assert logging.getLogRecordFactory() is logging.LogRecord
+    assert logging.getLogRecordFactory() is before
     caplog.set_level(logging.INFO)
     logging.getLogger("someone.else").info("value not-a-secret-elsewhere")
     assert "value not-a-secret-elsewhere" in caplog.text

@@ -26,6 +26,7 @@ import os, signal, sys
 import harness.train as T
 from harness.cli import main
 sig, twice, mode, at = getattr(signal, sys.argv[1]), sys.argv[2] == "twice", sys.argv[3], int(sys.argv[4])
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: a background shell's job ignores SIGINT
 real, seen = T.completion_loss, [0]
 def completion_loss(model, *a, **k):
     out = real(model, *a, **k)
