@@ -69,7 +69,7 @@ from harness.backends.hf import attach_adapters
 from harness.backends.hf_decode import common_prefix
 from harness.io import UserError, iter_jsonl, read_json, stable_hash, write_json, write_jsonl
 from harness.probes import FAMILIES, read_probe_set
-from harness.prompts import end_of_turn, render_prompt
+from harness.prompts import end_of_turn, prompt_ids
 from harness.stats import bootstrap_ci
 
 VERSION = 1
@@ -196,8 +196,7 @@ class Scorer:
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """The prompt's tokens exactly as the hf backend tokenizes them for generation."""
-        return control_tokens.encode(self.tokenizer, render_prompt(self.tokenizer, messages),
-                                     control_tokens.message_texts(messages))
+        return prompt_ids(self.tokenizer, messages)
 
     def answer_ids(self, text: str) -> list[int]:
         """An answer's tokens followed by the end-of-turn token, as training tokenizes a target."""

@@ -215,6 +215,12 @@ def render_prompt(tokenizer: Any, messages: list[dict]) -> str:
     return "\n\n".join(parts) + "\n\nASSISTANT: "
 
 
+def prompt_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
+    """The prompt's token ids as training and every in-process engine encode it: render_prompt's string, with any
+    control-token text inside the messages kept as text (harness.control_tokens)."""
+    return control_tokens.encode(tokenizer, render_prompt(tokenizer, messages), control_tokens.message_texts(messages))
+
+
 def end_of_turn(tokenizer: Any) -> str:
     """What the model emits after an answer (e.g. <|im_end|>); appended to training targets, and a stop token."""
     return chat_format(tokenizer).end_of_turn
@@ -249,9 +255,8 @@ def tokenize_for_training(
     Over-long examples are truncated from the right (the data doctor warns about them first).
     """
     messages = build_messages(example, system_prompt=system_prompt, prompt_template=prompt_template)
-    prompt = render_prompt(tokenizer, messages)
     completion = example.target + end_of_turn(tokenizer)
-    p_ids = control_tokens.encode(tokenizer, prompt, control_tokens.message_texts(messages))
+    p_ids = prompt_ids(tokenizer, messages)
     c_ids = control_tokens.encode(tokenizer, completion, [example.target])
     ids = (p_ids + c_ids)[:max_length]
     labels = ([-100] * len(p_ids) if completion_only else list(p_ids)) + list(c_ids)

@@ -162,12 +162,9 @@ class HFBackend(ServedAdapters):
         self.model, self._lean = None, None
 
     def _prompt_ids(self, messages: list[dict]) -> list[int]:
-        from harness.prompts import render_prompt
+        from harness.prompts import prompt_ids
 
-        from harness import control_tokens
-
-        text = render_prompt(self.tokenizer, messages)
-        return control_tokens.encode(self.tokenizer, text, control_tokens.message_texts(messages))
+        return prompt_ids(self.tokenizer, messages)
 
     def _left_pad(self, seqs: list[list[int]]):
         import torch

@@ -350,7 +350,7 @@ class VLLMBackend(ServedAdapters):
         for i, r in enumerate(requests):
             prompt = render_prompt(self.tokenizer, r.message_dicts())
             texts = control_tokens.message_texts(r.message_dicts())
-            ids = control_tokens.encode(self.tokenizer, prompt, texts)
+            ids = control_tokens.encode(self.tokenizer, prompt, texts)  # as prompts.prompt_ids, on the string vLLM gets
             n = len(ids)
             if control_tokens.forged(self.tokenizer, texts):  # control-token text goes in as text: token ids
                 prompt = {"prompt_token_ids": ids}
